@@ -1,0 +1,145 @@
+/**
+ * The contract every backend (QEMU, OrbStack) fulfils. Optional capabilities (raw QMP,
+ * disks, snapshots) are their own small interfaces; a backend without one throws
+ * UNSUPPORTED through `requireCapability`, never a silent no-op.
+ */
+import { LocalVmError } from './errors.js';
+import type { PortForward, VmSpec } from './schema.js';
+
+export type ConcreteBackend = 'qemu' | 'orbstack';
+
+export type VmState = 'running' | 'stopped' | 'starting' | 'stopping' | 'creating' | 'unknown';
+
+export interface VmInfo {
+  name: string;
+  backend: ConcreteBackend;
+  state: VmState;
+  /** Why the VM is in this state when it was not asked for (`crashed`, `create-failed`). */
+  reason?: string | undefined;
+  pid?: number | undefined;
+  /** The accelerator actually in use (`tcg`, `kvm`, `hvf`), QEMU only. */
+  accel?: string | undefined;
+  ip4?: string | undefined;
+  ports: PortForward[];
+  image: string;
+  arch: string;
+  cpus: number;
+  memory: number;
+  labels: Record<string, string>;
+  /** `specFingerprint` of the spec the VM was created from (adoption compares it). */
+  fingerprint?: string | undefined;
+  /** The spec the VM was created from, when the backend keeps it. */
+  spec?: VmSpec | undefined;
+  createdAt?: string | undefined;
+  startedAt?: string | undefined;
+  uptimeMs?: number | undefined;
+  lastError?: string | undefined;
+}
+
+export interface ExecOptions {
+  env?: Record<string, string> | undefined;
+  cwd?: string | undefined;
+  stdin?: string | Uint8Array | undefined;
+  timeoutMs?: number | undefined;
+  user?: string | undefined;
+}
+
+export interface ExecResult {
+  exitCode: number;
+  /** stdout decoded as UTF-8. */
+  stdout: string;
+  stderr: string;
+  /** stdout exactly as the guest wrote it. */
+  stdoutBytes: Uint8Array;
+  stderrBytes: Uint8Array;
+  /** Set when the process was killed by a signal. */
+  signal?: number | string | undefined;
+  durationMs: number;
+}
+
+export interface StopOptions {
+  /** Skip the graceful shutdown. */
+  force?: boolean | undefined;
+  /** How long the graceful shutdown may take before it is forced. */
+  timeoutMs?: number | undefined;
+}
+
+export interface PutFileOptions {
+  /** File mode, e.g. 0o644. */
+  mode?: number | undefined;
+}
+
+/** One readiness probe's verdict: ready or not, and what it saw (for timeout errors). */
+export interface ProbeResult {
+  ready: boolean;
+  detail: string;
+}
+
+export interface Backend {
+  readonly name: ConcreteBackend;
+  /**
+   * Creates and starts the VM. MUST throw ALREADY_EXISTS when a VM of that name exists
+   * (the operations layer decides about adoption); MUST leave nothing behind on failure
+   * other than what `delete` removes.
+   */
+  create(spec: VmSpec): Promise<VmInfo>;
+  /** Starts a stopped VM; a running VM is left alone. */
+  start(name: string): Promise<VmInfo>;
+  /** Stops a VM; a stopped VM is left alone. */
+  stop(name: string, options?: StopOptions): Promise<VmInfo>;
+  restart(name: string): Promise<VmInfo>;
+  /** Deletes a VM and everything it owns. MUST succeed when the VM does not exist. */
+  delete(name: string): Promise<void>;
+  list(): Promise<VmInfo[]>;
+  /** Throws NOT_FOUND when there is no such VM. */
+  info(name: string): Promise<VmInfo>;
+  exec(name: string, argv: string[], options?: ExecOptions): Promise<ExecResult>;
+  putFile(name: string, guestPath: string, content: Uint8Array, options?: PutFileOptions): Promise<void>;
+  getFile(name: string, guestPath: string): Promise<Uint8Array>;
+  /** One readiness probe of the backend's own kind (agent ping; running + IP). */
+  probe(name: string, timeoutMs: number): Promise<ProbeResult>;
+  /** The last lines the guest printed on its console, when the backend has one. */
+  consoleTail?(name: string, lines?: number): Promise<string>;
+  /** Changes cpus/memory/ports of a stopped-or-running VM (stop, change, start). */
+  update?(name: string, spec: VmSpec): Promise<VmInfo>;
+}
+
+/** Raw QMP passthrough. */
+export interface QmpCapable {
+  qmp(name: string, command: string, args?: Record<string, unknown>): Promise<unknown>;
+}
+
+export interface Snapshot {
+  name: string;
+  createdAt?: string | undefined;
+  sizeBytes?: number | undefined;
+}
+
+export interface SnapshotCapable {
+  snapshotCreate(name: string, snapshot: string): Promise<void>;
+  snapshotList(name: string): Promise<Snapshot[]>;
+  snapshotRestore(name: string, snapshot: string): Promise<void>;
+  snapshotDelete(name: string, snapshot: string): Promise<void>;
+}
+
+export type Capability = 'qmp' | 'snapshots';
+
+const CAPABILITY_METHOD: Record<Capability, string> = { qmp: 'qmp', snapshots: 'snapshotCreate' };
+
+export function hasCapability(backend: Backend, capability: 'qmp'): backend is Backend & QmpCapable;
+export function hasCapability(backend: Backend, capability: 'snapshots'): backend is Backend & SnapshotCapable;
+export function hasCapability(backend: Backend, capability: Capability): boolean {
+  return typeof (backend as unknown as Record<string, unknown>)[CAPABILITY_METHOD[capability]] === 'function';
+}
+
+/** Narrows `backend` to the capability or throws UNSUPPORTED naming the backend. */
+export function requireCapability(backend: Backend, capability: 'qmp'): Backend & QmpCapable;
+export function requireCapability(backend: Backend, capability: 'snapshots'): Backend & SnapshotCapable;
+export function requireCapability(backend: Backend, capability: Capability): Backend {
+  if (!hasCapability(backend, capability as 'qmp')) {
+    throw new LocalVmError('UNSUPPORTED', `the ${backend.name} backend does not support ${capability}`, {
+      hint: capability === 'qmp' ? 'raw QMP needs the qemu backend' : undefined,
+    });
+  }
+  return backend;
+}

@@ -1,0 +1,48 @@
+/**
+ * The one place the environment is read. Everything else receives a LocalVmConfig, so
+ * tests pass their own and nothing depends on process-wide state.
+ */
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import type { Accel } from './schema.js';
+
+export interface LocalVmConfig {
+  /** Root of per-VM directories (`<stateDir>/vms/<name>/`). */
+  stateDir: string;
+  /** Where built guest images (`tiny`) are cached. */
+  cacheDir: string;
+  /** Short directory for control sockets when a VM dir path would exceed 107 bytes. */
+  runDir: string;
+  /** Accelerator override (`LOCALVM_ACCEL`), applied when a spec says `auto`. */
+  accel: Accel;
+  /** Prefix of every test VM's name. */
+  testPrefix: string;
+  /** Directory holding `orbctl` and `qemu-*` overrides, if any (tests put simulators first on PATH instead). */
+  qemuBinary?: string | undefined;
+  /** Print debug logs. */
+  verbose: boolean;
+}
+
+export const DEFAULT_TEST_PREFIX = 'pytest-test-';
+
+/** Reads the configuration from `env` (defaults to `process.env`). */
+export function loadConfig(
+  env: NodeJS.ProcessEnv = process.env,
+  overrides: Partial<LocalVmConfig> = {},
+): LocalVmConfig {
+  const home = env.HOME || homedir();
+  const stateHome = env.XDG_STATE_HOME || join(home, '.local', 'state');
+  const cacheHome = env.XDG_CACHE_HOME || join(home, '.cache');
+  const stateDir = env.LOCALVM_HOME || join(stateHome, 'localvm');
+  const accel = env.LOCALVM_ACCEL;
+  return {
+    stateDir,
+    cacheDir: env.LOCALVM_CACHE || join(cacheHome, 'localvm'),
+    runDir: env.LOCALVM_RUN_DIR || join(env.XDG_RUNTIME_DIR || '/tmp', `localvm-${process.getuid?.() ?? 'u'}`),
+    accel: accel === 'kvm' || accel === 'tcg' || accel === 'hvf' ? accel : 'auto',
+    testPrefix: env.LOCALVM_TEST_PREFIX || DEFAULT_TEST_PREFIX,
+    qemuBinary: env.LOCALVM_QEMU || undefined,
+    verbose: env.LOCALVM_DEBUG === '1',
+    ...overrides,
+  };
+}

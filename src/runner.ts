@@ -1,0 +1,158 @@
+/**
+ * The one place that launches processes. Everything that runs a tool receives a
+ * CommandRunner, so unit tests pass a fake and `--dry-run` passes a recorder.
+ */
+import { LocalVmError, tail } from './errors.js';
+
+/** A command as built by the pure builders: an executable and an argv array, never a shell string. */
+export interface Command {
+  file: string;
+  args: string[];
+}
+
+export interface RunOptions {
+  /** Bytes or text written to stdin, then stdin is closed. */
+  input?: string | Uint8Array | undefined;
+  timeoutMs?: number | undefined;
+  /** Added to the inherited environment. */
+  env?: Record<string, string | undefined> | undefined;
+  cwd?: string | undefined;
+  signal?: AbortSignal | undefined;
+}
+
+export interface RunResult {
+  file: string;
+  args: string[];
+  /** -1 when the process was killed by a signal or timed out. */
+  exitCode: number;
+  signal?: string | undefined;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+  durationMs: number;
+}
+
+export interface CommandRunner {
+  /**
+   * Runs `cmd` to completion. Resolves with the result whatever the exit code; rejects
+   * only when the process could not be started (TOOL_NOT_FOUND) or the run was aborted.
+   */
+  run(cmd: Command, options?: RunOptions): Promise<RunResult>;
+  /**
+   * Starts `cmd` detached in its own session with stdio ignored, and returns its pid
+   * without waiting (for the fixture reaper).
+   */
+  spawnDetached?(cmd: Command, options?: Pick<RunOptions, 'env' | 'cwd'>): Promise<number>;
+}
+
+/** Runs `cmd` and throws COMMAND_FAILED (or TIMEOUT) unless it exits 0. */
+export async function runChecked(runner: CommandRunner, cmd: Command, options?: RunOptions): Promise<RunResult> {
+  const result = await runner.run(cmd, options);
+  if (result.exitCode === 0 && !result.timedOut) return result;
+  throw commandError(result);
+}
+
+/** The error for a finished command that failed; carries argv, exit code and stderr tail. */
+export function commandError(result: RunResult, message?: string): LocalVmError {
+  const code = result.timedOut ? 'TIMEOUT' : 'COMMAND_FAILED';
+  const why = result.timedOut
+    ? 'timed out'
+    : result.signal
+      ? `was killed by ${result.signal}`
+      : `exited with code ${result.exitCode}`;
+  const stderrTail = tail(result.stderr, 10, 2000);
+  return new LocalVmError(
+    code,
+    message ?? `${[result.file, ...result.args].join(' ')} ${why}${stderrTail ? `: ${stderrTail}` : ''}`,
+    {
+      command: {
+        file: result.file,
+        args: result.args,
+        exitCode: result.exitCode,
+        signal: result.signal,
+        stderrTail,
+        stdoutTail: tail(result.stdout, 5, 1000),
+        timedOut: result.timedOut,
+      },
+    },
+  );
+}
+
+/** The default runner, backed by execa. Loaded lazily so pure modules stay light. */
+export function createExecaRunner(): CommandRunner {
+  return {
+    async run(cmd, options = {}) {
+      const { execa } = await import('execa');
+      const started = performance.now();
+      try {
+        const r = await execa(cmd.file, cmd.args, {
+          reject: false,
+          stripFinalNewline: false,
+          encoding: 'utf8',
+          input: options.input,
+          ...(options.input === undefined ? { stdin: 'ignore' as const } : {}),
+          timeout: options.timeoutMs,
+          env: options.env,
+          cwd: options.cwd,
+          cancelSignal: options.signal,
+          // QEMU daemonizes: its grandchild keeps no handle on our pipes, so waiting is safe.
+          windowsHide: true,
+        });
+        const errno = (r as { code?: string }).code;
+        if (errno === 'ENOENT' && r.exitCode === undefined) {
+          throw new LocalVmError('TOOL_NOT_FOUND', `${cmd.file} was not found on PATH`, {
+            hint: `install ${cmd.file}, or put it on PATH`,
+            command: { file: cmd.file, args: cmd.args },
+          });
+        }
+        return {
+          file: cmd.file,
+          args: cmd.args,
+          exitCode: r.timedOut || r.exitCode === undefined ? -1 : r.exitCode,
+          signal: r.signal,
+          stdout: String(r.stdout ?? ''),
+          stderr: String(r.stderr ?? ''),
+          timedOut: Boolean(r.timedOut),
+          durationMs: performance.now() - started,
+        };
+      } catch (error) {
+        if (error instanceof LocalVmError) throw error;
+        throw new LocalVmError('COMMAND_FAILED', `could not run ${cmd.file}: ${(error as Error).message}`, {
+          cause: error,
+          command: { file: cmd.file, args: cmd.args },
+        });
+      }
+    },
+    async spawnDetached(cmd, options = {}) {
+      const { spawn } = await import('node:child_process');
+      const child = spawn(cmd.file, cmd.args, {
+        detached: true,
+        stdio: 'ignore',
+        env: { ...process.env, ...options.env },
+        cwd: options.cwd,
+      });
+      await new Promise<void>((resolve, reject) => {
+        child.once('spawn', () => resolve());
+        child.once('error', reject);
+      });
+      child.unref();
+      if (child.pid === undefined) throw new LocalVmError('COMMAND_FAILED', `could not start ${cmd.file}`);
+      return child.pid;
+    },
+  };
+}
+
+/**
+ * A runner that records what would run and runs nothing (`--dry-run`). Every command
+ * "succeeds" with empty output, so callers that parse output must not use it for reads.
+ */
+export function createRecordingRunner(): CommandRunner & { commands: Command[] } {
+  const commands: Command[] = [];
+  return {
+    commands,
+    async run(cmd) {
+      commands.push({ file: cmd.file, args: [...cmd.args] });
+      return { file: cmd.file, args: cmd.args, exitCode: 0, stdout: '', stderr: '', timedOut: false, durationMs: 0 };
+    },
+  };
+}

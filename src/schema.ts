@@ -1,0 +1,224 @@
+/**
+ * The one place input is validated. CLI arguments, Pulumi `check`, and library entry
+ * points parse through these schemas; everything below them trusts the typed result.
+ */
+import { createHash } from 'node:crypto';
+import { isIP } from 'node:net';
+import { z } from 'zod';
+import { validationError, type ValidationIssue } from './errors.js';
+
+/**
+ * A VM name: lower-case letters, digits and dashes, not starting with a dash, at most 63
+ * characters. It becomes a directory name, a QEMU `-name`, and an orbctl argument, so it
+ * must never carry a path separator, a shell metacharacter, or look like a flag.
+ */
+export const VM_NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+export const vmNameSchema = z
+  .string({ error: 'must be a string' })
+  .regex(VM_NAME_PATTERN, 'must be 1-63 characters of a-z, 0-9 and "-", starting with a letter or digit');
+
+export const backendSchema = z.enum(['qemu', 'orbstack', 'auto']);
+export type BackendName = z.infer<typeof backendSchema>;
+
+/** CPU architectures, named as QEMU names them; `amd64`/`arm64` are accepted as aliases. */
+export const archSchema = z.preprocess(
+  (v) => (v === 'amd64' ? 'x86_64' : v === 'arm64' ? 'aarch64' : v),
+  z.enum(['x86_64', 'aarch64']),
+);
+export type Arch = 'x86_64' | 'aarch64';
+
+export const accelSchema = z.enum(['auto', 'kvm', 'tcg', 'hvf']);
+export type Accel = z.infer<typeof accelSchema>;
+
+const port = z.number().int('must be an integer').min(1, 'must be 1-65535').max(65535, 'must be 1-65535');
+
+export const portForwardSchema = z
+  .object({
+    host: port,
+    guest: port,
+    protocol: z.enum(['tcp', 'udp']).default('tcp'),
+    /** Host address to bind. Loopback by default: a VM is not exposed to the network unless asked. */
+    bind: z
+      .string()
+      .refine((s) => isIP(s) === 4, 'must be an IPv4 address')
+      .default('127.0.0.1'),
+  })
+  .strict();
+export type PortForward = z.infer<typeof portForwardSchema>;
+
+/** A size: bytes as a number, or a string like `512M`, `10G`. Normalised to bytes. */
+export const sizeSchema = z.union([z.number().int().positive(), z.string()]).transform((v, ctx) => {
+  const bytes = parseSize(v);
+  if (bytes === undefined) {
+    ctx.addIssue({ code: 'custom', message: 'must be a size like 1048576, 512M or 10G' });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+export const diskSchema = z
+  .object({
+    name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,30}$/, 'must be 1-31 characters of a-z, 0-9 and "-"'),
+    size: sizeSchema,
+  })
+  .strict();
+export type DiskSpec = z.infer<typeof diskSchema>;
+
+/** A readiness probe: an argv run in the guest that must exit 0. */
+export const probeSchema = z
+  .object({
+    argv: z.array(z.string()).min(1, 'must name a command'),
+    timeoutMs: z.number().int().positive().max(600_000).optional(),
+  })
+  .strict();
+export type Probe = z.infer<typeof probeSchema>;
+
+export const timeoutsSchema = z
+  .object({
+    createMs: z.number().int().positive().max(3_600_000).default(120_000),
+    readyMs: z.number().int().positive().max(3_600_000).default(120_000),
+    stopMs: z.number().int().positive().max(600_000).default(15_000),
+    execMs: z.number().int().positive().max(3_600_000).default(60_000),
+  })
+  .strict();
+export type Timeouts = z.infer<typeof timeoutsSchema>;
+
+const absPath = z.string().refine((s) => s.startsWith('/'), 'must be an absolute path');
+
+export const vmSpecSchema = z
+  .object({
+    name: vmNameSchema,
+    backend: backendSchema.default('auto'),
+    /**
+     * `tiny` (the embedded default guest), a path to a qcow2/raw image (used read-only as
+     * the backing file of a per-VM overlay), or for OrbStack `distro[:version]`.
+     */
+    image: z
+      .string()
+      .min(1, 'must not be empty')
+      .max(4096)
+      .refine((s) => !s.startsWith('-'), 'must not start with "-"')
+      .refine((s) => !/[\0\n,]/.test(s), 'must not contain NUL, newline or comma')
+      .default('tiny'),
+    /** Boot a kernel directly instead of an image's own boot loader. */
+    kernel: absPath.optional(),
+    initrd: absPath.optional(),
+    append: z.string().max(4096).optional(),
+    arch: archSchema.optional(),
+    accel: accelSchema.default('auto'),
+    cpus: z.number().int('must be an integer').min(1, 'must be 1-64').max(64, 'must be 1-64').default(1),
+    /** Memory in MiB. */
+    memory: z
+      .number()
+      .int('must be an integer')
+      .min(64, 'must be 64-262144 MiB')
+      .max(262144, 'must be 64-262144 MiB')
+      .default(256),
+    /** Size of the root disk overlay when booting from an image. */
+    diskSize: sizeSchema.optional(),
+    disks: z.array(diskSchema).max(16).default([]),
+    user: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'must be a valid user name')
+      .optional(),
+    /** cloud-init user-data (secret in the Pulumi provider). */
+    userData: z.string().max(1_000_000).optional(),
+    ports: z.array(portForwardSchema).max(64).default([]),
+    /** Restrict the guest's network to the host (QEMU user-mode `restrict=on`). */
+    isolated: z.boolean().default(false),
+    labels: z
+      .record(
+        z.string().regex(/^[a-zA-Z0-9._/-]{1,63}$/, 'label keys are 1-63 of a-z A-Z 0-9 . _ / -'),
+        z.string().max(256),
+      )
+      .default({}),
+    readiness: z.array(probeSchema).max(16).default([]),
+    timeouts: timeoutsSchema.default({ createMs: 120_000, readyMs: 120_000, stopMs: 15_000, execMs: 60_000 }),
+  })
+  .strict()
+  .superRefine((spec, ctx) => {
+    const seen = new Set<string>();
+    spec.ports.forEach((p, i) => {
+      const key = `${p.protocol}:${p.bind}:${p.host}`;
+      if (seen.has(key))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['ports', i, 'host'],
+          message: `host port ${p.host}/${p.protocol} is forwarded twice`,
+        });
+      seen.add(key);
+    });
+    const disks = new Set<string>();
+    spec.disks.forEach((d, i) => {
+      if (disks.has(d.name))
+        ctx.addIssue({ code: 'custom', path: ['disks', i, 'name'], message: `disk "${d.name}" is declared twice` });
+      disks.add(d.name);
+    });
+    if (spec.initrd && !spec.kernel) ctx.addIssue({ code: 'custom', path: ['initrd'], message: 'needs kernel' });
+  });
+
+/** A VM spec as written by a user (defaults optional). */
+export type VmSpecInput = z.input<typeof vmSpecSchema>;
+/** A validated VM spec with every default applied. */
+export type VmSpec = z.output<typeof vmSpecSchema>;
+
+/** Maps zod issues to `{ property, reason }` with dotted paths (`ports.0.host`). */
+export function toIssues(error: z.ZodError): ValidationIssue[] {
+  return error.issues.map((issue) => ({
+    property: issue.path.map(String).join('.'),
+    reason: issue.message,
+  }));
+}
+
+/** Parses with `schema`; throws a VALIDATION LocalVmError listing every problem. */
+export function parseOrThrow<S extends z.ZodType>(schema: S, input: unknown, what: string): z.output<S> {
+  const result = schema.safeParse(input);
+  if (!result.success) throw validationError(toIssues(result.error), what);
+  return result.data;
+}
+
+/** Validates a VM spec at the boundary. Throws VALIDATION before anything touches disk. */
+export function parseVmSpec(input: unknown): VmSpec {
+  return parseOrThrow(vmSpecSchema, input, 'VM spec');
+}
+
+/** Validates a VM name alone (for operations that take only a name). */
+export function parseVmName(input: unknown): string {
+  return parseOrThrow(vmNameSchema, input, 'VM name');
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, B: 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
+
+/** `512M` → 536870912; numbers pass through; anything else → undefined. Pure. */
+export function parseSize(value: number | string): number | undefined {
+  if (typeof value === 'number') return Number.isSafeInteger(value) && value > 0 ? value : undefined;
+  const m = /^(\d+)\s*([KMGT]?)(?:i?B)?$/i.exec(value.trim());
+  if (!m) return undefined;
+  const n = Number(m[1]) * (SIZE_UNITS[(m[2] ?? '').toUpperCase()] ?? NaN);
+  return Number.isSafeInteger(n) && n > 0 ? n : undefined;
+}
+
+/**
+ * The parts of a spec that define the machine. Two specs with the same fingerprint
+ * describe the same VM, so an existing VM can be adopted instead of recreated.
+ * Labels, timeouts and readiness probes do not change the machine and are left out.
+ */
+export function specFingerprint(spec: VmSpec): string {
+  const identity = {
+    image: spec.image,
+    kernel: spec.kernel ?? null,
+    initrd: spec.initrd ?? null,
+    append: spec.append ?? null,
+    arch: spec.arch ?? null,
+    cpus: spec.cpus,
+    memory: spec.memory,
+    diskSize: spec.diskSize ?? null,
+    disks: spec.disks,
+    user: spec.user ?? null,
+    userData: spec.userData ? createHash('sha256').update(spec.userData).digest('hex') : null,
+    ports: [...spec.ports].sort((a, b) => a.host - b.host),
+    isolated: spec.isolated,
+  };
+  return createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 16);
+}
