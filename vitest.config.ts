@@ -1,8 +1,11 @@
+import { resolve } from 'node:path';
 import { defineConfig } from 'vitest/config';
 
 // Three tiers with their own timeouts. Integration and e2e tests boot real VMs under
 // software emulation on 2 shared cores, so they run one file at a time and wait longer.
 const ci = process.env.CI === 'true';
+// Real-VM tiers keep their VMs apart from the user's (the global setup uses the same default).
+const testHome = process.env.LOCALVM_HOME ?? resolve('.localvm-test/state');
 
 export default defineConfig({
   test: {
@@ -24,6 +27,7 @@ export default defineConfig({
           hookTimeout: 300_000,
           fileParallelism: false,
           globalSetup: ['tests/fixtures/globalSetup.ts'],
+          env: { LOCALVM_HOME: testHome },
         },
       },
       {
@@ -34,6 +38,7 @@ export default defineConfig({
           hookTimeout: 300_000,
           fileParallelism: false,
           globalSetup: ['tests/fixtures/globalSetup.ts'],
+          env: { LOCALVM_HOME: testHome },
         },
       },
     ],

@@ -100,6 +100,11 @@ export interface Backend {
   probe(name: string, timeoutMs: number): Promise<ProbeResult>;
   /** The last lines the guest printed on its console, when the backend has one. */
   consoleTail?(name: string, lines?: number): Promise<string>;
+  /**
+   * Whether an existing VM matches `spec` closely enough to be adopted by a create.
+   * Backends that keep the spec's fingerprint (QEMU) need not implement it.
+   */
+  matchesSpec?(info: VmInfo, spec: VmSpec): boolean;
   /** Changes cpus/memory/ports of a stopped-or-running VM (stop, change, start). */
   update?(name: string, spec: VmSpec): Promise<VmInfo>;
 }

@@ -21,6 +21,10 @@ export interface LocalVmConfig {
   qemuBinary?: string | undefined;
   /** Print debug logs. */
   verbose: boolean;
+  /** The host platform (`process.platform`), so backend selection is testable. */
+  platform: NodeJS.Platform;
+  /** The PATH used to find tools such as `orbctl`. */
+  searchPath: string;
 }
 
 export const DEFAULT_TEST_PREFIX = 'pytest-test-';
@@ -43,6 +47,8 @@ export function loadConfig(
     testPrefix: env.LOCALVM_TEST_PREFIX || DEFAULT_TEST_PREFIX,
     qemuBinary: env.LOCALVM_QEMU || undefined,
     verbose: env.LOCALVM_DEBUG === '1',
+    platform: process.platform,
+    searchPath: env.PATH ?? '',
     ...overrides,
   };
 }

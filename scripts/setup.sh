@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs everything localvm needs on this machine, then builds the package and the
+# embedded `tiny` guest image. Safe to run again: each step skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(qemu-system-x86 qemu-utils busybox-static qemu-guest-agent cpio xz-utils)
+
+missing=()
+for tool in qemu-system-x86_64 qemu-img busybox qemu-ga cpio xz; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing ${PACKAGES[*]} (missing: ${missing[*]})"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
+  elif command -v apt-get >/dev/null 2>&1; then
+    echo "missing: ${missing[*]}. Install them with:" >&2
+    echo "  sudo apt-get install --no-install-recommends ${PACKAGES[*]}" >&2
+    exit 1
+  elif [[ $(uname) == Darwin ]]; then
+    echo "missing: ${missing[*]}. On macOS: brew install qemu (the tiny image is built on Debian; use your own qcow2 image or OrbStack)" >&2
+    exit 1
+  else
+    echo "missing: ${missing[*]}. Install QEMU (qemu-system-x86_64, qemu-img), busybox (static), qemu-guest-agent, cpio and xz with your package manager." >&2
+    exit 1
+  fi
+fi
+# The tiny image's kernel comes from Debian's package lists: make sure they exist.
+if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1 && ! apt-cache show linux-image-amd64 >/dev/null 2>&1; then
+  apt-get update -qq
+fi
+
+if [[ ! -d node_modules ]] || [[ package-lock.json -nt node_modules/.package-lock.json ]]; then
+  echo "==> npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+echo "==> build"
+npm run --silent build
+echo "==> tiny guest image"
+node dist/cli/main.js image build

@@ -1,0 +1,375 @@
+/**
+ * VM operations, whatever the backend: the library's main entry points, used by the CLI,
+ * the Pulumi provider and the vitest fixtures. Input is validated here, at the boundary.
+ */
+import pRetry, { AbortError } from 'p-retry';
+import type { Backend, StopOptions, VmInfo, ProbeResult } from '../backend.js';
+import { availableBackends, resolveBackend, withDefaults, type OperationContext } from '../context.js';
+import { LocalVmError, isLocalVmError, isTransient, tail } from '../errors.js';
+import {
+  parseOrThrow,
+  parseVmName,
+  parseVmSpec,
+  specFingerprint,
+  type Probe,
+  type VmSpec,
+  type VmSpecInput,
+} from '../schema.js';
+import { z } from 'zod';
+
+export { defaultContext, resolveBackend, realClock, type Clock, type OperationContext } from '../context.js';
+
+type Ctx = Partial<OperationContext> | undefined;
+
+/** The backend that owns the VM `name`, with its info; undefined when no backend knows it. */
+async function locate(name: string, ctx: OperationContext): Promise<{ backend: Backend; info: VmInfo } | undefined> {
+  for (const backend of await availableBackends(ctx)) {
+    try {
+      return { backend, info: await backend.info(name) };
+    } catch (error) {
+      if (isLocalVmError(error, 'NOT_FOUND')) continue;
+      throw error;
+    }
+  }
+  return undefined;
+}
+
+function notFound(name: string): LocalVmError {
+  return new LocalVmError('NOT_FOUND', `no VM named ${name}`, {
+    vm: name,
+    hint: 'localvm list shows the VMs that exist',
+  });
+}
+
+/** The backend that owns an existing VM. Throws NOT_FOUND when none does. */
+export async function backendOf(name: string, ctx?: Ctx): Promise<Backend> {
+  const c = withDefaults(ctx);
+  const found = await locate(parseVmName(name), c);
+  if (!found) throw notFound(name);
+  return found.backend;
+}
+
+/**
+ * Creates and starts a VM. Validates first, so a bad spec throws VALIDATION before anything
+ * touches disk. Throws ALREADY_EXISTS when the name is taken (see createVmWithRetry for adoption).
+ */
+export async function createVm(input: VmSpecInput, ctx?: Ctx): Promise<VmInfo> {
+  const spec = parseVmSpec(input);
+  const c = withDefaults(ctx);
+  const { backend, reason } = await resolveBackend(spec.backend, c);
+  c.log?.(`create ${spec.name}: ${reason}`);
+  return backend.create(spec);
+}
+
+export interface RetryOptions {
+  /** Retries after the first attempt (default 3). */
+  retries?: number;
+  minTimeoutMs?: number;
+  maxTimeoutMs?: number;
+  onRetry?: (error: LocalVmError, attempt: number) => void;
+}
+
+export interface CreateResult {
+  info: VmInfo;
+  /** Attempts made, 1 when the first one worked. */
+  attempts: number;
+  /** True when an existing VM with the same spec was taken over instead of created. */
+  adopted: boolean;
+}
+
+function matches(backend: Backend, info: VmInfo, spec: VmSpec): boolean {
+  if (info.fingerprint) return info.fingerprint === specFingerprint(spec);
+  return backend.matchesSpec?.(info, spec) ?? false;
+}
+
+/**
+ * Creates a VM, retrying only errors classified transient. A VM of the same name and spec
+ * is adopted (started if stopped); one with a different spec is a CONFLICT. A half-created
+ * VM left by a failed attempt is removed before the next one, and a permanent failure
+ * removes it too, so a failed create leaves nothing behind. Idempotent.
+ */
+export async function createVmWithRetry(
+  input: VmSpecInput,
+  options: RetryOptions = {},
+  ctx?: Ctx,
+): Promise<CreateResult> {
+  const spec = parseVmSpec(input);
+  const c = withDefaults(ctx);
+  const { backend, reason } = await resolveBackend(spec.backend, c);
+  c.log?.(`create ${spec.name}: ${reason}`);
+  let attempts = 0;
+
+  const adoptOrConflict = async (info: VmInfo): Promise<CreateResult> => {
+    if (!matches(backend, info, spec)) {
+      throw new AbortError(
+        new LocalVmError('CONFLICT', `a VM named ${spec.name} already exists with a different spec`, {
+          vm: spec.name,
+          hint: `delete it first (localvm delete ${spec.name}) or choose another name`,
+          details: { existing: info.fingerprint, wanted: specFingerprint(spec) },
+        }),
+      );
+    }
+    const started = info.state === 'running' ? info : await backend.start(spec.name);
+    return { info: started, attempts, adopted: true };
+  };
+
+  const attempt = async (n: number): Promise<CreateResult> => {
+    attempts = n;
+    const existing = await backend.info(spec.name).catch((error: unknown) => {
+      if (isLocalVmError(error, 'NOT_FOUND')) return undefined;
+      throw error;
+    });
+    if (existing?.reason === 'create-failed') {
+      // Left by an earlier attempt (ours or a crashed process): nobody uses it, so replace it.
+      c.log?.(`create ${spec.name}: removing a half-created VM`);
+      await backend.delete(spec.name);
+    } else if (existing) {
+      return adoptOrConflict(existing);
+    }
+    try {
+      return { info: await backend.create(spec), attempts, adopted: false };
+    } catch (error) {
+      if (isLocalVmError(error, 'ALREADY_EXISTS')) {
+        // A racing creator, or a create that hung but still made the machine: look again.
+        const now = await backend.info(spec.name).catch(() => undefined);
+        if (now) return adoptOrConflict(now);
+      }
+      // Whatever this attempt left behind goes, so the next attempt (or the caller) starts clean.
+      await backend.delete(spec.name).catch((cleanupError: unknown) => {
+        c.log?.(`create ${spec.name}: cleanup after failure failed: ${(cleanupError as Error).message}`);
+      });
+      if (!isTransient(error)) throw new AbortError(error as Error);
+      throw error;
+    }
+  };
+
+  try {
+    return await pRetry(attempt, {
+      retries: options.retries ?? 3,
+      minTimeout: options.minTimeoutMs ?? 500,
+      maxTimeout: options.maxTimeoutMs ?? 5_000,
+      factor: 2,
+      randomize: true,
+      shouldRetry: ({ error }) => isTransient(error),
+      onFailedAttempt: ({ error, attemptNumber, retriesLeft }) => {
+        if (retriesLeft > 0 && isTransient(error)) {
+          c.log?.(`create ${spec.name}: attempt ${attemptNumber} failed (${(error as Error).message}), retrying`);
+          options.onRetry?.(error as LocalVmError, attemptNumber);
+        }
+      },
+    });
+  } catch (error) {
+    if (isLocalVmError(error)) throw error;
+    throw new LocalVmError('INTERNAL', `create ${spec.name} failed: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+export interface ReadyOptions {
+  /** Overall deadline (default: the VM spec's `timeouts.readyMs`, else 120 s). */
+  timeoutMs?: number;
+  /** Commands that must exit 0 in the guest after the backend's own probe passes. */
+  probes?: Probe[];
+  /** First pause between probes; it grows by 1.5× up to `maxIntervalMs`. */
+  initialIntervalMs?: number;
+  maxIntervalMs?: number;
+  /** How long one probe may take; raced against the overall deadline. */
+  probeTimeoutMs?: number;
+}
+
+export interface ReadyResult {
+  name: string;
+  durationMs: number;
+  /** Probes made, backend and user probes together. */
+  probes: number;
+  info: VmInfo;
+}
+
+const readyOptionsSchema = z
+  .object({
+    timeoutMs: z.number().int().positive().optional(),
+    probes: z
+      .array(z.object({ argv: z.array(z.string()).min(1), timeoutMs: z.number().int().positive().optional() }))
+      .optional(),
+    initialIntervalMs: z.number().int().nonnegative().optional(),
+    maxIntervalMs: z.number().int().positive().optional(),
+    probeTimeoutMs: z.number().int().positive().optional(),
+  })
+  .strict();
+
+/** Resolves `promise`, or rejects with TIMEOUT after `ms` (the promise is left to settle). */
+async function raceTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new LocalVmError('TIMEOUT', `${what} took longer than ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Waits until the VM answers: the backend's own probe (guest agent, or running + IP),
+ * then each user probe. Polling starts fast and backs off to a cap; every probe has its
+ * own timeout raced against the deadline. A TIMEOUT error says what the last probe saw
+ * and carries the console tail. A VM that stops while we wait fails at once.
+ */
+export async function waitForVmReady(name: string, options: ReadyOptions = {}, ctx?: Ctx): Promise<ReadyResult> {
+  parseVmName(name);
+  const opts = parseOrThrow(readyOptionsSchema, options, 'ready options');
+  const c = withDefaults(ctx);
+  const found = await locate(name, c);
+  if (!found) throw notFound(name);
+  const { backend } = found;
+  const timeoutMs = opts.timeoutMs ?? found.info.spec?.timeouts.readyMs ?? 120_000;
+  const userProbes = opts.probes ?? found.info.spec?.readiness ?? [];
+  const probeTimeoutMs = opts.probeTimeoutMs ?? 2_000;
+  const maxInterval = opts.maxIntervalMs ?? 500;
+  let interval = opts.initialIntervalMs ?? 20;
+
+  const started = c.clock.now();
+  const deadline = started + timeoutMs;
+  let probes = 0;
+  let last: ProbeResult = { ready: false, detail: 'no probe has run yet' };
+
+  const probeOnce = async (): Promise<ProbeResult> => {
+    const remaining = Math.max(1, deadline - c.clock.now());
+    const limit = Math.min(probeTimeoutMs, remaining);
+    probes++;
+    const base = await raceTimeout(backend.probe(name, limit), limit + 250, 'readiness probe').catch(
+      (error: unknown): ProbeResult => ({ ready: false, detail: `probe failed: ${(error as Error).message}` }),
+    );
+    if (!base.ready) return base;
+    for (const probe of userProbes) {
+      const left = Math.max(1, deadline - c.clock.now());
+      const probeLimit = Math.min(probe.timeoutMs ?? probeTimeoutMs * 5, left);
+      probes++;
+      try {
+        const r = await raceTimeout(
+          backend.exec(name, probe.argv, { timeoutMs: probeLimit }),
+          probeLimit + 250,
+          'user probe',
+        );
+        if (r.exitCode !== 0) {
+          return {
+            ready: false,
+            detail: `probe ${JSON.stringify(probe.argv)} exited ${r.exitCode}${r.stderr ? `: ${tail(r.stderr, 3, 300)}` : ''}`,
+          };
+        }
+      } catch (error) {
+        return { ready: false, detail: `probe ${JSON.stringify(probe.argv)} failed: ${(error as Error).message}` };
+      }
+    }
+    return { ready: true, detail: base.detail };
+  };
+
+  while (true) {
+    last = await probeOnce();
+    if (last.ready) {
+      const info = await backend.info(name);
+      return { name, durationMs: c.clock.now() - started, probes, info };
+    }
+    const info = await backend.info(name);
+    if (info.state === 'stopped') {
+      const consoleTail = await backend.consoleTail?.(name, 20).catch(() => '');
+      throw new LocalVmError(
+        'COMMAND_FAILED',
+        `VM ${name} stopped while waiting for it to be ready${info.reason ? ` (${info.reason})` : ''}${info.lastError ? `: ${info.lastError}` : ''}`,
+        { vm: name, transient: true, details: { lastProbe: last.detail, consoleTail } },
+      );
+    }
+    const now = c.clock.now();
+    if (now >= deadline) break;
+    await c.clock.sleep(Math.min(interval, deadline - now));
+    interval = Math.min(Math.max(interval, 1) * 1.5, maxInterval);
+  }
+  const consoleTail = (await backend.consoleTail?.(name, 15).catch(() => '')) ?? '';
+  throw new LocalVmError(
+    'TIMEOUT',
+    `VM ${name} was not ready after ${Math.round(timeoutMs / 1000)} s (${probes} probes); last probe: ${last.detail}` +
+      (consoleTail ? `\nconsole tail:\n${consoleTail}` : ''),
+    { vm: name, details: { lastProbe: last.detail, probes, consoleTail } },
+  );
+}
+
+/** Starts a VM; a running VM is left alone. */
+export async function startVm(name: string, ctx?: Ctx): Promise<VmInfo> {
+  return (await backendOf(name, ctx)).start(name);
+}
+
+/** Stops a VM (graceful, then forced after the timeout); a stopped VM is left alone. */
+export async function stopVm(name: string, options: StopOptions = {}, ctx?: Ctx): Promise<VmInfo> {
+  return (await backendOf(name, ctx)).stop(name, options);
+}
+
+export async function restartVm(name: string, ctx?: Ctx): Promise<VmInfo> {
+  return (await backendOf(name, ctx)).restart(name);
+}
+
+/** Applies a changed spec's cpus, memory and port forwards to an existing VM (stop, change, start). */
+export async function updateVm(input: VmSpecInput, ctx?: Ctx): Promise<VmInfo> {
+  const spec = parseVmSpec(input);
+  const backend = await backendOf(spec.name, ctx);
+  if (!backend.update) {
+    throw new LocalVmError('UNSUPPORTED', `the ${backend.name} backend cannot change a VM in place`, { vm: spec.name });
+  }
+  return backend.update(spec.name, spec);
+}
+
+/** Deletes a VM and everything it owns. Idempotent: a missing VM is success with `deleted: false`. */
+export async function deleteVm(name: string, ctx?: Ctx): Promise<{ deleted: boolean }> {
+  const c = withDefaults(ctx);
+  const found = await locate(parseVmName(name), c);
+  if (!found) return { deleted: false };
+  await found.backend.delete(name);
+  return { deleted: true };
+}
+
+/** Every VM of every available backend. */
+export async function listVms(ctx?: Ctx): Promise<VmInfo[]> {
+  const c = withDefaults(ctx);
+  const lists = await Promise.all((await availableBackends(c)).map((b) => b.list()));
+  return lists.flat().sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** The VM's reconciled state. Throws NOT_FOUND. */
+export async function vmInfo(name: string, ctx?: Ctx): Promise<VmInfo> {
+  const found = await findVm(name, ctx);
+  if (!found) throw notFound(name);
+  return found;
+}
+
+/** The VM's reconciled state, or undefined when it does not exist. */
+export async function findVm(name: string, ctx?: Ctx): Promise<VmInfo | undefined> {
+  const found = await locate(parseVmName(name), withDefaults(ctx));
+  return found?.info;
+}
+
+const prefixSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'must be a non-empty VM name prefix (a-z, 0-9, "-")');
+
+/**
+ * Deletes every VM whose name starts with `prefix`, and only those. The prefix must be
+ * non-empty: an empty one would match every VM on the machine.
+ */
+export async function cleanupVms(
+  options: { prefix: string; dryRun?: boolean },
+  ctx?: Ctx,
+): Promise<{ matched: string[]; deleted: string[] }> {
+  const prefix = parseOrThrow(prefixSchema, options.prefix, 'cleanup prefix');
+  const c = withDefaults(ctx);
+  const matched: { name: string; backend: Backend }[] = [];
+  for (const backend of await availableBackends(c)) {
+    for (const vm of await backend.list()) if (vm.name.startsWith(prefix)) matched.push({ name: vm.name, backend });
+  }
+  const deleted: string[] = [];
+  if (!options.dryRun) {
+    for (const { name, backend } of matched) {
+      await backend.delete(name);
+      deleted.push(name);
+    }
+  }
+  return { matched: matched.map((m) => m.name), deleted };
+}
