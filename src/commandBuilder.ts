@@ -1,0 +1,473 @@
+/**
+ * Pure command builders: typed options in, `{ file, args }` out. No I/O, no environment
+ * reads, never a shell string. Every flag set for `orbctl`, `qemu-system-*` and `qemu-img`
+ * lives here, so a tool version that renames a flag is fixed in one place.
+ *
+ * Builders re-check the few things that would change the meaning of an argv (a positional
+ * that looks like a flag, a comma inside a QEMU option value) even though the schema checked
+ * the spec: they are also called with values read back from disk or from other tools.
+ */
+import { LocalVmError } from './errors.js';
+import type { Command } from './runner.js';
+import type { PortForward } from './schema.js';
+
+export type { Command } from './runner.js';
+
+function invalid(property: string, reason: string): LocalVmError {
+  return new LocalVmError('VALIDATION', `invalid command argument: ${property}: ${reason}`, {
+    issues: [{ property, reason }],
+  });
+}
+
+/**
+ * A positional argument must not be empty (tools would treat it as missing) nor start with
+ * "-" (getopt/cobra would read it as a flag: a machine called `-f` must not become --force).
+ */
+function positional(property: string, value: string): string {
+  if (typeof value !== 'string' || value.length === 0) throw invalid(property, 'must be a non-empty string');
+  if (value.charCodeAt(0) === 45 /* - */) throw invalid(property, `must not start with "-" (got ${value})`);
+  // NUL bytes need no check here: Node's spawn refuses any argv element that holds one.
+  return value;
+}
+
+// ---------------------------------------------------------------------------------------
+// orbctl
+// ---------------------------------------------------------------------------------------
+
+export type OrbArch = 'amd64' | 'arm64';
+export type OrbConfigKey = 'username' | 'cpu' | 'memory_mib' | 'disk_bytes';
+const ORB_CONFIG_KEYS: ReadonlySet<string> = new Set<OrbConfigKey>(['username', 'cpu', 'memory_mib', 'disk_bytes']);
+
+export interface OrbctlBuilders {
+  create(o: { image: string; name: string; arch?: OrbArch; user?: string; userDataFile?: string }): Command;
+  list(o?: { runningOnly?: boolean }): Command;
+  info(name: string): Command;
+  start(name: string): Command;
+  stop(name: string, o?: { force?: boolean }): Command;
+  restart(name: string): Command;
+  delete(name: string, o?: { force?: boolean }): Command;
+  run(o: { machine: string; argv: string[]; user?: string; workdir?: string }): Command;
+  push(o: { machine: string; local: string; remote?: string }): Command;
+  pull(o: { machine: string; remote: string; local?: string }): Command;
+  clone(source: string, target: string): Command;
+  configGet(machine: string, key: OrbConfigKey): Command;
+  configSet(machine: string, key: OrbConfigKey, value: string | number): Command;
+}
+
+/** `machine.NAME.KEY`: a dot in the name would address a different key. */
+function orbConfigKey(machine: string, key: string): string {
+  positional('machine', machine);
+  if (machine.includes('.')) throw invalid('machine', 'must not contain "."');
+  if (!ORB_CONFIG_KEYS.has(key)) throw invalid('key', `must be one of ${[...ORB_CONFIG_KEYS].join(', ')}`);
+  return `machine.${machine}.${key}`;
+}
+
+/**
+ * Builders for `orbctl` invoked as `binary` (default `orbctl`; tests point it at a
+ * simulator). Flags follow the documented CLI; version-dependent flags are not used.
+ */
+export function createOrbctl(binary = 'orbctl'): OrbctlBuilders {
+  const cmd = (args: string[]): Command => ({ file: binary, args });
+  return {
+    create(o) {
+      const args = ['create'];
+      if (o.arch !== undefined) {
+        if (o.arch !== 'amd64' && o.arch !== 'arm64') throw invalid('arch', 'must be amd64 or arm64');
+        args.push('-a', o.arch);
+      }
+      if (o.user !== undefined) args.push('-u', positional('user', o.user));
+      if (o.userDataFile !== undefined) args.push('-c', positional('userDataFile', o.userDataFile));
+      args.push(positional('image', o.image), positional('name', o.name));
+      return cmd(args);
+    },
+    list(o = {}) {
+      return cmd(o.runningOnly ? ['list', '-r', '-f', 'json'] : ['list', '-f', 'json']);
+    },
+    info(name) {
+      return cmd(['info', positional('name', name), '-f', 'json']);
+    },
+    start(name) {
+      return cmd(['start', positional('name', name)]);
+    },
+    stop(name, o = {}) {
+      return cmd(o.force ? ['stop', '-f', positional('name', name)] : ['stop', positional('name', name)]);
+    },
+    restart(name) {
+      return cmd(['restart', positional('name', name)]);
+    },
+    delete(name, o = {}) {
+      return cmd(o.force ? ['delete', '-f', positional('name', name)] : ['delete', positional('name', name)]);
+    },
+    run(o) {
+      if (!Array.isArray(o.argv) || o.argv.length === 0) throw invalid('argv', 'must name a command');
+      const args = ['run', '-m', positional('machine', o.machine)];
+      if (o.user !== undefined) args.push('-u', positional('user', o.user));
+      if (o.workdir !== undefined) args.push('-w', positional('workdir', o.workdir));
+      // Only the program name is checked: later arguments belong to the guest command, and
+      // orbctl stops parsing its own flags at the first positional.
+      positional('argv.0', o.argv[0] as string);
+      for (const a of o.argv) if (typeof a !== 'string') throw invalid('argv', 'must be strings');
+      args.push(...o.argv);
+      return cmd(args);
+    },
+    push(o) {
+      const args = ['push', '-m', positional('machine', o.machine), positional('local', o.local)];
+      if (o.remote !== undefined) args.push(positional('remote', o.remote));
+      return cmd(args);
+    },
+    pull(o) {
+      const args = ['pull', '-m', positional('machine', o.machine), positional('remote', o.remote)];
+      if (o.local !== undefined) args.push(positional('local', o.local));
+      return cmd(args);
+    },
+    clone(source, target) {
+      return cmd(['clone', positional('source', source), positional('target', target)]);
+    },
+    configGet(machine, key) {
+      return cmd(['config', 'get', orbConfigKey(machine, key)]);
+    },
+    configSet(machine, key, value) {
+      if (typeof value === 'number' && !(Number.isSafeInteger(value) && value >= 0))
+        throw invalid('value', 'must be a non-negative integer');
+      const text = String(value);
+      if (text.length === 0) throw invalid('value', 'must not be empty');
+      return cmd(['config', 'set', orbConfigKey(machine, key), positional('value', text)]);
+    },
+  };
+}
+
+/** `orbctl` command builders (the binary found on PATH as `orbctl`). */
+export const orbctl: OrbctlBuilders = createOrbctl();
+
+// ---------------------------------------------------------------------------------------
+// qemu-system-*
+// ---------------------------------------------------------------------------------------
+
+export type QemuArch = 'x86_64' | 'aarch64';
+export type QemuAccel = 'kvm' | 'tcg' | 'hvf';
+export type ImageFormat = 'qcow2' | 'raw';
+
+/** Where a running VM's control files live (all inside `dir`; sockets must stay under 107 bytes). */
+export interface QemuPaths {
+  dir: string;
+  qmpSocket: string;
+  qgaSocket: string;
+  consoleLog: string;
+  pidFile: string;
+}
+
+/** Everything needed to launch one VM; accel is already resolved (never `auto`). */
+export interface QemuLaunch {
+  name: string;
+  arch: QemuArch;
+  accel: QemuAccel;
+  cpus: number;
+  /** MiB. */
+  memory: number;
+  boot:
+    | { kind: 'kernel'; kernel: string; initrd?: string; append?: string }
+    | { kind: 'disk'; image: string; format: ImageFormat };
+  ports: PortForward[];
+  /** Guest network restricted to the host (`restrict=on`). */
+  isolated: boolean;
+  disks: { id: string; path: string; format: ImageFormat }[];
+  paths: QemuPaths;
+  /** Default `qemu-system-${arch}`. */
+  qemuBinary?: string;
+  /** Appended last; still subject to the duplicate-flag guard. */
+  extraArgs?: string[];
+}
+
+/** Flags QEMU accepts more than once with additive meaning; any other flag may appear once. */
+export const REPEATABLE_QEMU_FLAGS: ReadonlySet<string> = new Set([
+  '-device',
+  '-drive',
+  '-netdev',
+  '-chardev',
+  '-object',
+  '-blockdev',
+  '-global',
+  '-fw_cfg',
+  '-numa',
+  '-add-fd',
+  '-set',
+]);
+
+// QEMU 7.2 options that take no value (from `qemu-system-x86_64 -help`). Knowing them lets
+// the guard step over option values, so a value that starts with "-" is not taken for a flag.
+const VALUELESS_QEMU_FLAGS: ReadonlySet<string> = new Set([
+  '-S',
+  '-s',
+  '-h',
+  '-help',
+  '-version',
+  '-daemonize',
+  '-enable-kvm',
+  '-enable-sync-profile',
+  '-full-screen',
+  '-mem-prealloc',
+  '-no-acpi',
+  '-no-fd-bootchk',
+  '-no-hpet',
+  '-no-reboot',
+  '-no-shutdown',
+  '-no-user-config',
+  '-nodefaults',
+  '-nographic',
+  '-only-migratable',
+  '-portrait',
+  '-preconfig',
+  '-singlestep',
+  '-snapshot',
+  '-usb',
+  '-win2k-hack',
+  '-xen-attach',
+  '-xen-domid-restrict',
+  '-alt-grab',
+  '-ctrl-grab',
+  '-no-quit',
+  '-old-param',
+  '-semihosting',
+  '-no-frame',
+]);
+
+/**
+ * Throws VALIDATION naming the first flag that appears twice in a QEMU argv, unless QEMU
+ * allows it to repeat (REPEATABLE_QEMU_FLAGS). `--flag` and `-flag` count as the same flag.
+ */
+export function assertNoDuplicateFlags(args: readonly string[]): void {
+  const seen = new Set<string>();
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i] as string;
+    if (arg.charCodeAt(0) !== 45 /* - */ || arg.length < 2) continue;
+    const flag = arg.charCodeAt(1) === 45 ? arg.slice(1) : arg;
+    if (!VALUELESS_QEMU_FLAGS.has(flag)) i++; // the next token is this flag's value
+    if (REPEATABLE_QEMU_FLAGS.has(flag)) continue;
+    if (seen.has(flag)) {
+      throw new LocalVmError('VALIDATION', `QEMU flag ${flag} is given twice`, {
+        issues: [{ property: 'extraArgs', reason: `duplicate QEMU flag ${flag}` }],
+        details: { flag },
+      });
+    }
+    seen.add(flag);
+  }
+}
+
+/**
+ * A value embedded in a QEMU option string (`file=...,format=...`). QEMU splits those on
+ * commas (",," escapes one), so a comma in a path would silently inject options: refuse it.
+ */
+function optionValue(property: string, value: string): string {
+  if (typeof value !== 'string' || value.length === 0) throw invalid(property, 'must be a non-empty string');
+  if (value.includes(',')) throw invalid(property, `must not contain "," (QEMU option syntax): ${value}`);
+  return value;
+}
+
+// sun_path is 108 bytes including the terminating NUL.
+const MAX_SOCKET_PATH_BYTES = 107;
+
+function socketPath(property: string, value: string): string {
+  optionValue(property, value);
+  if (Buffer.byteLength(value) > MAX_SOCKET_PATH_BYTES)
+    throw new LocalVmError('VALIDATION', `${property} is longer than ${MAX_SOCKET_PATH_BYTES} bytes: ${value}`, {
+      issues: [{ property, reason: `unix socket paths are limited to ${MAX_SOCKET_PATH_BYTES} bytes` }],
+      hint: 'use a shorter run directory for sockets',
+    });
+  return value;
+}
+
+function imageFormat(property: string, value: string): ImageFormat {
+  if (value !== 'qcow2' && value !== 'raw') throw invalid(property, 'must be qcow2 or raw');
+  return value;
+}
+
+function positiveInt(property: string, value: number): string {
+  if (!Number.isSafeInteger(value) || value < 1) throw invalid(property, 'must be a positive integer');
+  return String(value);
+}
+
+// QEMU ids: a letter, then letters, digits, "-", "." and "_" (qemu_opts id_wellformed).
+const QEMU_ID = /^[A-Za-z][A-Za-z0-9_.-]{0,127}$/;
+// Ids the builder itself uses for the network and agent channel.
+const RESERVED_IDS: ReadonlySet<string> = new Set(['n0', 'qga0']);
+
+// Shape only: the schema checks the address properly; this keeps option syntax out.
+const IPV4 = /^\d{1,3}(?:\.\d{1,3}){3}$/;
+
+function hostfwd(p: PortForward, i: number): string {
+  const proto = p.protocol ?? 'tcp';
+  if (proto !== 'tcp' && proto !== 'udp') throw invalid(`ports.${i}.protocol`, 'must be tcp or udp');
+  const bind = p.bind ?? '127.0.0.1';
+  if (!IPV4.test(bind)) throw invalid(`ports.${i}.bind`, 'must be an IPv4 address');
+  if (!Number.isInteger(p.host) || p.host < 1 || p.host > 65535) throw invalid(`ports.${i}.host`, 'must be 1-65535');
+  if (!Number.isInteger(p.guest) || p.guest < 1 || p.guest > 65535)
+    throw invalid(`ports.${i}.guest`, 'must be 1-65535');
+  return `,hostfwd=${proto}:${bind}:${p.host}-:${p.guest}`;
+}
+
+/**
+ * The full `qemu-system-*` argv for a daemonized VM with a QMP socket, a guest-agent
+ * channel, user-mode networking and a serial console log. Throws VALIDATION on values
+ * that QEMU would misparse (commas in paths, bad ids, duplicate flags in extraArgs).
+ */
+export function buildQemuCommand(launch: QemuLaunch): Command {
+  const { arch, accel, paths } = launch;
+  if (arch !== 'x86_64' && arch !== 'aarch64') throw invalid('arch', 'must be x86_64 or aarch64');
+  const name = optionValue('name', launch.name);
+  // -name has an implied key, so "a=b" would be read as an option named "a".
+  if (name.includes('=')) throw invalid('name', 'must not contain "="');
+  const args: string[] = ['-name', name];
+
+  if (arch === 'aarch64') args.push('-machine', 'virt');
+  switch (accel) {
+    case 'tcg':
+      // A 64 MiB translation cache instead of the default 1 GiB keeps RSS near guest RAM.
+      args.push('-accel', 'tcg,tb-size=64');
+      if (arch === 'aarch64') args.push('-cpu', 'cortex-a57');
+      break;
+    case 'kvm':
+    case 'hvf':
+      args.push('-accel', accel, '-cpu', 'host');
+      break;
+    default:
+      throw invalid('accel', `must be kvm, tcg or hvf (resolve "auto" before building), got ${String(accel)}`);
+  }
+
+  args.push(
+    '-m',
+    positiveInt('memory', launch.memory),
+    '-smp',
+    positiveInt('cpus', launch.cpus),
+    // -nographic with -daemonize fails unless the default devices are off.
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+  );
+
+  const boot = launch.boot;
+  if (boot.kind === 'kernel') {
+    args.push('-kernel', optionValue('boot.kernel', boot.kernel));
+    if (boot.initrd !== undefined) args.push('-initrd', optionValue('boot.initrd', boot.initrd));
+    // The kernel command line is one opaque argv element: commas (console=ttyS0,115200) are fine.
+    if (boot.append !== undefined) args.push('-append', boot.append);
+  } else if (boot.kind === 'disk') {
+    args.push(
+      '-drive',
+      `file=${optionValue('boot.image', boot.image)},format=${imageFormat('boot.format', boot.format)},if=virtio`,
+    );
+  } else {
+    throw invalid('boot.kind', 'must be kernel or disk');
+  }
+
+  args.push(
+    '-serial',
+    `file:${optionValue('paths.consoleLog', paths.consoleLog)}`,
+    '-qmp',
+    `unix:${socketPath('paths.qmpSocket', paths.qmpSocket)},server=on,wait=off`,
+    '-chardev',
+    `socket,path=${socketPath('paths.qgaSocket', paths.qgaSocket)},server=on,wait=off,id=qga0`,
+    '-device',
+    'virtio-serial-pci',
+    '-device',
+    'virtserialport,chardev=qga0,name=org.qemu.guest_agent.0',
+  );
+
+  let netdev = launch.isolated ? 'user,id=n0,restrict=on' : 'user,id=n0';
+  for (let i = 0; i < launch.ports.length; i++) netdev += hostfwd(launch.ports[i] as PortForward, i);
+  args.push('-netdev', netdev, '-device', 'virtio-net-pci,netdev=n0', '-device', 'virtio-rng-pci');
+
+  const ids = new Set<string>();
+  for (let i = 0; i < launch.disks.length; i++) {
+    const disk = launch.disks[i] as QemuLaunch['disks'][number];
+    if (!QEMU_ID.test(disk.id) || RESERVED_IDS.has(disk.id))
+      throw invalid(`disks.${i}.id`, 'must start with a letter, then letters, digits, "-", "." or "_"');
+    if (ids.has(disk.id)) throw invalid(`disks.${i}.id`, `"${disk.id}" is used twice`);
+    ids.add(disk.id);
+    args.push(
+      '-drive',
+      `file=${optionValue(`disks.${i}.path`, disk.path)},format=${imageFormat(`disks.${i}.format`, disk.format)},if=none,id=${disk.id}`,
+      '-device',
+      `virtio-blk-pci,drive=${disk.id}`,
+    );
+  }
+
+  args.push('-daemonize', '-pidfile', optionValue('paths.pidFile', paths.pidFile));
+
+  if (launch.extraArgs !== undefined && launch.extraArgs.length > 0) {
+    for (const a of launch.extraArgs) if (typeof a !== 'string') throw invalid('extraArgs', 'must be strings');
+    args.push(...launch.extraArgs);
+    // Only extra arguments can introduce a duplicate; the fixed part above has none.
+    assertNoDuplicateFlags(args);
+  }
+  return { file: launch.qemuBinary ?? `qemu-system-${arch}`, args };
+}
+
+// ---------------------------------------------------------------------------------------
+// qemu-img
+// ---------------------------------------------------------------------------------------
+
+export interface QemuImgBuilders {
+  create(o: {
+    path: string;
+    size?: number;
+    format?: ImageFormat;
+    backing?: { path: string; format: ImageFormat };
+  }): Command;
+  info(path: string): Command;
+  snapshot(o: { path: string; op: 'create' | 'list' | 'apply' | 'delete'; name?: string }): Command;
+  convert(o: { src: string; dst: string; srcFormat?: string; dstFormat: ImageFormat }): Command;
+  commit(path: string): Command;
+}
+
+/** An image path for qemu-img: a positional (no leading "-") that QEMU can later use in `-drive file=`. */
+function imagePath(property: string, value: string): string {
+  return positional(property, optionValue(property, value));
+}
+
+const SNAPSHOT_FLAGS = { create: '-c', list: '-l', apply: '-a', delete: '-d' } as const;
+
+/** Builders for `qemu-img` invoked as `binary` (default `qemu-img`). */
+export function createQemuImg(binary = 'qemu-img'): QemuImgBuilders {
+  return {
+    create(o) {
+      const args = ['create', '-f', imageFormat('format', o.format ?? 'qcow2')];
+      if (o.backing !== undefined)
+        // -F is mandatory since QEMU 6.1: probing a backing file's format is unsafe.
+        args.push(
+          '-b',
+          imagePath('backing.path', o.backing.path),
+          '-F',
+          imageFormat('backing.format', o.backing.format),
+        );
+      args.push(imagePath('path', o.path));
+      if (o.size !== undefined) args.push(positiveInt('size', o.size));
+      else if (o.backing === undefined) throw invalid('size', 'is required without a backing file');
+      return { file: binary, args };
+    },
+    info(path) {
+      // --force-share reads an image a running QEMU holds locked; the result may be stale.
+      return { file: binary, args: ['info', '--output=json', '--force-share', imagePath('path', path)] };
+    },
+    snapshot(o) {
+      const flag = SNAPSHOT_FLAGS[o.op];
+      if (flag === undefined) throw invalid('op', 'must be create, list, apply or delete');
+      const path = imagePath('path', o.path);
+      if (o.op === 'list') return { file: binary, args: ['snapshot', flag, path] };
+      if (typeof o.name !== 'string' || o.name.length === 0) throw invalid('name', `is required to ${o.op} a snapshot`);
+      return { file: binary, args: ['snapshot', flag, o.name, path] };
+    },
+    convert(o) {
+      const args = ['convert'];
+      if (o.srcFormat !== undefined) args.push('-f', positional('srcFormat', o.srcFormat));
+      args.push('-O', imageFormat('dstFormat', o.dstFormat), imagePath('src', o.src), imagePath('dst', o.dst));
+      return { file: binary, args };
+    },
+    commit(path) {
+      return { file: binary, args: ['commit', imagePath('path', path)] };
+    },
+  };
+}
+
+/** `qemu-img` command builders (the binary found on PATH as `qemu-img`). */
+export const qemuImg: QemuImgBuilders = createQemuImg();
