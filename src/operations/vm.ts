@@ -130,9 +130,23 @@ export async function createVmWithRetry(
       return { info: await backend.create(spec), attempts, adopted: false };
     } catch (error) {
       if (isLocalVmError(error, 'ALREADY_EXISTS')) {
-        // A racing creator, or a create that hung but still made the machine: look again.
+        // A racing creator made it between our look and our create: look again.
         const now = await backend.info(spec.name).catch(() => undefined);
         if (now) return adoptOrConflict(now);
+      }
+      if (isTransient(error)) {
+        // A create that hung or failed may still have made a good machine (OrbStack does):
+        // adopt it when it matches and starts; otherwise it is removed below and retried.
+        const left = await backend.info(spec.name).catch(() => undefined);
+        if (left && left.reason !== 'create-failed' && matches(backend, left, spec)) {
+          try {
+            const info = left.state === 'running' ? left : await backend.start(spec.name);
+            c.log?.(`create ${spec.name}: adopted the machine a failed create left behind`);
+            return { info, attempts, adopted: true };
+          } catch (startError) {
+            c.log?.(`create ${spec.name}: the machine left behind does not start: ${(startError as Error).message}`);
+          }
+        }
       }
       // Whatever this attempt left behind goes, so the next attempt (or the caller) starts clean.
       await backend.delete(spec.name).catch((cleanupError: unknown) => {

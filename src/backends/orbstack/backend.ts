@@ -290,6 +290,8 @@ export function createOrbstackBackend(options: OrbstackBackendOptions): Backend 
   const backend: Backend = {
     name: 'orbstack',
 
+    matchesSpec: orbMatchesSpec,
+
     async create(spec) {
       const plan = orbCreatePlan(spec);
       const image = plan.version ? `${plan.distro}:${plan.version}` : plan.distro;
