@@ -1,0 +1,62 @@
+/**
+ * Two local VMs, a command that uses both, and a file. `pulumi up` boots the VMs (QEMU,
+ * or OrbStack on macOS), `pulumi refresh` notices VMs stopped or deleted behind Pulumi's
+ * back, `pulumi destroy` removes everything.
+ */
+import * as pulumi from '@pulumi/pulumi';
+import { Vm, VmCommand, VmFile } from 'localvm/pulumi';
+
+const config = new pulumi.Config();
+const prefix = config.get('prefix') ?? 'example';
+const memory = config.getNumber('memory') ?? 256;
+
+// The server's user-data is a secret: it stays encrypted in the state and never enters
+// the serialized provider.
+const server = new Vm('server', {
+  name: `${prefix}-server`,
+  image: 'tiny',
+  memory,
+  ports: [{ host: 18080, guest: 8080 }],
+  labels: { role: 'server' },
+  userData: config.getSecret('userData') ?? pulumi.secret('#cloud-config\n'),
+  readiness: [{ argv: ['true'] }],
+});
+
+const client = new Vm('client', {
+  name: `${prefix}-client`,
+  image: 'tiny',
+  memory,
+  labels: { role: 'client' },
+});
+
+// A file in the server, then a command in each VM; the client's command uses what the
+// server's command printed, so it runs only after both VMs and the server's command exist.
+const motd = new VmFile('motd', {
+  vm: server.name,
+  path: '/etc/motd',
+  content: pulumi.interpolate`served by ${server.name}\n`,
+  mode: 0o644,
+});
+
+const serverHello = new VmCommand(
+  'server-hello',
+  {
+    vm: server.name,
+    create: ['cat', '/etc/motd'],
+    triggers: [motd.sha256],
+  },
+  { dependsOn: [motd] },
+);
+
+const clientHello = new VmCommand('client-hello', {
+  vm: client.name,
+  create: 'printf "%s\\n" "$GREETING" > /tmp/greeting && uname -m',
+  env: { GREETING: serverHello.stdout },
+  delete: ['rm', '-f', '/tmp/greeting'],
+});
+
+export const serverName = server.name;
+export const serverState = server.state;
+export const clientIp = client.ip4;
+export const motdSha256 = motd.sha256;
+export const clientArch = clientHello.stdout;

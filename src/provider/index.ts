@@ -1,0 +1,32 @@
+/**
+ * `localvm/pulumi`: the Pulumi resources `Vm`, `VmCommand` and `VmFile`.
+ *
+ * ```ts
+ * import { Vm, VmCommand } from 'localvm/pulumi';
+ * const vm = new Vm('web', { image: 'tiny', memory: 256 });
+ * new VmCommand('hello', { vm: vm.name, create: ['uname', '-a'] });
+ * ```
+ */
+export {
+  PROVIDER_VERSION,
+  Vm,
+  VmCommand,
+  VmFile,
+  type CommandArg,
+  type DiskArgs,
+  type PortForwardArgs,
+  type ProbeArgs,
+  type TimeoutsArgs,
+  type VmArgs,
+  type VmCommandArgs,
+  type VmFileArgs,
+} from './resources.js';
+export { UNKNOWN } from './logic.js';
+
+/**
+ * The provider implementation, loaded on demand. The serialized provider objects call this
+ * inside the Pulumi provider host; programs never need it.
+ */
+export function loadProviderImpl(): Promise<typeof import('./impl.js')> {
+  return import('./impl.js');
+}

@@ -1,0 +1,49 @@
+/**
+ * The provider objects Pulumi serializes into each resource's `__provider`. The closure
+ * serializer captures local functions by value and module-level values as snapshots, so
+ * these objects hold nothing but tiny methods that load the real implementation inside
+ * the provider host at call time. They capture no handle, no config and no secret.
+ *
+ * Only type imports here: a value import would be captured into every resource's state.
+ */
+import type * as pulumi from '@pulumi/pulumi';
+import type * as Impl from './impl.js';
+
+type ImplModule = typeof Impl;
+
+/**
+ * Loads impl.js inside the provider host. The host evaluates `__provider` as a CommonJS
+ * module whose imports resolve from its working directory, the Pulumi project, where
+ * `localvm` is installed; the package's `./pulumi` entry hands out its own impl.js.
+ */
+async function loadImpl(): Promise<ImplModule> {
+  // A non-literal specifier: TypeScript must not resolve the package's own name at build time.
+  const entry = 'localvm/pulumi';
+  const mod = (await import(entry)) as { loadProviderImpl(): Promise<ImplModule> };
+  return mod.loadProviderImpl();
+}
+
+export const vmProvider: pulumi.dynamic.ResourceProvider = {
+  check: async (olds, news) => (await loadImpl()).vmCheck(olds, news),
+  diff: async (id, olds, news) => (await loadImpl()).vmDiff(id, olds, news),
+  create: async (inputs) => (await loadImpl()).vmCreate(inputs),
+  read: async (id, props) => (await loadImpl()).vmRead(id, props ?? {}),
+  update: async (id, olds, news) => (await loadImpl()).vmUpdate(id, olds, news),
+  delete: async (id, props) => (await loadImpl()).vmDelete(id, props),
+};
+
+export const vmCommandProvider: pulumi.dynamic.ResourceProvider = {
+  check: async (olds, news) => (await loadImpl()).vmCommandCheck(olds, news),
+  diff: async (id, olds, news) => (await loadImpl()).vmCommandDiff(id, olds, news),
+  create: async (inputs) => (await loadImpl()).vmCommandCreate(inputs),
+  update: async (id, olds, news) => (await loadImpl()).vmCommandUpdate(id, olds, news),
+  delete: async (id, props) => (await loadImpl()).vmCommandDelete(id, props),
+};
+
+export const vmFileProvider: pulumi.dynamic.ResourceProvider = {
+  check: async (olds, news) => (await loadImpl()).vmFileCheck(olds, news),
+  diff: async (id, olds, news) => (await loadImpl()).vmFileDiff(id, olds, news),
+  create: async (inputs) => (await loadImpl()).vmFileCreate(inputs),
+  update: async (id, olds, news) => (await loadImpl()).vmFileUpdate(id, olds, news),
+  delete: async (id, props) => (await loadImpl()).vmFileDelete(id, props),
+};

@@ -1,0 +1,188 @@
+/**
+ * The Pulumi resources of localvm: `Vm`, `VmCommand` and `VmFile`, dynamic resources whose
+ * provider objects (providers.ts) run inside Pulumi's dynamic-provider host.
+ */
+import { readFileSync } from 'node:fs';
+import * as pulumi from '@pulumi/pulumi';
+import type { Accel, Arch, BackendName } from '../schema.js';
+import { vmCommandProvider, vmFileProvider, vmProvider } from './providers.js';
+
+/** This package's version; stored as an input so a provider upgrade registers as an update. */
+export const PROVIDER_VERSION: string = (
+  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+).version;
+
+/** Pulumi module of the resource types: `pulumi-nodejs:dynamic/localvm:Vm`. */
+const MODULE = 'localvm';
+
+type In<T> = pulumi.Input<T>;
+
+export interface PortForwardArgs {
+  host: In<number>;
+  guest: In<number>;
+  protocol?: In<'tcp' | 'udp'>;
+  bind?: In<string>;
+}
+
+export interface DiskArgs {
+  name: In<string>;
+  size: In<number | string>;
+}
+
+export interface ProbeArgs {
+  argv: In<In<string>[]>;
+  timeoutMs?: In<number>;
+}
+
+export interface TimeoutsArgs {
+  createMs?: In<number>;
+  readyMs?: In<number>;
+  stopMs?: In<number>;
+  execMs?: In<number>;
+}
+
+/** Inputs of a Vm: the VM spec (see `vmSpecSchema`). `name` defaults to the resource name. */
+export interface VmArgs {
+  name?: In<string>;
+  backend?: In<BackendName>;
+  image?: In<string>;
+  kernel?: In<string>;
+  initrd?: In<string>;
+  append?: In<string>;
+  arch?: In<Arch | 'amd64' | 'arm64'>;
+  accel?: In<Accel>;
+  cpus?: In<number>;
+  /** MiB. */
+  memory?: In<number>;
+  diskSize?: In<number | string>;
+  disks?: In<In<DiskArgs>[]>;
+  user?: In<string>;
+  /** cloud-init user-data; always a secret in the outputs. */
+  userData?: In<string>;
+  ports?: In<In<PortForwardArgs>[]>;
+  isolated?: In<boolean>;
+  labels?: In<Record<string, In<string>>>;
+  /** Commands that must exit 0 in the guest before the VM counts as created. */
+  readiness?: In<In<ProbeArgs>[]>;
+  timeouts?: In<TimeoutsArgs>;
+}
+
+/** A local virtual machine. Changing its identity (name, image, ...) replaces it, deleting first. */
+export class Vm extends pulumi.dynamic.Resource {
+  declare readonly name: pulumi.Output<string>;
+  /** The backend the VM runs on (`qemu`, `orbstack`), whatever the input said. */
+  declare readonly backend: pulumi.Output<string>;
+  declare readonly state: pulumi.Output<string>;
+  /** The accelerator in use (`tcg`, `kvm`, `hvf`). */
+  declare readonly accel: pulumi.Output<string>;
+  declare readonly ip4: pulumi.Output<string | undefined>;
+  declare readonly ports: pulumi.Output<{ host: number; guest: number; protocol: string; bind: string }[]>;
+  declare readonly image: pulumi.Output<string>;
+  declare readonly cpus: pulumi.Output<number>;
+  declare readonly memory: pulumi.Output<number>;
+  declare readonly labels: pulumi.Output<Record<string, string>>;
+  declare readonly fingerprint: pulumi.Output<string>;
+  declare readonly userData: pulumi.Output<string | undefined>;
+  declare readonly providerVersion: pulumi.Output<string>;
+
+  constructor(name: string, args: VmArgs = {}, opts: pulumi.CustomResourceOptions = {}) {
+    super(
+      vmProvider,
+      name,
+      {
+        ...args,
+        name: args.name ?? name,
+        providerVersion: PROVIDER_VERSION,
+        // Output-only properties must be named for Pulumi to expose them.
+        state: undefined,
+        ip4: undefined,
+        fingerprint: undefined,
+        backend: args.backend,
+        accel: args.accel,
+        ports: args.ports,
+        cpus: args.cpus,
+        memory: args.memory,
+        image: args.image,
+        labels: args.labels,
+        userData: args.userData,
+      },
+      { ...opts, additionalSecretOutputs: [...new Set(['userData', ...(opts.additionalSecretOutputs ?? [])])] },
+      MODULE,
+      'Vm',
+    );
+  }
+}
+
+/** An argv array, or a string run as a shell script (`/bin/sh -c`). */
+export type CommandArg = In<In<string>[]> | In<string>;
+
+export interface VmCommandArgs {
+  /** The VM's name; pass `vm.name` so the command depends on the VM. */
+  vm: In<string>;
+  create: CommandArg;
+  /** Run when the command, env, stdin or cwd change; defaults to `create`. */
+  update?: CommandArg;
+  /** Run when the resource is deleted. */
+  delete?: CommandArg;
+  /** Any change here replaces the resource: the command runs again from scratch. */
+  triggers?: In<unknown[]>;
+  env?: In<Record<string, In<string>>>;
+  stdin?: In<string>;
+  cwd?: In<string>;
+  /** Keep a non-zero exit instead of failing the resource. */
+  allowFailure?: In<boolean>;
+  timeoutMs?: In<number>;
+}
+
+/** A command run inside a VM, like pulumi-command's `Command` but in the guest. */
+export class VmCommand extends pulumi.dynamic.Resource {
+  declare readonly vm: pulumi.Output<string>;
+  declare readonly stdout: pulumi.Output<string>;
+  declare readonly stderr: pulumi.Output<string>;
+  declare readonly exitCode: pulumi.Output<number>;
+  declare readonly providerVersion: pulumi.Output<string>;
+
+  constructor(name: string, args: VmCommandArgs, opts: pulumi.CustomResourceOptions = {}) {
+    super(
+      vmCommandProvider,
+      name,
+      { ...args, providerVersion: PROVIDER_VERSION, stdout: undefined, stderr: undefined, exitCode: undefined },
+      opts,
+      MODULE,
+      'VmCommand',
+    );
+  }
+}
+
+export interface VmFileArgs {
+  vm: In<string>;
+  /** Absolute path in the guest. */
+  path: In<string>;
+  /** The file's text; exactly one of `content` and `source`. */
+  content?: In<string>;
+  /** A local file, read when the resource is created (relative to the Pulumi project). */
+  source?: In<string>;
+  /** Unix mode, e.g. 0o644 (the default). */
+  mode?: In<number>;
+  timeoutMs?: In<number>;
+}
+
+/** A file inside a VM. Changing its content, source or path replaces it; delete removes it. */
+export class VmFile extends pulumi.dynamic.Resource {
+  declare readonly vm: pulumi.Output<string>;
+  declare readonly path: pulumi.Output<string>;
+  declare readonly mode: pulumi.Output<number>;
+  declare readonly sha256: pulumi.Output<string>;
+  declare readonly providerVersion: pulumi.Output<string>;
+
+  constructor(name: string, args: VmFileArgs, opts: pulumi.CustomResourceOptions = {}) {
+    super(
+      vmFileProvider,
+      name,
+      { ...args, providerVersion: PROVIDER_VERSION, sha256: undefined },
+      opts,
+      MODULE,
+      'VmFile',
+    );
+  }
+}

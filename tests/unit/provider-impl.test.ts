@@ -1,0 +1,220 @@
+/**
+ * Level A, I/O half: the provider's create/read/update/delete against the operations API
+ * with an in-memory backend injected through the operations context.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import type { OperationContext } from '../../src/context.js';
+import { createRecordingRunner } from '../../src/runner.js';
+import * as impl from '../../src/provider/impl.js';
+import { sha256 } from '../../src/provider/logic.js';
+import { FakeBackend, fakeClock } from '../fixtures/fakeBackend.js';
+
+let dir: string;
+let fake: FakeBackend;
+let ctx: OperationContext;
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'localvm-provider-'));
+  fake = new FakeBackend();
+  // PATH is empty so that no orbctl is found: the fake qemu backend is the only one.
+  ctx = {
+    config: loadConfig({ LOCALVM_HOME: join(dir, 'state'), HOME: dir, PATH: '' }),
+    runner: createRecordingRunner(),
+    clock: fakeClock(),
+    backends: { qemu: fake },
+  };
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+async function createVm(overrides: Record<string, unknown> = {}) {
+  const { inputs, failures } = await impl.vmCheck(
+    {},
+    { name: 'web', image: 'tiny', providerVersion: '0.1.0', ...overrides },
+  );
+  expect(failures).toEqual([]);
+  return { inputs, created: await impl.vmCreate(inputs, ctx) };
+}
+
+describe('Vm', () => {
+  it('create boots and waits, and returns the name as id with computed outputs', async () => {
+    fake.bootProbes = 2;
+    const { created } = await createVm({ userData: 'secret' });
+    expect(created.id).toBe('web');
+    expect(created.outs).toMatchObject({ name: 'web', backend: 'qemu', state: 'running', accel: 'tcg', image: 'tiny' });
+    expect(created.outs.fingerprint).toMatch(/^[0-9a-f]{16}$/);
+    expect(fake.calls.filter((c) => c === 'probe web').length).toBe(3);
+  });
+
+  it('create adopts an identical VM (a retried create after a lost response)', async () => {
+    const first = await createVm();
+    const again = await impl.vmCreate(first.inputs, ctx);
+    expect(again.id).toBe('web');
+    expect(fake.calls.filter((c) => c.startsWith('create ')).length).toBe(1);
+  });
+
+  it('a readiness failure is a partial create that keeps the id', async () => {
+    const { inputs } = await impl.vmCheck({}, { name: 'web', timeouts: { readyMs: 50 } });
+    fake.bootProbes = 1_000;
+    const error = (await impl.vmCreate(inputs, ctx).catch((e: unknown) => e)) as Record<string, unknown>;
+    expect(error.id).toBe('web');
+    expect(error.properties).toMatchObject({ name: 'web' });
+    expect(String(error.message)).toMatch(/TIMEOUT/);
+  });
+
+  it('a create conflict reports the code in the message', async () => {
+    await createVm({ memory: 256 });
+    const { inputs } = await impl.vmCheck({}, { name: 'web', memory: 512 });
+    await expect(impl.vmCreate(inputs, ctx)).rejects.toThrow(/^CONFLICT: /);
+  });
+
+  it('read of a missing VM returns no id, so refresh drops it', async () => {
+    expect(await impl.vmRead('gone', { name: 'gone' }, ctx)).toEqual({});
+  });
+
+  it('read reports a stopped VM and drifted memory', async () => {
+    const { created } = await createVm();
+    const vm = fake.vms.get('web')!;
+    vm.info = { ...vm.info, state: 'stopped', memory: 512 };
+    const read = await impl.vmRead('web', created.outs, ctx);
+    expect(read.id).toBe('web');
+    expect(read.props).toMatchObject({ state: 'stopped', memory: 512 });
+  });
+
+  it('update of memory goes through updateVm; a label change does not touch the VM', async () => {
+    const { created } = await createVm();
+    const { inputs: bigger } = await impl.vmCheck(created.outs, { ...created.outs, memory: 512, state: undefined });
+    const diff = await impl.vmDiff('web', created.outs, bigger);
+    expect(diff).toMatchObject({ changes: true, replaces: [] });
+    const updated = await impl.vmUpdate('web', created.outs, bigger, ctx);
+    expect(updated.outs.memory).toBe(512);
+    expect(fake.vms.get('web')!.info.memory).toBe(512);
+    expect(fake.calls.filter((c) => c === 'update web').length).toBe(1);
+
+    const { inputs: labelled } = await impl.vmCheck(updated.outs, { name: 'web', memory: 512, labels: { a: 'b' } });
+    await impl.vmUpdate('web', updated.outs, labelled, ctx);
+    expect(fake.calls.filter((c) => c === 'update web').length).toBe(1);
+  });
+
+  it('a label change on a stopped VM leaves it stopped', async () => {
+    const { created } = await createVm();
+    const vm = fake.vms.get('web')!;
+    vm.info = { ...vm.info, state: 'stopped' };
+    const { inputs } = await impl.vmCheck(created.outs, { name: 'web', labels: { a: 'b' } });
+    const updated = await impl.vmUpdate('web', created.outs, inputs, ctx);
+    expect(updated.outs).toMatchObject({ state: 'stopped', labels: { a: 'b' } });
+    expect(fake.calls).not.toContain('start web');
+  });
+
+  it('an update after a partial create waits for readiness again', async () => {
+    const { inputs } = await impl.vmCheck({}, { name: 'web', timeouts: { readyMs: 50 } });
+    fake.bootProbes = 1_000;
+    const partial = (await impl.vmCreate(inputs, ctx).catch((e: unknown) => e)) as {
+      properties: Record<string, unknown>;
+    };
+    expect(partial.properties.state).toBe('starting');
+    fake.vms.get('web')!.bootProbes = 0;
+    const before = fake.calls.filter((c) => c === 'probe web').length;
+    const updated = await impl.vmUpdate('web', partial.properties, inputs, ctx);
+    expect(updated.outs.state).toBe('running');
+    expect(fake.calls.filter((c) => c === 'probe web').length).toBeGreaterThan(before);
+  });
+
+  it('diff says replace (delete first) when the image changes', async () => {
+    const { created } = await createVm();
+    const { inputs } = await impl.vmCheck(created.outs, { name: 'web', image: '/srv/other.qcow2' });
+    expect(await impl.vmDiff('web', created.outs, inputs)).toMatchObject({
+      changes: true,
+      replaces: ['image'],
+      deleteBeforeReplace: true,
+    });
+  });
+
+  it('delete is idempotent', async () => {
+    const { created } = await createVm();
+    await impl.vmDelete('web', created.outs, ctx);
+    await impl.vmDelete('web', created.outs, ctx);
+    expect(fake.vms.has('web')).toBe(false);
+  });
+});
+
+describe('VmCommand', () => {
+  it('create runs the argv and returns its output', async () => {
+    await createVm();
+    const { inputs } = await impl.vmCommandCheck({}, { vm: 'web', create: ['echo', 'hello'] });
+    const r = await impl.vmCommandCreate(inputs, ctx);
+    expect(r.outs).toMatchObject({ stdout: 'hello', exitCode: 0 });
+    expect(fake.calls).toContain('exec web echo hello');
+  });
+
+  it('a shell script runs as /bin/sh -c, an explicit argv', async () => {
+    await createVm();
+    const { inputs } = await impl.vmCommandCheck({}, { vm: 'web', create: 'echo $HOME; ls' });
+    await impl.vmCommandCreate(inputs, ctx);
+    expect(fake.calls).toContain('exec web /bin/sh -c echo $HOME; ls');
+  });
+
+  it('a non-zero exit fails with the stderr tail unless allowFailure', async () => {
+    await createVm();
+    const { inputs } = await impl.vmCommandCheck({}, { vm: 'web', create: ['false'] });
+    await expect(impl.vmCommandCreate(inputs, ctx)).rejects.toThrow(/COMMAND_FAILED.*exited with 1:\nfailed/s);
+    const allowed = await impl.vmCommandCheck({}, { vm: 'web', create: ['false'], allowFailure: true });
+    expect((await impl.vmCommandCreate(allowed.inputs, ctx)).outs.exitCode).toBe(1);
+  });
+
+  it('update runs `update`, else `create`, and only when what runs changed', async () => {
+    await createVm();
+    const v1 = await impl.vmCommandCheck({}, { vm: 'web', create: ['echo', 'a'], update: ['echo', 'u'] });
+    const c = await impl.vmCommandCreate(v1.inputs, ctx);
+    const v2 = await impl.vmCommandCheck(c.outs, { vm: 'web', create: ['echo', 'b'], update: ['echo', 'u'] });
+    expect((await impl.vmCommandUpdate(c.id, c.outs, v2.inputs, ctx)).outs.stdout).toBe('u');
+    const v3 = await impl.vmCommandCheck({}, { vm: 'web', create: ['echo', 'c'] });
+    expect((await impl.vmCommandUpdate(c.id, c.outs, v3.inputs, ctx)).outs.stdout).toBe('c');
+    const before = fake.calls.length;
+    const v4 = await impl.vmCommandCheck(
+      {},
+      { vm: 'web', create: ['echo', 'a'], update: ['echo', 'u'], allowFailure: true },
+    );
+    expect((await impl.vmCommandUpdate(c.id, c.outs, v4.inputs, ctx)).outs.stdout).toBe('a');
+    expect(fake.calls.length).toBe(before);
+  });
+
+  it('delete runs the delete command; a VM already gone is success', async () => {
+    await createVm();
+    const { inputs } = await impl.vmCommandCheck({}, { vm: 'web', create: ['true'], delete: ['echo', 'bye'] });
+    const c = await impl.vmCommandCreate(inputs, ctx);
+    await impl.vmCommandDelete(c.id, c.outs, ctx);
+    expect(fake.calls).toContain('exec web echo bye');
+    await impl.vmDelete('web', {}, ctx);
+    await impl.vmCommandDelete(c.id, c.outs, ctx);
+  });
+});
+
+describe('VmFile', () => {
+  it('writes content and reports its sha256; delete removes it with rm -f', async () => {
+    await createVm();
+    const { inputs } = await impl.vmFileCheck({}, { vm: 'web', path: '/etc/motd', content: 'hi\n', mode: 0o600 });
+    const f = await impl.vmFileCreate(inputs, ctx);
+    expect(f.outs.sha256).toBe(sha256('hi\n'));
+    expect(new TextDecoder().decode(fake.vms.get('web')!.files.get('/etc/motd'))).toBe('hi\n');
+    await impl.vmFileDelete(f.id, f.outs, ctx);
+    expect(fake.calls).toContain('exec web rm -f -- /etc/motd');
+    await impl.vmDelete('web', {}, ctx);
+    await impl.vmFileDelete(f.id, f.outs, ctx);
+  });
+
+  it('reads a local source at create; a changed source file replaces it', async () => {
+    await createVm();
+    const source = join(dir, 'motd');
+    writeFileSync(source, 'v1');
+    const { inputs } = await impl.vmFileCheck({}, { vm: 'web', path: '/etc/motd', source });
+    const f = await impl.vmFileCreate(inputs, ctx);
+    expect(f.outs.sha256).toBe(sha256('v1'));
+    expect((await impl.vmFileDiff(f.id, f.outs, inputs)).changes).toBe(false);
+    writeFileSync(source, 'v2');
+    expect((await impl.vmFileDiff(f.id, f.outs, inputs)).replaces).toEqual(['source']);
+  });
+});
