@@ -10,6 +10,8 @@ export default tseslint.config(
       'bench/results/',
       'tests/fixtures/**/*.js',
       'examples/**/node_modules/',
+      'examples/**/bin/',
+      '.localvm-test/',
     ],
   },
   js.configs.recommended,
