@@ -1,0 +1,16 @@
+/** The QEMU backend and the pieces other layers (CLI, benchmarks, tests) use directly. */
+export { createQemuBackend, qemuBinaryFor, type QemuBackend, type QemuBackendOptions } from './backend.js';
+export { resolveAccel, createKvmProbe, type AccelChoice, type AccelContext, type KvmVerdict } from './accel.js';
+export { QmpClient, withQmp, type QmpEvent } from './qmp.js';
+export { QgaClient, guestExec, guestPutFile, guestGetFile, wrapArgv } from './qga.js';
+export { withLock, acquireFileLock, KeyedMutex } from './lock.js';
+export {
+  vmPaths,
+  socketPaths,
+  reconcile,
+  parseProcStat,
+  cmdlineHasName,
+  MAX_SOCKET_PATH,
+  type VmRecord,
+  type VmPaths,
+} from './state.js';

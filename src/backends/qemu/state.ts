@@ -1,0 +1,241 @@
+/**
+ * Per-VM state on disk and its reconciliation with the live process table. The pure
+ * parts (stat parsing, socket-path shortening, the reconcile decision) do no I/O; the
+ * readers below them are thin.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import writeFileAtomic from 'write-file-atomic';
+import { LocalVmError } from '../../errors.js';
+import type { VmState } from '../../backend.js';
+import type { Arch, VmSpec } from '../../schema.js';
+
+/** Longest unix socket path (sun_path is 108 bytes including the NUL). */
+export const MAX_SOCKET_PATH = 107;
+
+export const RECORD_VERSION = 1;
+
+export interface VmPaths {
+  dir: string;
+  record: string;
+  pidFile: string;
+  consoleLog: string;
+  overlay: string;
+  qmpSocket: string;
+  qgaSocket: string;
+  /** Set when the sockets live under the run dir because the VM dir path is too long. */
+  socketDir?: string | undefined;
+}
+
+export type BootRecord =
+  | { kind: 'kernel'; kernel: string; initrd?: string | undefined; append?: string | undefined }
+  | { kind: 'disk'; image: string; format: 'qcow2' | 'raw' };
+
+/** What `vm.json` holds. */
+export interface VmRecord {
+  version: number;
+  name: string;
+  spec: VmSpec;
+  fingerprint: string;
+  createdAt: string;
+  /** `creating` until the first start finished (or failed). */
+  phase: 'creating' | 'ready';
+  /** What the last lifecycle operation asked for; a dead `running` VM crashed. */
+  desiredState: 'running' | 'stopped';
+  /** Why the VM is stopped when nobody asked for it (`create-failed`). */
+  stopReason?: string | undefined;
+  boot: BootRecord;
+  arch: Arch;
+  disks: { id: string; path: string; format: 'qcow2' | 'raw' }[];
+  startedAt?: string | undefined;
+  pid?: number | undefined;
+  accel?: string | undefined;
+  accelReason?: string | undefined;
+  lastError?: string | undefined;
+  paths: VmPaths;
+}
+
+/** The fields of /proc/PID/stat that matter here. */
+export interface ProcStat {
+  pid: number;
+  comm: string;
+  state: string;
+  ppid: number;
+  /** Clock ticks since boot; with the pid, identifies one process across pid reuse. */
+  startTime: number;
+}
+
+/** Parses /proc/PID/stat. `comm` may contain spaces and parentheses, so split at the last `)`. Pure. */
+export function parseProcStat(text: string): ProcStat | undefined {
+  const open = text.indexOf('(');
+  const close = text.lastIndexOf(')');
+  if (open < 1 || close < open) return undefined;
+  const pid = Number(text.slice(0, open).trim());
+  const rest = text
+    .slice(close + 1)
+    .trim()
+    .split(/\s+/);
+  // rest[0] is field 3 (state); starttime is field 22 → rest[19].
+  const state = rest[0];
+  const ppid = Number(rest[1]);
+  const startTime = Number(rest[19]);
+  if (!Number.isInteger(pid) || !state || !Number.isFinite(ppid) || !Number.isFinite(startTime)) return undefined;
+  return { pid, comm: text.slice(open + 1, close), state, ppid, startTime };
+}
+
+/** True when a NUL-separated /proc cmdline has `-name` whose guest name is `name`. Pure. */
+export function cmdlineHasName(cmdline: string, name: string): boolean {
+  const args = cmdline.split('\0');
+  for (let i = 0; i < args.length - 1; i++) {
+    if (args[i] !== '-name') continue;
+    const value = args[i + 1] ?? '';
+    const first = value.split(',')[0] ?? '';
+    if (first === name || first === `guest=${name}`) return true;
+    if (value.split(',').some((part) => part === `guest=${name}`)) return true;
+  }
+  return false;
+}
+
+export interface ProcessProbe {
+  stat?: ProcStat | undefined;
+  cmdline?: string | undefined;
+}
+
+/** Alive = exists, not a zombie, and (when a name is given) running that VM's command line. Pure. */
+export function isLiveQemu(proc: ProcessProbe | undefined, name: string): boolean {
+  if (!proc?.stat || proc.stat.state === 'Z' || proc.stat.state === 'X') return false;
+  return proc.cmdline !== undefined && cmdlineHasName(proc.cmdline, name);
+}
+
+export interface Reconciled {
+  state: VmState;
+  reason?: string | undefined;
+  pid?: number | undefined;
+}
+
+/**
+ * The VM's real state from its record and what /proc says about its pid. Pure.
+ * `creatorAlive`: the lifecycle lock is held by a live process (a create in progress).
+ */
+export function reconcile(record: VmRecord, proc: ProcessProbe | undefined, creatorAlive = false): Reconciled {
+  if (isLiveQemu(proc, record.name)) return { state: 'running', pid: proc?.stat?.pid };
+  if (record.phase === 'creating') {
+    return creatorAlive ? { state: 'creating' } : { state: 'stopped', reason: 'create-failed' };
+  }
+  if (record.stopReason) return { state: 'stopped', reason: record.stopReason };
+  if (record.desiredState === 'running') return { state: 'stopped', reason: 'crashed' };
+  return { state: 'stopped' };
+}
+
+/**
+ * Socket paths for a VM dir: inside it when both fit in 107 bytes, otherwise under
+ * `<runDir>/<hash of the dir>/`. Pure.
+ */
+export function socketPaths(dir: string, runDir: string): { qmpSocket: string; qgaSocket: string; socketDir?: string } {
+  const inDir = { qmpSocket: join(dir, 'qmp.sock'), qgaSocket: join(dir, 'qga.sock') };
+  if (Buffer.byteLength(inDir.qgaSocket) <= MAX_SOCKET_PATH && Buffer.byteLength(inDir.qmpSocket) <= MAX_SOCKET_PATH) {
+    return inDir;
+  }
+  const socketDir = join(runDir, createHash('sha256').update(dir).digest('hex').slice(0, 12));
+  const out = { qmpSocket: join(socketDir, 'qmp.sock'), qgaSocket: join(socketDir, 'qga.sock'), socketDir };
+  if (Buffer.byteLength(out.qgaSocket) > MAX_SOCKET_PATH) {
+    throw new LocalVmError(
+      'VALIDATION',
+      `run dir ${runDir} is too long for unix sockets (max ${MAX_SOCKET_PATH} bytes)`,
+      {
+        hint: 'set LOCALVM_RUN_DIR to a short directory such as /tmp/localvm',
+      },
+    );
+  }
+  return out;
+}
+
+/** All paths of VM `name` under `stateDir`. Pure. */
+export function vmPaths(stateDir: string, runDir: string, name: string): VmPaths {
+  const dir = join(stateDir, 'vms', name);
+  return {
+    dir,
+    record: join(dir, 'vm.json'),
+    pidFile: join(dir, 'qemu.pid'),
+    consoleLog: join(dir, 'console.log'),
+    overlay: join(dir, 'overlay.qcow2'),
+    ...socketPaths(dir, runDir),
+  };
+}
+
+export const vmsDir = (stateDir: string) => join(stateDir, 'vms');
+export const locksDir = (stateDir: string) => join(stateDir, 'locks');
+
+/** Reads /proc/PID/stat and cmdline; undefined when the process does not exist. */
+export async function probeProcess(pid: number | undefined): Promise<ProcessProbe | undefined> {
+  if (pid === undefined || !Number.isInteger(pid) || pid <= 0) return undefined;
+  try {
+    const stat = parseProcStat(await readFile(`/proc/${pid}/stat`, 'utf8'));
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => undefined);
+    return { stat, cmdline };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Reads the pid QEMU wrote, if any. */
+export async function readPidFile(path: string): Promise<number | undefined> {
+  try {
+    const n = Number((await readFile(path, 'utf8')).trim());
+    return Number.isInteger(n) && n > 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Reads `vm.json`; undefined when there is none (or it is unreadable). */
+export async function readRecord(path: string): Promise<VmRecord | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+  try {
+    const record = JSON.parse(text) as VmRecord;
+    if (record.version !== RECORD_VERSION) {
+      throw new LocalVmError('UNSUPPORTED', `${path} has record version ${record.version}, expected ${RECORD_VERSION}`);
+    }
+    return record;
+  } catch (error) {
+    if (error instanceof LocalVmError) throw error;
+    throw new LocalVmError('INTERNAL', `${path} is not valid JSON`, { cause: error });
+  }
+}
+
+/** Writes `vm.json` atomically (temp file + rename), mode 0600. */
+export async function writeRecord(record: VmRecord): Promise<void> {
+  await writeFileAtomic(record.paths.record, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
+}
+
+/** Creates `dir` (and parents) with mode 0700. */
+export async function mkdirPrivate(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+}
+
+/** Names of VM directories under the state root. */
+export async function listVmNames(stateDir: string): Promise<string[]> {
+  try {
+    const entries = await readdir(vmsDir(stateDir), { withFileTypes: true });
+    return entries
+      .filter((e) => e.isDirectory())
+      .map((e) => e.name)
+      .sort();
+  } catch {
+    return [];
+  }
+}
+
+/** Removes control sockets and the pidfile a dead QEMU left behind. */
+export async function removeStaleRuntime(paths: VmPaths): Promise<void> {
+  await Promise.all([paths.qmpSocket, paths.qgaSocket, paths.pidFile].map((p) => rm(p, { force: true })));
+}
+
+/** A short random suffix for temp names. */
+export const randomSuffix = () => randomBytes(6).toString('hex');
