@@ -22,6 +22,7 @@ import type { LocalVmConfig } from '../../config.js';
 import { isLocalVmError, LocalVmError, tail } from '../../errors.js';
 import { parseQemuImgInfo } from '../../parsers.js';
 import { commandError, runChecked, type CommandRunner } from '../../runner.js';
+import { isTransientLaunchFailure } from './classify.js';
 import { specFingerprint, type Accel, type Arch, type VmSpec } from '../../schema.js';
 import { createKvmProbe, resolveAccel, type AccelChoice, type AccelContext } from './accel.js';
 import { findTinyImage, type TinyImage } from './image.js';
@@ -278,7 +279,10 @@ export function createQemuBackend(options: QemuBackendOptions): QemuBackend {
     const cmd = buildQemuCommand(launch);
     const result = await runner.run(cmd, { timeoutMs: 60_000 });
     if (result.exitCode !== 0 || result.timedOut) {
-      const error = commandError(result, `QEMU for ${name} did not start: ${tail(result.stderr, 5, 1000)}`);
+      const failure = commandError(result, `QEMU for ${name} did not start: ${tail(result.stderr, 5, 1000)}`);
+      const error = isTransientLaunchFailure(result.stderr)
+        ? new LocalVmError('TRANSIENT', failure.message, { vm: name, command: failure.command })
+        : failure;
       // A QEMU that timed out while daemonizing may still have come up: never leave it behind.
       await killHard(name, await readPidFile(p.pidFile));
       await removeStaleRuntime(p);
