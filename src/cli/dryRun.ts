@@ -1,0 +1,139 @@
+/**
+ * `--dry-run create`: the commands a create would run, computed without calling the
+ * backend. The QEMU backend writes the VM's directory (record, overlay) before it runs
+ * anything, so running it against a recording runner would still touch disk; instead the
+ * plan is built with the same pure builders the backend uses (buildQemuCommand, qemu-img,
+ * orbctl) from paths derived from the config. Only the image cache and the cached KVM
+ * verdict are read; nothing is written.
+ */
+import { readFile } from 'node:fs/promises';
+import { arch as hostArch, release } from 'node:os';
+import { join } from 'node:path';
+import { buildQemuCommand, createOrbctl, qemuImg, type QemuAccel, type QemuLaunch } from '../commandBuilder.js';
+import type { LocalVmConfig } from '../config.js';
+import type { Command } from '../runner.js';
+import type { VmSpec } from '../schema.js';
+import { resolveAccel } from '../backends/qemu/accel.js';
+import { findTinyImage, TINY_APPEND } from '../backends/qemu/image.js';
+import { vmPaths } from '../backends/qemu/state.js';
+import { qemuBinaryFor } from '../backends/qemu/backend.js';
+import { orbCreatePlan } from '../backends/orbstack/index.js';
+
+export interface QemuPlanInputs {
+  accel: QemuAccel;
+  /** The built tiny image, or placeholders when it is not built yet. */
+  tiny: { kernel: string; initrd: string; append: string };
+  /** `qemu-system-*` override (config.qemuBinary: the binary or a directory holding it). */
+  qemuBinary?: string | undefined;
+  /** Guest architecture when the spec names none (the host's). */
+  defaultArch?: 'x86_64' | 'aarch64';
+}
+
+/** The commands creating `spec` on QEMU would run, in order. Pure. */
+export function planQemuCreate(spec: VmSpec, config: LocalVmConfig, inputs: QemuPlanInputs): Command[] {
+  const paths = vmPaths(config.stateDir, config.runDir, spec.name);
+  const commands: Command[] = [];
+  let boot: QemuLaunch['boot'];
+  if (spec.kernel !== undefined) {
+    boot = { kind: 'kernel', kernel: spec.kernel, initrd: spec.initrd, append: spec.append };
+  } else if (spec.image === 'tiny') {
+    boot = { kind: 'kernel', kernel: inputs.tiny.kernel, initrd: inputs.tiny.initrd, append: inputs.tiny.append };
+  } else {
+    const format = spec.image.endsWith('.raw') || spec.image.endsWith('.img') ? 'raw' : 'qcow2';
+    commands.push(qemuImg.create({ path: paths.overlay, backing: { path: spec.image, format }, size: spec.diskSize }));
+    boot = { kind: 'disk', image: paths.overlay, format: 'qcow2' };
+  }
+  const disks = spec.disks.map((d) => ({
+    id: `disk-${d.name}`,
+    path: join(paths.dir, `disk-${d.name}.qcow2`),
+    format: 'qcow2' as const,
+  }));
+  for (const [i, d] of disks.entries()) commands.push(qemuImg.create({ path: d.path, size: spec.disks[i]?.size }));
+  const arch = spec.arch ?? inputs.defaultArch ?? 'x86_64';
+  commands.push(
+    buildQemuCommand({
+      name: spec.name,
+      arch,
+      accel: inputs.accel,
+      cpus: spec.cpus,
+      memory: spec.memory,
+      boot,
+      ports: spec.ports,
+      isolated: spec.isolated,
+      disks,
+      paths: {
+        dir: paths.dir,
+        qmpSocket: paths.qmpSocket,
+        qgaSocket: paths.qgaSocket,
+        consoleLog: paths.consoleLog,
+        pidFile: paths.pidFile,
+      },
+      qemuBinary: qemuBinaryFor(inputs.qemuBinary, arch),
+    }),
+  );
+  return commands;
+}
+
+/** The orbctl commands creating `spec` on OrbStack would run. Pure (user-data goes to a temp file). */
+export function planOrbstackCreate(spec: VmSpec): Command[] {
+  const orb = createOrbctl();
+  const plan = orbCreatePlan(spec);
+  const image = plan.version ? `${plan.distro}:${plan.version}` : plan.distro;
+  const commands = [
+    orb.create({
+      image,
+      name: spec.name,
+      arch: plan.arch,
+      user: plan.user,
+      ...(spec.userData !== undefined ? { userDataFile: '<temp>/user-data' } : {}),
+    }),
+  ];
+  if (plan.cpus !== undefined) commands.push(orb.configSet(spec.name, 'cpu', plan.cpus));
+  if (plan.memoryMib !== undefined) commands.push(orb.configSet(spec.name, 'memory_mib', plan.memoryMib));
+  if (plan.diskBytes !== undefined) commands.push(orb.configSet(spec.name, 'disk_bytes', plan.diskBytes));
+  return commands;
+}
+
+/** The accelerator `auto` would pick, from the cached KVM verdict only (a probe would run QEMU). */
+async function plannedAccel(spec: VmSpec, config: LocalVmConfig): Promise<QemuAccel> {
+  const requested = spec.accel !== 'auto' ? spec.accel : config.accel;
+  const choice = await resolveAccel(requested, {
+    platform: config.platform,
+    hostArch: hostArch(),
+    guestArch: spec.arch ?? hostQemuArch(),
+    probeKvm: async () => {
+      try {
+        const cached = JSON.parse(await readFile(join(config.cacheDir, 'accel.json'), 'utf8')) as {
+          kernelRelease?: string;
+          verdict?: { usable: boolean; reason: string };
+        };
+        if (cached.kernelRelease === release() && cached.verdict) return cached.verdict;
+      } catch {
+        // no verdict cached
+      }
+      return { usable: false, reason: 'KVM not probed yet (dry run), assuming tcg' };
+    },
+  });
+  return choice.accel;
+}
+
+/** The plan for creating `spec` on `backend`, reading only caches. */
+export async function planCreate(
+  spec: VmSpec,
+  backend: 'qemu' | 'orbstack',
+  config: LocalVmConfig,
+): Promise<Command[]> {
+  if (backend === 'orbstack') return planOrbstackCreate(spec);
+  const tiny = spec.image === 'tiny' && spec.kernel === undefined ? await findTinyImage(config) : undefined;
+  const placeholder = join(config.cacheDir, 'images', 'tiny-<not built: run localvm image build>');
+  return planQemuCreate(spec, config, {
+    accel: await plannedAccel(spec, config),
+    tiny: tiny ?? { kernel: join(placeholder, 'vmlinux'), initrd: join(placeholder, 'initrd.gz'), append: TINY_APPEND },
+    qemuBinary: config.qemuBinary,
+    defaultArch: hostQemuArch(),
+  });
+}
+
+function hostQemuArch(): 'x86_64' | 'aarch64' {
+  return hostArch() === 'arm64' ? 'aarch64' : 'x86_64';
+}

@@ -1,0 +1,185 @@
+/**
+ * Pure output formatting for the command line: tables for people, stable JSON for
+ * scripts, and error rendering. No I/O; the program writes what these return.
+ */
+import type { VmInfo } from '../backend.js';
+import { isLocalVmError } from '../errors.js';
+import type { Command } from '../runner.js';
+
+/** The `--json` shape of a VM: stable field names, absent values as null. */
+export interface VmJson {
+  name: string;
+  backend: string;
+  state: string;
+  reason: string | null;
+  pid: number | null;
+  accel: string | null;
+  ip4: string | null;
+  image: string;
+  arch: string;
+  cpus: number;
+  memory: number;
+  ports: { host: number; guest: number; protocol: string; bind: string }[];
+  labels: Record<string, string>;
+  fingerprint: string | null;
+  createdAt: string | null;
+  startedAt: string | null;
+  uptimeMs: number | null;
+  lastError: string | null;
+}
+
+/** A VM as `--json` prints it (the same for `list` entries and `info`). */
+export function vmToJson(vm: VmInfo): VmJson {
+  return {
+    name: vm.name,
+    backend: vm.backend,
+    state: vm.state,
+    reason: vm.reason ?? null,
+    pid: vm.pid ?? null,
+    accel: vm.accel ?? null,
+    ip4: vm.ip4 ?? null,
+    image: vm.image,
+    arch: vm.arch,
+    cpus: vm.cpus,
+    memory: vm.memory,
+    ports: vm.ports.map((p) => ({ host: p.host, guest: p.guest, protocol: p.protocol, bind: p.bind })),
+    labels: { ...vm.labels },
+    fingerprint: vm.fingerprint ?? null,
+    createdAt: vm.createdAt ?? null,
+    startedAt: vm.startedAt ?? null,
+    uptimeMs: vm.uptimeMs ?? null,
+    lastError: vm.lastError ?? null,
+  };
+}
+
+/** Left-aligned columns separated by two spaces; the last column is not padded. */
+export function formatTable(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
+      .join('  ')
+      .trimEnd();
+  return [line(header), ...rows.map(line)].join('\n') + '\n';
+}
+
+export function formatPorts(ports: VmInfo['ports']): string {
+  return ports.map((p) => `${p.bind === '127.0.0.1' ? '' : `${p.bind}:`}${p.host}->${p.guest}/${p.protocol}`).join(',');
+}
+
+/** `localvm list` for people; "no VMs" when empty. */
+export function formatVmTable(vms: VmInfo[]): string {
+  if (vms.length === 0) return 'no VMs\n';
+  return formatTable(
+    ['NAME', 'STATE', 'BACKEND', 'CPUS', 'MEMORY', 'IMAGE', 'PORTS'],
+    vms.map((vm) => [
+      vm.name,
+      vm.reason ? `${vm.state} (${vm.reason})` : vm.state,
+      vm.backend,
+      String(vm.cpus),
+      `${vm.memory}M`,
+      vm.image,
+      formatPorts(vm.ports) || '-',
+    ]),
+  );
+}
+
+/** `localvm info NAME` for people: one `key: value` per line, unset fields left out. */
+export function formatVmInfo(vm: VmInfo): string {
+  const json = vmToJson(vm);
+  const rows: [string, string][] = [];
+  for (const [key, value] of Object.entries(json)) {
+    if (value === null) continue;
+    if (key === 'ports') {
+      if (vm.ports.length) rows.push([key, formatPorts(vm.ports)]);
+    } else if (key === 'labels') {
+      const labels = Object.entries(vm.labels).map(([k, v]) => `${k}=${v}`);
+      if (labels.length) rows.push([key, labels.join(',')]);
+    } else {
+      rows.push([key, String(value)]);
+    }
+  }
+  const width = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `${`${k}:`.padEnd(width + 1)} ${v}`).join('\n') + '\n';
+}
+
+export interface ImageRow {
+  name: string;
+  hash: string;
+  sizeBytes: number;
+  builtAt: string;
+  kernelVersion: string;
+  dir: string;
+}
+
+export function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 'B';
+  for (const u of units) {
+    if (value < 1024) break;
+    value /= 1024;
+    unit = u;
+  }
+  return `${value.toFixed(value < 10 ? 1 : 0)} ${unit}`;
+}
+
+/** `localvm image list` for people. */
+export function formatImageTable(images: ImageRow[]): string {
+  if (images.length === 0) return 'no images (localvm image build makes the tiny image)\n';
+  return formatTable(
+    ['NAME', 'HASH', 'SIZE', 'KERNEL', 'BUILT'],
+    images.map((i) => [i.name, i.hash.slice(0, 12), formatBytes(i.sizeBytes), i.kernelVersion, i.builtAt]),
+  );
+}
+
+const SAFE_WORD = /^[A-Za-z0-9_@%+=:,./-]+$/;
+
+/** Quotes one argument for display in a POSIX shell. Display only: localvm never runs shell strings. */
+export function shellQuote(arg: string): string {
+  if (arg.length > 0 && SAFE_WORD.test(arg)) return arg;
+  return `'${arg.replace(/'/g, `'\\''`)}'`;
+}
+
+/** A command as one line: a JSON argv (`--json`) or shell-quoted for people. */
+export function formatCommand(cmd: Command, json: boolean): string {
+  const argv = [cmd.file, ...cmd.args];
+  return json ? JSON.stringify(argv) : argv.map(shellQuote).join(' ');
+}
+
+/** Whole milliseconds under 10 s, then seconds with one decimal. */
+export function formatDuration(ms: number): string {
+  return ms < 10_000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+/**
+ * An error for people: `error [CODE]: message`, then `hint: ...`, validation issues, the
+ * failed command's argv; the stack only when verbose.
+ */
+export function formatError(error: unknown, verbose: boolean): string {
+  const lines: string[] = [];
+  if (isLocalVmError(error)) {
+    lines.push(`error [${error.code}]: ${error.message}`);
+    if (error.issues && error.issues.length > 1) {
+      for (const issue of error.issues) lines.push(`  - ${issue.property || '(root)'}: ${issue.reason}`);
+    }
+    if (error.hint) lines.push(`hint: ${error.hint}`);
+    if (verbose && error.command) lines.push(`command: ${formatCommand(error.command as Command, false)}`);
+    if (verbose && error.details) lines.push(`details: ${JSON.stringify(error.details)}`);
+  } else {
+    const message = error instanceof Error ? error.message : String(error);
+    lines.push(`error [INTERNAL]: ${message}`);
+    lines.push('hint: this is a bug in localvm; run again with -v for the stack trace and report it');
+  }
+  if (verbose && error instanceof Error && error.stack) lines.push(error.stack);
+  return lines.join('\n') + '\n';
+}
+
+/** An error for scripts: `{"error": {...}}`, the LocalVmError's toJSON. */
+export function errorToJson(error: unknown): string {
+  const body = isLocalVmError(error)
+    ? error.toJSON()
+    : { code: 'INTERNAL', message: error instanceof Error ? error.message : String(error) };
+  return JSON.stringify({ error: body }) + '\n';
+}

@@ -1,0 +1,275 @@
+/**
+ * `localvm/vitest`: worker-scoped VM fixtures for vitest 4.
+ *
+ * - `vmTest` / `createVmFixture()` give each vitest worker one VM (a `Connector` as `vm`,
+ *   its name as `vmName`), created lazily by the first test that uses it and reused by
+ *   every test file the worker runs (this needs `isolate: false`: with isolation vitest
+ *   starts a fresh worker, and so a fresh VM, per file). It is deleted at worker teardown.
+ * - Names: `<prefix><session id>-w<worker>`, prefix `pytest-test-` unless configured.
+ * - Crash safety: a VM is written to the session record before it is created, and a
+ *   detached reaper deletes the session's VMs when the test runner dies, SIGKILL included.
+ * - Reuse (`LOCALVM_REUSE=1` or `reuse: true`): `<prefix>reuse-<spec hash>-w<worker>`
+ *   survives the run and is adopted by the next one, then reset (see `DEFAULT_RESET`).
+ *   Reused VMs are not in the session record (the reaper leaves them) and the
+ *   session-start sweep skips names starting with `<prefix>reuse-`.
+ */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { isMainThread } from 'node:worker_threads';
+import { test as base } from 'vitest';
+import { connect, type Connector } from '../connector.js';
+import { withDefaults, type OperationContext } from '../context.js';
+import { LocalVmError } from '../errors.js';
+import { cleanupVms, createVmWithRetry, deleteVm, waitForVmReady, type ReadyOptions } from '../operations/vm.js';
+import { z } from 'zod';
+import { parseOrThrow, parseVmSpec, specFingerprint, type VmSpecInput } from '../schema.js';
+import type { Command } from '../runner.js';
+import {
+  newSession,
+  processAlive,
+  processStart,
+  readSession,
+  sessionFile,
+  sessionIdFor,
+  sessionVmName,
+  sessionsDir,
+  updateSession,
+  withVm,
+  withoutVm,
+} from './session.js';
+import { readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export { sessionIdFor, sessionVmName, type SessionRecord, type SessionVm } from './session.js';
+
+/**
+ * What "reset to a clean state" means for a reused VM: /tmp and /var/tmp are emptied. The
+ * VM is not rebooted, so processes started by an earlier run and files elsewhere remain:
+ * tests that want a reusable VM keep their scratch under /tmp.
+ */
+export const DEFAULT_RESET: string[] = [
+  '/bin/sh',
+  '-c',
+  'for d in /tmp /var/tmp; do [ -d "$d" ] && find "$d" -mindepth 1 -maxdepth 1 -exec rm -rf {} +; done; true',
+];
+
+export interface VmFixtureOptions {
+  /** The worker VM's spec; `name` is chosen by the fixture. Default: the tiny image, qemu, 256 MiB. */
+  spec?: Partial<VmSpecInput>;
+  /** Name prefix of every VM the fixture makes (default: LOCALVM_TEST_PREFIX, else `pytest-test-`). */
+  prefix?: string;
+  /** Keep the worker VM across runs (default: LOCALVM_REUSE=1). */
+  reuse?: boolean;
+  /** Command run in a reused VM before the worker uses it; `false` for none. */
+  reset?: string[] | false;
+  /** Readiness options for the first use. */
+  ready?: ReadyOptions;
+  /** Operation context overrides (config, runner); default: the environment. */
+  context?: Partial<OperationContext>;
+}
+
+export interface VmFixtures {
+  /** The worker's VM. */
+  vm: Connector;
+  vmName: string;
+}
+
+/** The fixture's view of the environment, read once at the boundary. */
+export interface FixtureEnv {
+  reuse: boolean;
+  /** The vitest pool slot (VITEST_POOL_ID): stable for one worker, reused across files. */
+  worker: string;
+}
+
+export function fixtureEnv(env: NodeJS.ProcessEnv = process.env): FixtureEnv {
+  return {
+    reuse: env.LOCALVM_REUSE === '1' || env.LOCALVM_REUSE === 'true',
+    worker: env.VITEST_POOL_ID ?? env.VITEST_WORKER_ID ?? String(process.pid),
+  };
+}
+
+/** The test prefix: `option`, else LOCALVM_TEST_PREFIX, else `pytest-test-`. Validated as a name prefix. */
+export function testPrefix(option?: string, ctx?: Partial<OperationContext>): string {
+  const prefix = option ?? withDefaults(ctx).config.testPrefix;
+  return parseOrThrow(prefixSchema, prefix, 'test prefix');
+}
+
+// Room is left after the prefix for a session id and worker number within 63 characters.
+const prefixSchema = z.string().regex(/^[a-z0-9][a-z0-9-]{0,39}$/, 'must be 1-40 characters of a-z, 0-9 and "-"');
+
+/** The spec hash naming a reused VM: the fingerprint of the spec (name excluded). */
+export function reuseHash(spec: Partial<VmSpecInput>): string {
+  return specFingerprint(parseVmSpec({ ...spec, name: 'reuse' })).slice(0, 10);
+}
+
+/** `<prefix>reuse-<hash>-w<worker>`. Pure. */
+export function reuseVmName(prefix: string, hash: string, worker: string): string {
+  return `${prefix}reuse-${hash}-w${worker}`;
+}
+
+/** The vitest runner process as seen from here: this process in a thread worker, the parent in a fork. */
+export function runnerPid(): number {
+  return isMainThread ? process.ppid : process.pid;
+}
+
+/** The command starting the reaper for `file`: the built `reaper.js`, else the TypeScript source via tsx. */
+export function reaperCommand(file: string): Command {
+  const here = (name: string) => fileURLToPath(new URL(name, import.meta.url));
+  for (const candidate of [here('./reaper.js'), here('../../dist/vitest/reaper.js')]) {
+    if (existsSync(candidate)) return { file: process.execPath, args: [candidate, file] };
+  }
+  return { file: process.execPath, args: ['--import', import.meta.resolve('tsx'), here('./reaper.ts'), file] };
+}
+
+const DEFAULT_SPEC: Partial<VmSpecInput> = { image: 'tiny', backend: 'qemu', memory: 256 };
+
+/**
+ * Records `name` in the session of the runner `pid` before it is created, creating the
+ * session file and starting its reaper when this is the session's first VM.
+ */
+async function recordBeforeCreate(
+  name: string,
+  ctx: OperationContext,
+): Promise<{ id: string; release: () => Promise<void> }> {
+  const pid = runnerPid();
+  const startTime = await processStart(pid);
+  const id = sessionIdFor(pid, startTime);
+  const self = { name, pid: process.pid, startTime: await processStart(process.pid) };
+  const { before } = await updateSession(ctx.config.stateDir, id, (r) =>
+    withVm(r ?? newSession(id, pid, startTime), self),
+  );
+  if (!before) {
+    if (!ctx.runner.spawnDetached) {
+      throw new LocalVmError('UNSUPPORTED', 'the runner cannot start the reaper (no spawnDetached)');
+    }
+    const reaper = await ctx.runner.spawnDetached(reaperCommand(sessionFile(ctx.config.stateDir, id)), {
+      env: {
+        LOCALVM_HOME: ctx.config.stateDir,
+        LOCALVM_CACHE: ctx.config.cacheDir,
+        LOCALVM_RUN_DIR: ctx.config.runDir,
+      },
+    });
+    ctx.log?.(`session ${id}: reaper pid ${reaper} watches runner ${pid}`);
+  }
+  return {
+    id,
+    // The last VM out removes the file, which tells the reaper to exit.
+    release: async () => {
+      await updateSession(ctx.config.stateDir, id, (r) => {
+        if (!r) return undefined;
+        const rest = withoutVm(r, name);
+        return rest.vms.length ? rest : undefined;
+      });
+    },
+  };
+}
+
+/**
+ * A `test` extended with a worker-scoped `vm` (Connector) and `vmName`. The VM is created on
+ * first use (createVmWithRetry + waitForVmReady) and deleted at worker teardown, unless reused.
+ */
+export function createVmFixture(options: VmFixtureOptions = {}) {
+  return base.extend<{ $worker: VmFixtures }>({
+    vm: [
+      // eslint-disable-next-line no-empty-pattern
+      async ({}, use) => {
+        const ctx = withDefaults(options.context);
+        const env = fixtureEnv();
+        const prefix = testPrefix(options.prefix, ctx);
+        const specInput = { ...DEFAULT_SPEC, ...options.spec };
+        const reuse = options.reuse ?? env.reuse;
+        if (reuse) {
+          const name = reuseVmName(prefix, reuseHash(specInput), env.worker);
+          await createVmWithRetry({ ...specInput, name }, {}, ctx);
+          await waitForVmReady(name, options.ready ?? {}, ctx);
+          const vm = await connect(name, ctx);
+          const reset = options.reset ?? DEFAULT_RESET;
+          if (reset !== false) {
+            const r = await vm.exec(reset);
+            if (r.exitCode !== 0) {
+              throw new LocalVmError(
+                'COMMAND_FAILED',
+                `resetting reused VM ${name} failed (exit ${r.exitCode}): ${r.stderr}`,
+                { vm: name },
+              );
+            }
+          }
+          await use(vm);
+          return;
+        }
+        const pid = runnerPid();
+        const id = sessionIdFor(pid, await processStart(pid));
+        const name = sessionVmName(prefix, id, env.worker);
+        const session = await recordBeforeCreate(name, ctx);
+        try {
+          await createVmWithRetry({ ...specInput, name }, {}, ctx);
+          await waitForVmReady(name, options.ready ?? {}, ctx);
+          await use(await connect(name, ctx));
+        } finally {
+          await deleteVm(name, ctx);
+          await session.release();
+        }
+      },
+      { scope: 'worker' },
+    ],
+    vmName: [async ({ vm }, use) => use(vm.name), { scope: 'worker' }],
+  });
+}
+
+/** The default fixture: a tiny QEMU VM per worker, prefix and reuse from the environment. */
+export const vmTest: ReturnType<typeof createVmFixture> = (() => {
+  try {
+    return createVmFixture();
+  } catch (error) {
+    // Outside a test worker (a globalSetup file importing the sweep helpers) vitest has no
+    // runner to extend: the module must still load there, so vmTest becomes a stub.
+    const stub = () => {
+      throw new LocalVmError('UNSUPPORTED', 'vmTest can only be used in test files run by vitest', { cause: error });
+    };
+    return stub as unknown as ReturnType<typeof createVmFixture>;
+  }
+})();
+
+/**
+ * Deletes VMs left by earlier runs: names starting with `prefix`, except reused VMs
+ * (`<prefix>reuse-`) and VMs of sessions whose runner is still alive (a concurrent run).
+ * Session files of dead runners are removed. Returns the names deleted.
+ */
+export async function sweepLeftovers(prefix?: string, ctx?: Partial<OperationContext>): Promise<string[]> {
+  const c = withDefaults(ctx);
+  const p = testPrefix(prefix, c);
+  const live = new Set<string>();
+  const dir = sessionsDir(c.config.stateDir);
+  for (const entry of await readdir(dir).catch(() => [] as string[])) {
+    if (!entry.endsWith('.json')) continue;
+    const record = await readSession(join(dir, entry)).catch(() => undefined);
+    if (record && (await processAlive(record.pid, record.startTime))) {
+      for (const vm of record.vms) live.add(vm.name);
+    } else {
+      await rm(join(dir, entry), { force: true });
+    }
+  }
+  const { matched } = await cleanupVms({ prefix: p, dryRun: true }, c);
+  const doomed = matched.filter((name) => !name.startsWith(`${p}reuse-`) && !live.has(name));
+  for (const name of doomed) await deleteVm(name, c);
+  return doomed;
+}
+
+/**
+ * A vitest `globalSetup` function: sweeps leftovers at session start and, at the end of the
+ * run, deletes whatever this session's record still lists (VMs of workers that died).
+ * Use it as `export default localvmGlobalSetup()` in a globalSetup file.
+ */
+export function localvmGlobalSetup(options: { prefix?: string; context?: Partial<OperationContext> } = {}) {
+  return async () => {
+    const ctx = withDefaults(options.context);
+    const swept = await sweepLeftovers(options.prefix, ctx);
+    if (swept.length) ctx.log?.(`swept leftover test VMs: ${swept.join(', ')}`);
+    return async () => {
+      const id = sessionIdFor(process.pid, await processStart(process.pid));
+      const record = await readSession(sessionFile(ctx.config.stateDir, id));
+      for (const vm of record?.vms ?? []) await deleteVm(vm.name, ctx);
+      await updateSession(ctx.config.stateDir, id, () => undefined);
+    };
+  };
+}

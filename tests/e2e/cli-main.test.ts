@@ -1,0 +1,143 @@
+/**
+ * The `localvm` command line against real QEMU: the built dist/cli/main.js run as a child
+ * process with a temp LOCALVM_HOME (the default image cache, so the tiny image is reused).
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { missingTools } from '../fixtures/tools.js';
+
+const repo = resolve(import.meta.dirname, '../..');
+const cli = join(repo, 'dist/cli/main.js');
+const skip = missingTools('qemu-system-x86_64');
+
+/** Builds dist when any source file is newer than the CLI entry. */
+function ensureBuilt(): void {
+  const newest = (dir: string): number =>
+    readdirSync(dir, { withFileTypes: true }).reduce((m, e) => {
+      const p = join(dir, e.name);
+      return Math.max(m, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
+    }, 0);
+  if (existsSync(cli) && statSync(cli).mtimeMs >= newest(join(repo, 'src'))) return;
+  execFileSync(process.execPath, [join(repo, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], {
+    cwd: repo,
+    stdio: 'inherit',
+  });
+}
+
+function tree(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' }).sort();
+}
+
+describe.skipIf(skip)('localvm CLI (real QEMU)', () => {
+  const home = mkdtempSync(join(tmpdir(), 'localvm-cli-e2e-'));
+  const env = { ...process.env, LOCALVM_HOME: join(home, 'state'), LOCALVM_RUN_DIR: join(home, 'run') };
+  const tag = randomBytes(2).toString('hex');
+  const main = `cli-${tag}`;
+  const localvm = (...args: string[]) => {
+    const r = spawnSync(process.execPath, [cli, ...args], { env, encoding: 'buffer', timeout: 240_000 });
+    return {
+      code: r.status,
+      stdout: r.stdout.toString('utf8'),
+      stdoutBytes: r.stdout,
+      stderr: r.stderr.toString('utf8'),
+    };
+  };
+  const names = () => (JSON.parse(localvm('list', '--json').stdout) as { name: string }[]).map((v) => v.name);
+
+  beforeAll(() => ensureBuilt(), 300_000);
+  afterAll(() => {
+    for (const name of names()) localvm('delete', name);
+    rmSync(home, { recursive: true, force: true });
+  });
+
+  it('does the main job: create, exec, cp both ways, list --json, delete', () => {
+    const created = localvm('create', main, '--memory', '256', '--json');
+    expect(created.code, created.stderr).toBe(0);
+    expect(JSON.parse(created.stdout)).toMatchObject({
+      vm: { name: main, state: 'running', backend: 'qemu' },
+      adopted: false,
+    });
+
+    const uname = localvm('exec', main, '--', 'uname', '-s');
+    expect(uname).toMatchObject({ code: 0, stdout: 'Linux\n' });
+    expect(localvm('exec', main, '--', 'sh', '-c', 'echo oops >&2; exit 3')).toMatchObject({
+      code: 3,
+      stderr: 'oops\n',
+    });
+    expect(localvm('shell', main, 'printf "%s" "$((6*7))"')).toMatchObject({ code: 0, stdout: '42' });
+
+    const payload = randomBytes(200_000);
+    const src = join(home, 'payload.bin');
+    writeFileSync(src, payload);
+    expect(localvm('cp', src, `${main}:/tmp/`).code).toBe(0);
+    const sum = localvm('exec', main, '--', 'sha256sum', '/tmp/payload.bin');
+    expect(sum.stdout.split(' ')[0]).toBe(execFileSync('sha256sum', [src], { encoding: 'utf8' }).split(' ')[0]);
+    const out = join(home, 'back.bin');
+    expect(localvm('cp', `${main}:/tmp/payload.bin`, out).code).toBe(0);
+    expect(Buffer.compare(readFileSync(out), payload)).toBe(0);
+    // exec passes stdout through as bytes, not re-encoded text
+    const raw = localvm('exec', main, '--', 'cat', '/tmp/payload.bin');
+    expect(Buffer.compare(raw.stdoutBytes, payload)).toBe(0);
+
+    const list = JSON.parse(localvm('list', '--json').stdout) as { name: string; state: string; pid: number }[];
+    expect(list.find((v) => v.name === main)).toMatchObject({ state: 'running' });
+    expect(localvm('qmp', main, 'query-status', '--json').stdout).toContain('"running"');
+  });
+
+  it('--dry-run create prints the exact argv of a real create and leaves nothing on disk', () => {
+    const dry = `dry-${tag}`;
+    const before = tree(home);
+    const r = localvm('--dry-run', '--json', 'create', dry, '--memory', '256');
+    expect(r.code, r.stderr).toBe(0);
+    expect(tree(home)).toEqual(before);
+    const argv = JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '[]') as string[];
+    expect(argv[0]).toBe('qemu-system-x86_64');
+    expect(names()).not.toContain(dry);
+    // The same spec under another name really runs with the same argv, names aside.
+    const info = JSON.parse(localvm('info', main, '--json').stdout) as { pid: number };
+    const real = readFileSync(`/proc/${info.pid}/cmdline`, 'utf8').split('\0').slice(0, -1);
+    real[0] = real[0]?.split('/').at(-1) ?? '';
+    expect(argv.map((a) => a.replaceAll(dry, main))).toEqual(real);
+    // Text mode prints one shell-quoted line per command.
+    expect(localvm('--dry-run', 'create', dry).stdout).toMatch(/-append '[^']+'/);
+  });
+
+  it('rejects bad arguments with exit code 2 and a readable message', () => {
+    const evil = localvm('create', '$(reboot)');
+    expect(evil.code).toBe(2);
+    expect(evil.stderr).toMatch(/^error \[VALIDATION\]: invalid VM spec: name: /);
+    expect(evil.stderr).not.toContain('    at ');
+    const zero = localvm('create', `z-${tag}`, '--memory', '0');
+    expect(zero.code).toBe(2);
+    expect(zero.stderr).toContain('memory: must be 64-262144 MiB');
+    const json = localvm('--json', 'create', `z-${tag}`, '--port', 'nonsense');
+    expect(json.code).toBe(2);
+    expect(JSON.parse(json.stderr).error).toMatchObject({ code: 'VALIDATION', issues: [{ property: 'port' }] });
+    expect(localvm('info', `ghost-${tag}`).code).toBe(3);
+    expect(names()).toEqual([main]);
+  });
+
+  it('cleanup --prefix pytest-test- deletes exactly the prefixed VMs', () => {
+    const doomed = [`pytest-test-${tag}-a`, `pytest-test-${tag}-b`];
+    const other = `other-${tag}`;
+    for (const n of [...doomed, other]) expect(localvm('create', n, '--no-wait').code).toBe(0);
+    const dry = JSON.parse(localvm('--dry-run', '--json', 'cleanup', '--prefix', 'pytest-test-').stdout);
+    expect(dry).toMatchObject({ matched: doomed, deleted: [] });
+    expect(names()).toEqual([main, ...doomed, other].sort());
+    const r = JSON.parse(localvm('--json', 'cleanup', '--prefix', 'pytest-test-').stdout);
+    expect(r.deleted).toEqual(doomed);
+    expect(names()).toEqual([main, other].sort());
+    expect(localvm('delete', other).stdout).toBe(`deleted ${other}\n`);
+  });
+
+  it('deletes the main VM', () => {
+    expect(localvm('delete', main).code).toBe(0);
+    expect(names()).toEqual([]);
+    expect(localvm('delete', main).stdout).toBe(`${main} did not exist\n`);
+  });
+});
