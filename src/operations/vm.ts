@@ -186,7 +186,12 @@ export interface ReadyOptions {
   /** First pause between probes; it grows by 1.5× up to `maxIntervalMs`. */
   initialIntervalMs?: number;
   maxIntervalMs?: number;
-  /** How long one probe may take; raced against the overall deadline. */
+  /**
+   * How long one probe may take (default 10 s, or the probe's own `timeoutMs`); raced
+   * against the overall deadline. The agent probe is event-driven — a guest-sync sent
+   * before the agent is up is answered the moment it starts — so a long probe detects
+   * readiness with no polling delay, while reconnecting after a short one costs time.
+   */
   probeTimeoutMs?: number;
 }
 
@@ -238,7 +243,7 @@ export async function waitForVmReady(name: string, options: ReadyOptions = {}, c
   const { backend } = found;
   const timeoutMs = opts.timeoutMs ?? found.info.spec?.timeouts.readyMs ?? 120_000;
   const userProbes = opts.probes ?? found.info.spec?.readiness ?? [];
-  const probeTimeoutMs = opts.probeTimeoutMs ?? 2_000;
+  const probeTimeoutMs = opts.probeTimeoutMs ?? 10_000;
   const maxInterval = opts.maxIntervalMs ?? 500;
   let interval = opts.initialIntervalMs ?? 20;
 
@@ -257,7 +262,7 @@ export async function waitForVmReady(name: string, options: ReadyOptions = {}, c
     if (!base.ready) return base;
     for (const probe of userProbes) {
       const left = Math.max(1, deadline - c.clock.now());
-      const probeLimit = Math.min(probe.timeoutMs ?? probeTimeoutMs * 5, left);
+      const probeLimit = Math.min(probe.timeoutMs ?? probeTimeoutMs, left);
       probes++;
       try {
         const r = await raceTimeout(
