@@ -9,7 +9,9 @@ const testHome = process.env.LOCALVM_HOME ?? resolve('.localvm-test/state');
 
 export default defineConfig({
   test: {
-    reporters: ci ? ['verbose'] : ['default'],
+    // In CI the JSON report feeds the plain "N passed, N failed" line that .ci/run prints.
+    reporters: ci ? ['verbose', 'json'] : ['default'],
+    outputFile: ci ? { json: '.localvm-test/vitest-results.json' } : undefined,
     slowTestThreshold: 2_000,
     projects: [
       {
@@ -26,6 +28,10 @@ export default defineConfig({
           testTimeout: 180_000,
           hookTimeout: 300_000,
           fileParallelism: false,
+          // One worker process runs every file, so localvm/vitest's worker VM is booted once
+          // and shared by all the files that use it (the same set-up we ask of users).
+          pool: 'forks',
+          isolate: false,
           globalSetup: ['tests/fixtures/globalSetup.ts'],
           env: { LOCALVM_HOME: testHome },
         },

@@ -19,6 +19,8 @@ export interface LocalVmConfig {
   testPrefix: string;
   /** Directory holding `orbctl` and `qemu-*` overrides, if any (tests put simulators first on PATH instead). */
   qemuBinary?: string | undefined;
+  /** Keep test fixtures' worker VMs across runs (`LOCALVM_REUSE=1`). */
+  reuse: boolean;
   /** Print debug logs. */
   verbose: boolean;
   /** The host platform (`process.platform`), so backend selection is testable. */
@@ -46,6 +48,7 @@ export function loadConfig(
     accel: accel === 'kvm' || accel === 'tcg' || accel === 'hvf' ? accel : 'auto',
     testPrefix: env.LOCALVM_TEST_PREFIX || DEFAULT_TEST_PREFIX,
     qemuBinary: env.LOCALVM_QEMU || undefined,
+    reuse: env.LOCALVM_REUSE === '1' || env.LOCALVM_REUSE === 'true',
     verbose: env.LOCALVM_DEBUG === '1',
     platform: process.platform,
     searchPath: env.PATH ?? '',

@@ -58,7 +58,7 @@ export interface VmFixtureOptions {
   spec?: Partial<VmSpecInput>;
   /** Name prefix of every VM the fixture makes (default: LOCALVM_TEST_PREFIX, else `pytest-test-`). */
   prefix?: string;
-  /** Keep the worker VM across runs (default: LOCALVM_REUSE=1). */
+  /** Keep the worker VM across runs (default: `config.reuse`, i.e. LOCALVM_REUSE=1). */
   reuse?: boolean;
   /** Command run in a reused VM before the worker uses it; `false` for none. */
   reset?: string[] | false;
@@ -74,18 +74,15 @@ export interface VmFixtures {
   vmName: string;
 }
 
-/** The fixture's view of the environment, read once at the boundary. */
+/** What the fixture takes from vitest's environment (the rest comes from LocalVmConfig). */
 export interface FixtureEnv {
-  reuse: boolean;
   /** The vitest pool slot (VITEST_POOL_ID): stable for one worker, reused across files. */
   worker: string;
 }
 
+/** Vitest's own variables, read here because they belong to the vitest boundary. */
 export function fixtureEnv(env: NodeJS.ProcessEnv = process.env): FixtureEnv {
-  return {
-    reuse: env.LOCALVM_REUSE === '1' || env.LOCALVM_REUSE === 'true',
-    worker: env.VITEST_POOL_ID ?? env.VITEST_WORKER_ID ?? String(process.pid),
-  };
+  return { worker: env.VITEST_POOL_ID ?? env.VITEST_WORKER_ID ?? String(process.pid) };
 }
 
 /** The test prefix: `option`, else LOCALVM_TEST_PREFIX, else `pytest-test-`. Validated as a name prefix. */
@@ -177,7 +174,7 @@ export function createVmFixture(options: VmFixtureOptions = {}) {
         const env = fixtureEnv();
         const prefix = testPrefix(options.prefix, ctx);
         const specInput = { ...DEFAULT_SPEC, ...options.spec };
-        const reuse = options.reuse ?? env.reuse;
+        const reuse = options.reuse ?? ctx.config.reuse;
         if (reuse) {
           const name = reuseVmName(prefix, reuseHash(specInput), env.worker);
           await createVmWithRetry({ ...specInput, name }, {}, ctx);

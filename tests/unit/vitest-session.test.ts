@@ -167,8 +167,9 @@ describe('fixture naming and sweep', () => {
     expect(h).toBe(specFingerprint(parseVmSpec({ name: 'x', image: 'tiny', memory: 256 })).slice(0, 10));
     expect(reuseHash({ image: 'tiny', memory: 512 })).not.toBe(h);
     expect(reuseVmName('pytest-test-', h, '1')).toBe(`pytest-test-reuse-${h}-w1`);
-    expect(fixtureEnv({ LOCALVM_REUSE: '1', VITEST_POOL_ID: '3' })).toEqual({ reuse: true, worker: '3' });
-    expect(fixtureEnv({}).reuse).toBe(false);
+    expect(fixtureEnv({ VITEST_POOL_ID: '3' })).toEqual({ worker: '3' });
+    expect(loadConfig({ LOCALVM_REUSE: '1' }).reuse).toBe(true);
+    expect(loadConfig({}).reuse).toBe(false);
   });
 
   it('sweeps prefixed leftovers but not reused VMs, other prefixes, or live sessions', async () => {
