@@ -4,11 +4,12 @@
  * `<stateDir>/sessions/<session id>.json` BEFORE the create, so the reaper can delete it
  * whatever happens to the run. The decisions (what to reap, when) are pure functions.
  */
+import { processStartTime } from '../backends/qemu/lock.js';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import { LocalVmError } from '../errors.js';
-import { mkdirPrivate, parseProcStat } from '../backends/qemu/state.js';
+import { mkdirPrivate } from '../backends/qemu/state.js';
 import { withLock } from '../backends/qemu/lock.js';
 
 export const SESSION_VERSION = 1;
@@ -106,15 +107,7 @@ export function reaperStep(view: ReaperView): ReaperStep {
 }
 
 /** Start time of `pid` from /proc (undefined when gone, a zombie, or no /proc). */
-export async function processStart(pid: number): Promise<number | undefined> {
-  try {
-    const stat = parseProcStat(await readFile(`/proc/${pid}/stat`, 'utf8'));
-    if (!stat || stat.state === 'Z' || stat.state === 'X') return undefined;
-    return stat.startTime;
-  } catch {
-    return undefined;
-  }
-}
+export const processStart = processStartTime;
 
 /** True when `pid` runs and (where /proc tells) is the process that started at `startTime`. */
 export async function processAlive(pid: number, startTime: number | undefined): Promise<boolean> {

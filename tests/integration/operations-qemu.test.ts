@@ -10,10 +10,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { connect } from '../../src/connector.js';
 import { realClock, type OperationContext } from '../../src/context.js';
-import { isLocalVmError, type LocalVmError } from '../../src/errors.js';
+
 import { createVm, createVmWithRetry, deleteVm, listVms, vmInfo, waitForVmReady } from '../../src/operations/vm.js';
 import { createExecaRunner, type Command, type CommandRunner, type RunResult } from '../../src/runner.js';
 import { missingTools } from '../fixtures/tools.js';
+import { rejection } from '../fixtures/rejection.js';
 
 const skip = missingTools('qemu-system-x86_64', 'qemu-img');
 const PREFIX = 'pytest-test-ops-';
@@ -36,16 +37,6 @@ function faultyRunner(): CommandRunner & { failNextLaunches: string[]; launches:
     },
   };
   return runner;
-}
-
-async function rejection(p: Promise<unknown>): Promise<LocalVmError> {
-  try {
-    await p;
-  } catch (error) {
-    if (isLocalVmError(error)) return error;
-    throw error;
-  }
-  throw new Error('expected a LocalVmError, got success');
 }
 
 async function tree(dir: string): Promise<string[]> {

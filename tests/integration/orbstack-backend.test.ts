@@ -8,7 +8,7 @@ import type { Backend } from '../../src/backend.js';
 import { orbMatchesSpec } from '../../src/backends/orbstack/backend.js';
 import { createOrbstackBackend } from '../../src/backends/orbstack/index.js';
 import { loadConfig } from '../../src/config.js';
-import { isLocalVmError, isTransient, type LocalVmError } from '../../src/errors.js';
+import { isTransient } from '../../src/errors.js';
 import { createExecaRunner } from '../../src/runner.js';
 import { parseVmSpec, type VmSpecInput } from '../../src/schema.js';
 import {
@@ -21,6 +21,7 @@ import {
   simEnv,
   withEnv,
 } from '../fixtures/orbctl-sim/faults.js';
+import { rejection } from '../fixtures/rejection.js';
 
 const PREFIX = 'pytest-test-orb-';
 
@@ -29,16 +30,6 @@ let backend: Backend;
 
 function spec(name: string, extra: Partial<VmSpecInput> = {}) {
   return parseVmSpec({ name: PREFIX + name, backend: 'orbstack', image: 'ubuntu:noble', ...extra });
-}
-
-async function rejection(p: Promise<unknown>): Promise<LocalVmError> {
-  try {
-    await p;
-  } catch (error) {
-    if (isLocalVmError(error)) return error;
-    throw error;
-  }
-  throw new Error('expected a LocalVmError, got success');
 }
 
 beforeAll(async () => {

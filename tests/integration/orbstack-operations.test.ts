@@ -7,7 +7,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createOrbstackBackend } from '../../src/backends/orbstack/index.js';
 import { loadConfig } from '../../src/config.js';
 import { realClock, type OperationContext } from '../../src/context.js';
-import { isLocalVmError, type LocalVmError } from '../../src/errors.js';
+
 import { cleanupVms, createVmWithRetry, listVms, waitForVmReady } from '../../src/operations/vm.js';
 import { createExecaRunner } from '../../src/runner.js';
 import {
@@ -19,20 +19,11 @@ import {
   simEnv,
   withEnv,
 } from '../fixtures/orbctl-sim/faults.js';
+import { rejection } from '../fixtures/rejection.js';
 
 const PREFIX = 'pytest-test-orbops-';
 let stateDir: string;
 let ctx: OperationContext;
-
-async function rejection(p: Promise<unknown>): Promise<LocalVmError> {
-  try {
-    await p;
-  } catch (error) {
-    if (isLocalVmError(error)) return error;
-    throw error;
-  }
-  throw new Error('expected a LocalVmError, got success');
-}
 
 const fast = { minTimeoutMs: 10, maxTimeoutMs: 50 };
 

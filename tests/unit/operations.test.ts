@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import type { OperationContext } from '../../src/context.js';
-import { LocalVmError, isLocalVmError } from '../../src/errors.js';
+import { LocalVmError } from '../../src/errors.js';
 import {
   cleanupVms,
   createVm,
@@ -15,6 +15,7 @@ import {
 import { connect } from '../../src/connector.js';
 import { createRecordingRunner } from '../../src/runner.js';
 import { FakeBackend, fakeClock } from '../fixtures/fakeBackend.js';
+import { rejection } from '../fixtures/rejection.js';
 
 function setup() {
   const backend = new FakeBackend();
@@ -26,16 +27,6 @@ function setup() {
     backends: { qemu: backend },
   };
   return { backend, clock, ctx };
-}
-
-async function rejection(promise: Promise<unknown>): Promise<LocalVmError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (isLocalVmError(error)) return error;
-    throw error;
-  }
-  throw new Error('expected a rejection');
 }
 
 const fast = { minTimeoutMs: 1, maxTimeoutMs: 2 };

@@ -7,6 +7,7 @@ import { loadConfig } from '../../src/config.js';
 import { isLocalVmError, type LocalVmError } from '../../src/errors.js';
 import type { Command, CommandRunner, RunOptions, RunResult } from '../../src/runner.js';
 import { parseVmSpec, type VmSpecInput } from '../../src/schema.js';
+import { rejection } from '../fixtures/rejection.js';
 
 const captured = (f: string) => readFileSync(join(import.meta.dirname, '../fixtures/captured', f), 'utf8');
 const INFO_RUNNING = captured('orbctl-info-running.stdout');
@@ -45,16 +46,6 @@ const config = loadConfig({ HOME: '/nonexistent', PATH: '' });
 const backendWith = (runner: CommandRunner) => createOrbstackBackend({ config, runner, orbctl: 'orbctl' });
 const spec = (extra: Partial<VmSpecInput> = {}) =>
   parseVmSpec({ name: 'lvtest-web', backend: 'orbstack', image: 'ubuntu:noble', ...extra });
-
-async function rejection(p: Promise<unknown>): Promise<LocalVmError> {
-  try {
-    await p;
-  } catch (error) {
-    if (isLocalVmError(error)) return error;
-    throw error;
-  }
-  throw new Error('expected a LocalVmError');
-}
 
 describe('orbCreatePlan', () => {
   it('maps image, arch and user; leaves schema-default cpus/memory alone', () => {
