@@ -10,7 +10,10 @@ const testHome = process.env.LOCALVM_HOME ?? resolve('.localvm-test/state');
 export default defineConfig({
   test: {
     // In CI the JSON report feeds the plain "N passed, N failed" line that .ci/run prints.
-    reporters: ci ? ['verbose', 'json'] : ['default'],
+    // Failures print as they happen and the run ends with its slowest tests (slowestReporter).
+    reporters: ci
+      ? ['verbose', 'json', './tests/fixtures/slowestReporter.ts']
+      : ['default', './tests/fixtures/slowestReporter.ts'],
     outputFile: ci ? { json: '.localvm-test/vitest-results.json' } : undefined,
     slowTestThreshold: 2_000,
     projects: [
