@@ -47,7 +47,7 @@ export async function runDemo(options: DemoOptions = {}, ctx?: Partial<Operation
     await step(
       'wait ready',
       () => waitForVmReady(name, {}, c),
-      (r) => `guest agent answered after ${r.probes} probes`,
+      (r) => `guest agent answered after ${r.probes} probe${r.probes === 1 ? '' : 's'}`,
     );
     const vm = await connect(name, c);
     await step(

@@ -342,7 +342,7 @@ export async function runCli(argv: string[], deps: CliDeps): Promise<number> {
       noDryRun(cmd, 'image build');
       const ctx = contextFor(cmd);
       const { buildTinyImage } = await import('../backends/qemu/image.js');
-      const building = progress('building the tiny image');
+      const building = progress('tiny image (built once, then cached by content hash)');
       try {
         const tiny = await buildTinyImage({ config: ctx.config, runner: ctx.runner, force: opts.force, log: ctx.log });
         building.done(`tiny-${tiny.hash.slice(0, 12)}`);
