@@ -171,6 +171,11 @@ export interface QemuLaunch {
   /** Guest network restricted to the host (`restrict=on`). */
   isolated: boolean;
   disks: { id: string; path: string; format: ImageFormat }[];
+  /**
+   * A directory holding cloud-init `user-data` and `meta-data`, shown to the guest as a
+   * read-only FAT disk labelled `cidata` (the NoCloud seed cloud images look for).
+   */
+  seedDir?: string;
   paths: QemuPaths;
   /** Default `qemu-system-${arch}`. */
   qemuBinary?: string;
@@ -289,7 +294,7 @@ function positiveInt(property: string, value: number): string {
 // QEMU ids: a letter, then letters, digits, "-", "." and "_" (qemu_opts id_wellformed).
 const QEMU_ID = /^[A-Za-z][A-Za-z0-9_.-]{0,127}$/;
 // Ids the builder itself uses for the network and agent channel.
-const RESERVED_IDS: ReadonlySet<string> = new Set(['n0', 'qga0']);
+const RESERVED_IDS: ReadonlySet<string> = new Set(['n0', 'qga0', 'seed0']);
 
 // Shape only: the schema checks the address properly; this keeps option syntax out.
 const IPV4 = /^\d{1,3}(?:\.\d{1,3}){3}$/;
@@ -389,6 +394,16 @@ export function buildQemuCommand(launch: QemuLaunch): Command {
       `file=${optionValue(`disks.${i}.path`, disk.path)},format=${imageFormat(`disks.${i}.format`, disk.format)},if=none,id=${disk.id}`,
       '-device',
       `virtio-blk-pci,drive=${disk.id}`,
+    );
+  }
+
+  if (launch.seedDir !== undefined) {
+    // QEMU's vvfat driver presents the directory as a FAT disk: no mkfs or ISO tool needed.
+    args.push(
+      '-blockdev',
+      `driver=vvfat,node-name=seed0,dir=${optionValue('seedDir', launch.seedDir)},label=cidata,read-only=on`,
+      '-device',
+      'virtio-blk-pci,drive=seed0',
     );
   }
 

@@ -61,6 +61,7 @@ export function planQemuCreate(spec: VmSpec, config: LocalVmConfig, inputs: Qemu
       ports: spec.ports,
       isolated: spec.isolated,
       disks,
+      ...(spec.userData !== undefined ? { seedDir: join(paths.dir, 'seed') } : {}),
       paths: {
         dir: paths.dir,
         qmpSocket: paths.qmpSocket,

@@ -596,3 +596,28 @@ describe('qemu-img builders', () => {
     expect(codeOf(fn)).toEqual({ code: 'VALIDATION', property });
   });
 });
+
+describe('buildQemuCommand: cloud-init seed', () => {
+  it('attaches the seed directory as a read-only vvfat disk labelled cidata, before -daemonize', () => {
+    const { args } = buildQemuCommand(launch({ seedDir: '/run/lv/vm1/seed' }));
+    const at = args.indexOf('-blockdev');
+    expect(args.slice(at, at + 4)).toEqual([
+      '-blockdev',
+      'driver=vvfat,node-name=seed0,dir=/run/lv/vm1/seed,label=cidata,read-only=on',
+      '-device',
+      'virtio-blk-pci,drive=seed0',
+    ]);
+    expect(args.slice(at + 4, at + 7)).toEqual(DAEMON);
+    expect(buildQemuCommand(launch()).args).not.toContain('-blockdev');
+  });
+
+  it('refuses a seed path whose comma would break the option string, and the seed0 disk id', () => {
+    expect(codeOf(() => buildQemuCommand(launch({ seedDir: '/run/a,b/seed' })))).toEqual({
+      code: 'VALIDATION',
+      property: 'seedDir',
+    });
+    expect(
+      codeOf(() => buildQemuCommand(launch({ disks: [{ id: 'seed0', path: '/d.qcow2', format: 'qcow2' }] }))).code,
+    ).toBe('VALIDATION');
+  });
+});

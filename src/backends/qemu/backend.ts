@@ -4,7 +4,7 @@
  * Every read reconciles `vm.json` with /proc; lifecycle operations hold a per-VM lock
  * that dies with its holder; each control socket is used by one session at a time.
  */
-import { access, mkdir, open, rm, stat } from 'node:fs/promises';
+import { access, mkdir, open, rm, stat, writeFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import type {
@@ -267,6 +267,7 @@ export function createQemuBackend(options: QemuBackendOptions): QemuBackend {
       ports: record.spec.ports,
       isolated: record.spec.isolated,
       disks: record.disks,
+      ...(record.seedDir ? { seedDir: record.seedDir } : {}),
       paths: {
         dir: p.dir,
         qmpSocket: p.qmpSocket,
@@ -423,6 +424,20 @@ export function createQemuBackend(options: QemuBackendOptions): QemuBackend {
     return { boot: { kind: 'disk', image: '', format: 'qcow2' }, image };
   }
 
+  /**
+   * The cloud-init NoCloud seed: user-data as given, and meta-data whose instance-id changes
+   * with the spec so cloud-init runs again when the VM is recreated differently.
+   */
+  async function writeSeed(dir: string, spec: VmSpec): Promise<void> {
+    await mkdir(dir, { mode: 0o700 });
+    await writeFile(join(dir, 'user-data'), spec.userData ?? '', { mode: 0o600 });
+    await writeFile(
+      join(dir, 'meta-data'),
+      `instance-id: ${spec.name}-${specFingerprint(spec)}\nlocal-hostname: ${spec.name}\n`,
+      { mode: 0o600 },
+    );
+  }
+
   async function create(spec: VmSpec): Promise<VmInfo> {
     const name = spec.name;
     return lifecycle(name, 'create', async () => {
@@ -472,12 +487,14 @@ export function createQemuBackend(options: QemuBackendOptions): QemuBackend {
         boot: image ? { kind: 'disk', image: p.overlay, format: 'qcow2' } : resolvedBoot,
         arch,
         disks,
+        ...(spec.userData !== undefined ? { seedDir: join(p.dir, 'seed') } : {}),
         paths: p,
       };
       await writeRecord(record);
       try {
         // The console log exists from the start, so `console` works even if QEMU never runs.
         await (await open(p.consoleLog, 'a', 0o600)).close();
+        if (record.seedDir && spec.userData !== undefined) await writeSeed(record.seedDir, spec);
         if (image && backingFormat) {
           await runChecked(
             runner,

@@ -48,6 +48,8 @@ export interface VmRecord {
   boot: BootRecord;
   arch: Arch;
   disks: { id: string; path: string; format: 'qcow2' | 'raw' }[];
+  /** cloud-init NoCloud seed directory (user-data, meta-data), when the spec has userData. */
+  seedDir?: string | undefined;
   startedAt?: string | undefined;
   pid?: number | undefined;
   accel?: string | undefined;
