@@ -246,6 +246,23 @@ export async function runCli(argv: string[], deps: CliDeps): Promise<number> {
     });
 
   program
+    .command('console')
+    .description('the last lines the guest printed on its serial console (boot problems show here)')
+    .argument('<name>', 'VM name')
+    .option('-n, --lines <n>', 'how many lines', '40')
+    .action(async (name: string, opts: { lines: string }, cmd: Commander) => {
+      const ctx = contextFor(cmd);
+      const backend = await backendOf(parseVmName(name), ctx);
+      if (!backend.consoleTail) {
+        throw new LocalVmError('UNSUPPORTED', `the ${backend.name} backend has no serial console`, { vm: name });
+      }
+      const text = await backend.consoleTail(name, parseIntArg('lines', opts.lines));
+      out(
+        json(cmd) ? JSON.stringify({ name, console: text }) + '\n' : text.endsWith('\n') || !text ? text : `${text}\n`,
+      );
+    });
+
+  program
     .command('exec')
     .description('run a command in the VM (no shell): localvm exec NAME -- ls -l /')
     .argument('<name>', 'VM name')

@@ -56,6 +56,17 @@ describe('localvm program (fake backend)', () => {
     expect((await run('delete', 'web')).stdout).toBe('web did not exist\n');
   });
 
+  it('console prints the guest console tail; a missing VM is exit 3', async () => {
+    const { run } = harness();
+    await run('create', 'web', '--no-wait');
+    expect(await run('console', 'web', '-n', '5')).toMatchObject({ code: 0, stdout: 'fake console: booting\n' });
+    expect(JSON.parse((await run('console', 'web', '--json')).stdout)).toEqual({
+      name: 'web',
+      console: 'fake console: booting',
+    });
+    expect((await run('console', 'nope')).code).toBe(3);
+  });
+
   it('--no-wait skips the readiness probe', async () => {
     const { run, backend } = harness();
     expect((await run('create', 'quick', '--no-wait')).code).toBe(0);
