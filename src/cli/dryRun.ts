@@ -9,14 +9,14 @@
 import { readFile } from 'node:fs/promises';
 import { arch as hostArch, release } from 'node:os';
 import { join } from 'node:path';
-import { buildQemuCommand, createOrbctl, qemuImg, type QemuAccel, type QemuLaunch } from '../commandBuilder.js';
+import { buildQemuCommand, createOrbctl, qemuImg, type QemuAccel } from '../commandBuilder.js';
 import type { LocalVmConfig } from '../config.js';
 import type { Command } from '../runner.js';
 import type { VmSpec } from '../schema.js';
 import { resolveAccel } from '../backends/qemu/accel.js';
 import { findTinyImage, TINY_APPEND } from '../backends/qemu/image.js';
-import { vmPaths } from '../backends/qemu/state.js';
-import { qemuBinaryFor } from '../backends/qemu/backend.js';
+import { vmPaths, type BootRecord } from '../backends/qemu/state.js';
+import { diskLayout, launchFor, seedDirFor } from '../backends/qemu/layout.js';
 import { orbCreatePlan } from '../backends/orbstack/index.js';
 
 export interface QemuPlanInputs {
@@ -33,45 +33,22 @@ export interface QemuPlanInputs {
 export function planQemuCreate(spec: VmSpec, config: LocalVmConfig, inputs: QemuPlanInputs): Command[] {
   const paths = vmPaths(config.stateDir, config.runDir, spec.name);
   const commands: Command[] = [];
-  let boot: QemuLaunch['boot'];
+  let boot: BootRecord;
   if (spec.kernel !== undefined) {
     boot = { kind: 'kernel', kernel: spec.kernel, initrd: spec.initrd, append: spec.append };
   } else if (spec.image === 'tiny') {
     boot = { kind: 'kernel', kernel: inputs.tiny.kernel, initrd: inputs.tiny.initrd, append: inputs.tiny.append };
   } else {
+    // The backend asks qemu-img for the format; a dry run runs nothing, so it goes by the name.
     const format = spec.image.endsWith('.raw') || spec.image.endsWith('.img') ? 'raw' : 'qcow2';
     commands.push(qemuImg.create({ path: paths.overlay, backing: { path: spec.image, format }, size: spec.diskSize }));
     boot = { kind: 'disk', image: paths.overlay, format: 'qcow2' };
   }
-  const disks = spec.disks.map((d) => ({
-    id: `disk-${d.name}`,
-    path: join(paths.dir, `disk-${d.name}.qcow2`),
-    format: 'qcow2' as const,
-  }));
+  const disks = diskLayout(spec, paths.dir);
   for (const [i, d] of disks.entries()) commands.push(qemuImg.create({ path: d.path, size: spec.disks[i]?.size }));
   const arch = spec.arch ?? inputs.defaultArch ?? 'x86_64';
-  commands.push(
-    buildQemuCommand({
-      name: spec.name,
-      arch,
-      accel: inputs.accel,
-      cpus: spec.cpus,
-      memory: spec.memory,
-      boot,
-      ports: spec.ports,
-      isolated: spec.isolated,
-      disks,
-      ...(spec.userData !== undefined ? { seedDir: join(paths.dir, 'seed') } : {}),
-      paths: {
-        dir: paths.dir,
-        qmpSocket: paths.qmpSocket,
-        qgaSocket: paths.qgaSocket,
-        consoleLog: paths.consoleLog,
-        pidFile: paths.pidFile,
-      },
-      qemuBinary: qemuBinaryFor(inputs.qemuBinary, arch),
-    }),
-  );
+  const vm = { name: spec.name, spec, arch, boot, disks, seedDir: seedDirFor(spec, paths.dir), paths };
+  commands.push(buildQemuCommand(launchFor(vm, inputs.accel, inputs.qemuBinary)));
   return commands;
 }
 

@@ -9,7 +9,7 @@ import {
   vmPaths,
   type VmRecord,
 } from '../../src/backends/qemu/state.js';
-import { qemuBinaryFor } from '../../src/backends/qemu/backend.js';
+import { qemuBinaryFor } from '../../src/backends/qemu/layout.js';
 import { parseVmSpec } from '../../src/schema.js';
 
 // Captured from /proc/self/stat on the project machine.

@@ -6,7 +6,7 @@
  */
 import { access, mkdir, open, rm, stat, writeFile } from 'node:fs/promises';
 import { release } from 'node:os';
-import { basename, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import type {
   Backend,
   ExecOptions,
@@ -17,12 +17,13 @@ import type {
   StopOptions,
   VmInfo,
 } from '../../backend.js';
-import { buildQemuCommand, qemuImg, type QemuLaunch } from '../../commandBuilder.js';
+import { buildQemuCommand, qemuImg } from '../../commandBuilder.js';
 import type { LocalVmConfig } from '../../config.js';
 import { isLocalVmError, LocalVmError, tail } from '../../errors.js';
 import { parseQemuImgInfo } from '../../parsers.js';
 import { commandError, runChecked, type CommandRunner } from '../../runner.js';
 import { isTransientLaunchFailure } from './classify.js';
+import { diskLayout, launchFor, qemuBinaryFor, seedDirFor } from './layout.js';
 import { specFingerprint, type Accel, type Arch, type VmSpec } from '../../schema.js';
 import { createKvmProbe, resolveAccel, type AccelChoice, type AccelContext } from './accel.js';
 import { findTinyImage, type TinyImage } from './image.js';
@@ -75,12 +76,6 @@ function agentSessions(lingerMs: number): AgentSessions {
   let pool = sessionPools.get(lingerMs);
   if (!pool) sessionPools.set(lingerMs, (pool = new AgentSessions(lingerMs)));
   return pool;
-}
-
-/** `config.qemuBinary` may name the binary itself or a directory holding `qemu-system-*`. Pure. */
-export function qemuBinaryFor(configured: string | undefined, arch: Arch): string {
-  if (!configured) return `qemu-system-${arch}`;
-  return basename(configured).startsWith('qemu-system') ? configured : join(configured, `qemu-system-${arch}`);
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -249,34 +244,7 @@ export function createQemuBackend(options: QemuBackendOptions): QemuBackend {
     await checkBootFiles(name, record.boot);
     const choice = await chooseAccel(record.spec, record.arch);
     log(`${name}: ${choice.reason}`);
-    const launch: QemuLaunch = {
-      name,
-      arch: record.arch,
-      accel: choice.accel,
-      cpus: record.spec.cpus,
-      memory: record.spec.memory,
-      boot:
-        record.boot.kind === 'kernel'
-          ? {
-              kind: 'kernel',
-              kernel: record.boot.kernel,
-              ...(record.boot.initrd ? { initrd: record.boot.initrd } : {}),
-              ...(record.boot.append !== undefined ? { append: record.boot.append } : {}),
-            }
-          : record.boot,
-      ports: record.spec.ports,
-      isolated: record.spec.isolated,
-      disks: record.disks,
-      ...(record.seedDir ? { seedDir: record.seedDir } : {}),
-      paths: {
-        dir: p.dir,
-        qmpSocket: p.qmpSocket,
-        qgaSocket: p.qgaSocket,
-        consoleLog: p.consoleLog,
-        pidFile: p.pidFile,
-      },
-      qemuBinary: qemuBinaryFor(config.qemuBinary, record.arch),
-    };
+    const launch = launchFor(record, choice.accel, config.qemuBinary);
     const cmd = buildQemuCommand(launch);
     const result = await runner.run(cmd, { timeoutMs: 60_000 });
     if (result.exitCode !== 0 || result.timedOut) {
@@ -471,11 +439,7 @@ export function createQemuBackend(options: QemuBackendOptions): QemuBackend {
         }
         throw error;
       }
-      const disks = spec.disks.map((d) => ({
-        id: `disk-${d.name}`,
-        path: join(p.dir, `disk-${d.name}.qcow2`),
-        format: 'qcow2' as const,
-      }));
+      const disks = diskLayout(spec, p.dir);
       let record: VmRecord = {
         version: RECORD_VERSION,
         name,
@@ -487,7 +451,7 @@ export function createQemuBackend(options: QemuBackendOptions): QemuBackend {
         boot: image ? { kind: 'disk', image: p.overlay, format: 'qcow2' } : resolvedBoot,
         arch,
         disks,
-        ...(spec.userData !== undefined ? { seedDir: join(p.dir, 'seed') } : {}),
+        seedDir: seedDirFor(spec, p.dir),
         paths: p,
       };
       await writeRecord(record);

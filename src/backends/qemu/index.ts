@@ -1,5 +1,6 @@
 /** The QEMU backend and the pieces other layers (CLI, benchmarks, tests) use directly. */
-export { createQemuBackend, qemuBinaryFor, type QemuBackend, type QemuBackendOptions } from './backend.js';
+export { createQemuBackend, type QemuBackend, type QemuBackendOptions } from './backend.js';
+export { diskLayout, launchFor, qemuBinaryFor, seedDirFor } from './layout.js';
 export { resolveAccel, createKvmProbe, type AccelChoice, type AccelContext, type KvmVerdict } from './accel.js';
 export { QmpClient, withQmp, type QmpEvent } from './qmp.js';
 export { QgaClient, guestExec, guestPutFile, guestGetFile, wrapArgv } from './qga.js';

@@ -1,0 +1,62 @@
+/**
+ * How a VM spec becomes files and a QEMU command line: the disk names, the cloud-init seed
+ * location, and the launch. Pure, and shared by the backend and `--dry-run`, so what a dry
+ * run prints is what a create runs.
+ */
+import { basename, join } from 'node:path';
+import type { QemuAccel, QemuLaunch } from '../../commandBuilder.js';
+import type { Arch, VmSpec } from '../../schema.js';
+import type { BootRecord, VmPaths } from './state.js';
+
+/** `config.qemuBinary` is the binary itself or a directory holding `qemu-system-<arch>`. */
+export function qemuBinaryFor(configured: string | undefined, arch: Arch): string {
+  if (!configured) return `qemu-system-${arch}`;
+  return basename(configured).startsWith('qemu-system') ? configured : join(configured, `qemu-system-${arch}`);
+}
+
+/** The qcow2 files of the spec's extra disks, inside the VM directory. */
+export function diskLayout(spec: VmSpec, dir: string): { id: string; path: string; format: 'qcow2' }[] {
+  return spec.disks.map((d) => ({ id: `disk-${d.name}`, path: join(dir, `disk-${d.name}.qcow2`), format: 'qcow2' }));
+}
+
+/** The cloud-init NoCloud seed directory, when the spec carries user-data. */
+export function seedDirFor(spec: VmSpec, dir: string): string | undefined {
+  return spec.userData === undefined ? undefined : join(dir, 'seed');
+}
+
+export interface LaunchInputs {
+  name: string;
+  spec: VmSpec;
+  arch: Arch;
+  boot: BootRecord;
+  disks: QemuLaunch['disks'];
+  seedDir?: string | undefined;
+  paths: VmPaths;
+}
+
+/** The QEMU launch of a VM: the one place a VM record becomes a command line. */
+export function launchFor(vm: LaunchInputs, accel: QemuAccel, qemuBinary: string | undefined): QemuLaunch {
+  const { boot, paths: p } = vm;
+  return {
+    name: vm.name,
+    arch: vm.arch,
+    accel,
+    cpus: vm.spec.cpus,
+    memory: vm.spec.memory,
+    boot:
+      boot.kind === 'kernel'
+        ? {
+            kind: 'kernel',
+            kernel: boot.kernel,
+            ...(boot.initrd ? { initrd: boot.initrd } : {}),
+            ...(boot.append !== undefined ? { append: boot.append } : {}),
+          }
+        : boot,
+    ports: vm.spec.ports,
+    isolated: vm.spec.isolated,
+    disks: vm.disks,
+    ...(vm.seedDir ? { seedDir: vm.seedDir } : {}),
+    paths: { dir: p.dir, qmpSocket: p.qmpSocket, qgaSocket: p.qgaSocket, consoleLog: p.consoleLog, pidFile: p.pidFile },
+    qemuBinary: qemuBinaryFor(qemuBinary, vm.arch),
+  };
+}
