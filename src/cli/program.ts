@@ -62,6 +62,8 @@ export interface CliDeps {
   env: NodeJS.ProcessEnv;
   /** Overrides for the operation context (tests inject fake backends and runners). */
   context?: Partial<OperationContext> | undefined;
+  /** Reads all of this process's stdin (for `exec -i` and `shell -i`). */
+  stdin?: (() => Promise<Uint8Array>) | undefined;
 }
 
 interface GlobalOptions {
@@ -76,6 +78,10 @@ export async function runCli(argv: string[], deps: CliDeps): Promise<number> {
   const { stdout, stderr } = deps;
   const out = (text: string | Uint8Array) => stdout.write(text);
   const err = (text: string | Uint8Array) => stderr.write(text);
+  const readInput = async (): Promise<Uint8Array> => {
+    if (!deps.stdin) throw new LocalVmError('UNSUPPORTED', 'no stdin to read in this context');
+    return deps.stdin();
+  };
   let exitCode: number = EXIT_CODES.OK;
   // Known before commander parses, so usage errors honour --json and -v as well.
   const wantsJson = argv.includes('--json');
@@ -268,10 +274,14 @@ export async function runCli(argv: string[], deps: CliDeps): Promise<number> {
     .argument('<name>', 'VM name')
     .argument('<argv...>', 'the command and its arguments')
     .option('--timeout <ms>', 'kill the command after this many milliseconds')
-    .action(async (name: string, command: string[], opts: { timeout?: string }, cmd: Commander) => {
+    .option('-i, --stdin', "pass this command's stdin to the guest command")
+    .action(async (name: string, command: string[], opts: { timeout?: string; stdin?: boolean }, cmd: Commander) => {
       noDryRun(cmd, 'exec');
       const vm = await connect(name, contextFor(cmd));
-      const r = await vm.exec(command, opts.timeout ? { timeoutMs: parseIntArg('timeout', opts.timeout) } : {});
+      const r = await vm.exec(command, {
+        ...(opts.timeout ? { timeoutMs: parseIntArg('timeout', opts.timeout) } : {}),
+        ...(opts.stdin ? { stdin: await readInput() } : {}),
+      });
       out(r.stdoutBytes);
       err(r.stderrBytes);
       exitCode = guestExitCode(r);
@@ -282,9 +292,11 @@ export async function runCli(argv: string[], deps: CliDeps): Promise<number> {
     .description("run a shell script in the VM as /bin/sh -c SCRIPT: localvm shell NAME 'echo $HOSTNAME'")
     .argument('<name>', 'VM name')
     .argument('<script>', 'the script')
-    .action(async (name: string, script: string, _opts: unknown, cmd: Commander) => {
+    .option('-i, --stdin', "pass this command's stdin to the script")
+    .action(async (name: string, script: string, opts: { stdin?: boolean }, cmd: Commander) => {
       noDryRun(cmd, 'shell');
-      const r = await (await connect(name, contextFor(cmd))).shell(script);
+      const vm = await connect(name, contextFor(cmd));
+      const r = await vm.shell(script, opts.stdin ? { stdin: await readInput() } : {});
       out(r.stdoutBytes);
       err(r.stderrBytes);
       exitCode = guestExitCode(r);

@@ -38,8 +38,13 @@ describe.skipIf(skip)('localvm CLI (real QEMU)', () => {
   const env = { ...process.env, LOCALVM_HOME: join(home, 'state'), LOCALVM_RUN_DIR: join(home, 'run') };
   const tag = randomBytes(2).toString('hex');
   const main = `cli-${tag}`;
-  const localvm = (...args: string[]) => {
-    const r = spawnSync(process.execPath, [cli, ...args], { env, encoding: 'buffer', timeout: 240_000 });
+  const localvmWithInput = (input: string | Buffer, ...args: string[]) => {
+    const r = spawnSync(process.execPath, [cli, ...args], {
+      env,
+      input: Buffer.from(input),
+      encoding: 'buffer',
+      timeout: 240_000,
+    });
     return {
       code: r.status,
       stdout: r.stdout.toString('utf8'),
@@ -47,6 +52,7 @@ describe.skipIf(skip)('localvm CLI (real QEMU)', () => {
       stderr: r.stderr.toString('utf8'),
     };
   };
+  const localvm = (...args: string[]) => localvmWithInput('', ...args);
   const names = () => (JSON.parse(localvm('list', '--json').stdout) as { name: string }[]).map((v) => v.name);
 
   beforeAll(() => ensureBuilt(), 300_000);
@@ -70,6 +76,12 @@ describe.skipIf(skip)('localvm CLI (real QEMU)', () => {
       stderr: 'oops\n',
     });
     expect(localvm('shell', main, 'printf "%s" "$((6*7))"')).toMatchObject({ code: 0, stdout: '42' });
+    // -i passes our stdin to the guest command; without it the command gets none
+    expect(localvmWithInput('piped\nlines\n', 'exec', '-i', main, '--', 'wc', '-l')).toMatchObject({
+      code: 0,
+      stdout: '2\n',
+    });
+    expect(localvmWithInput('ignored', 'shell', main, 'cat; echo end')).toMatchObject({ code: 0, stdout: 'end\n' });
 
     const payload = randomBytes(200_000);
     const src = join(home, 'payload.bin');

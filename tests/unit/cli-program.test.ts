@@ -28,6 +28,7 @@ function harness() {
       stderr: { write: (c) => (stderr += dec(c)) },
       env: {},
       context: { config, runner, clock: fakeClock(), backends: { qemu: backend } },
+      stdin: async () => new TextEncoder().encode('piped input'),
     });
     return { code, stdout, stderr };
   };
