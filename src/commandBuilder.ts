@@ -176,6 +176,11 @@ export interface QemuLaunch {
    * read-only FAT disk labelled `cidata` (the NoCloud seed cloud images look for).
    */
   seedDir?: string;
+  /**
+   * A qcow2 that holds `savevm` state: a drive with no guest device (`if=none`), so the
+   * guest sees no extra disk while snapshots of a diskless (kernel-booted) VM still work.
+   */
+  stateDisk?: string;
   paths: QemuPaths;
   /** Default `qemu-system-${arch}`. */
   qemuBinary?: string;
@@ -294,7 +299,7 @@ function positiveInt(property: string, value: number): string {
 // QEMU ids: a letter, then letters, digits, "-", "." and "_" (qemu_opts id_wellformed).
 const QEMU_ID = /^[A-Za-z][A-Za-z0-9_.-]{0,127}$/;
 // Ids the builder itself uses for the network and agent channel.
-const RESERVED_IDS: ReadonlySet<string> = new Set(['n0', 'qga0', 'seed0']);
+const RESERVED_IDS: ReadonlySet<string> = new Set(['n0', 'qga0', 'seed0', 'vmstate']);
 
 // Shape only: the schema checks the address properly; this keeps option syntax out.
 const IPV4 = /^\d{1,3}(?:\.\d{1,3}){3}$/;
@@ -395,6 +400,10 @@ export function buildQemuCommand(launch: QemuLaunch): Command {
       '-device',
       `virtio-blk-pci,drive=${disk.id}`,
     );
+  }
+
+  if (launch.stateDisk !== undefined) {
+    args.push('-drive', `file=${optionValue('stateDisk', launch.stateDisk)},format=qcow2,if=none,id=vmstate`);
   }
 
   if (launch.seedDir !== undefined) {

@@ -19,3 +19,11 @@ export * from './commandBuilder.js';
 export * from './parsers.js';
 export { buildTinyImage, findTinyImage, listImages, type TinyImage, type ImageEntry } from './backends/qemu/image.js';
 export { runDemo, type DemoStep, type DemoOptions } from './demo.js';
+export {
+  deleteSnapshot,
+  listSnapshots,
+  parseSnapshotName,
+  restoreSnapshot,
+  snapshotNameSchema,
+  snapshotVm,
+} from './operations/snapshot.js';

@@ -14,6 +14,7 @@ import type {
   ProbeResult,
   PutFileOptions,
   QmpCapable,
+  SnapshotCapable,
   StopOptions,
   VmInfo,
 } from '../../backend.js';
@@ -23,13 +24,14 @@ import { isLocalVmError, LocalVmError, tail } from '../../errors.js';
 import { parseQemuImgInfo } from '../../parsers.js';
 import { commandError, runChecked, type CommandRunner } from '../../runner.js';
 import { isTransientLaunchFailure } from './classify.js';
-import { diskLayout, launchFor, qemuBinaryFor, seedDirFor } from './layout.js';
+import { diskLayout, launchFor, qemuBinaryFor, seedDirFor, STATE_DISK_BYTES, stateDiskFor } from './layout.js';
 import { specFingerprint, type Accel, type Arch, type VmSpec } from '../../schema.js';
 import { createKvmProbe, resolveAccel, type AccelChoice, type AccelContext } from './accel.js';
 import { findTinyImage, type TinyImage } from './image.js';
 import { holderAlive, readLockHolder, withLock } from './lock.js';
 import { AgentSessions, guestExec, guestGetFile, guestPutFile, type QgaClient } from './qga.js';
-import { withQmp } from './qmp.js';
+import { withQmp, type QmpClient } from './qmp.js';
+import { createSnapshotOps } from './snapshot.js';
 import {
   isLiveQemu,
   listVmNames,
@@ -64,7 +66,7 @@ export interface QemuBackendOptions {
   agentLingerMs?: number;
 }
 
-export type QemuBackend = Backend & QmpCapable;
+export type QemuBackend = Backend & QmpCapable & SnapshotCapable;
 
 const NODE_ARCH: Record<string, Arch> = { x64: 'x86_64', arm64: 'aarch64' };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -320,6 +322,18 @@ export function createQemuBackend(options: QemuBackendOptions): QemuBackend {
     return toInfo(name, await observe(name));
   }
 
+  /** One QMP connection for several commands, under the VM's QMP lock. */
+  async function qmpSession<T>(
+    name: string,
+    p: VmPaths,
+    timeoutMs: number,
+    fn: (qmp: QmpClient) => Promise<T>,
+  ): Promise<T> {
+    return withLock(lockPath(name, 'qmp'), { timeoutMs: Math.max(timeoutMs, 5_000), what: 'qmp session' }, () =>
+      withQmp(p.qmpSocket, fn, { connectTimeoutMs: Math.min(timeoutMs, 10_000) }),
+    );
+  }
+
   async function qmpLocked(
     name: string,
     p: VmPaths,
@@ -452,6 +466,7 @@ export function createQemuBackend(options: QemuBackendOptions): QemuBackend {
         arch,
         disks,
         seedDir: seedDirFor(spec, p.dir),
+        stateDisk: stateDiskFor(p.dir),
         paths: p,
       };
       await writeRecord(record);
@@ -468,6 +483,13 @@ export function createQemuBackend(options: QemuBackendOptions): QemuBackend {
               backing: { path: image, format: backingFormat },
               size: spec.diskSize,
             }),
+            { timeoutMs: 60_000 },
+          );
+        }
+        if (record.stateDisk) {
+          await runChecked(
+            runner,
+            qemuImg.create({ path: record.stateDisk, format: 'qcow2', size: STATE_DISK_BYTES }),
             { timeoutMs: 60_000 },
           );
         }
@@ -507,9 +529,22 @@ export function createQemuBackend(options: QemuBackendOptions): QemuBackend {
     });
   }
 
+  const snapshots = createSnapshotOps({
+    runner,
+    lifecycle,
+    async load(name) {
+      const { o, record } = await requireRecord(name);
+      return { record, running: o.state.state === 'running' };
+    },
+    qmpSession,
+    dropAgent: (p) => sessions.drop(p.qgaSocket),
+    log,
+  });
+
   return {
     name: 'qemu',
     create,
+    ...snapshots,
 
     async start(name) {
       return lifecycle(name, 'start', async () => startLocked((await requireRecord(name)).record));

@@ -19,6 +19,18 @@ export function diskLayout(spec: VmSpec, dir: string): { id: string; path: strin
   return spec.disks.map((d) => ({ id: `disk-${d.name}`, path: join(dir, `disk-${d.name}.qcow2`), format: 'qcow2' }));
 }
 
+/**
+ * Virtual size of the per-VM vmstate disk. `savevm` needs a writable qcow2 to hold the
+ * RAM state, and qcow2 stores vmstate beyond the virtual end, so the size only has to be
+ * non-zero; the file grows by each snapshot's RAM image.
+ */
+export const STATE_DISK_BYTES = 64 * 1024 * 1024;
+
+/** The vmstate disk of a VM whose directory is `dir`. */
+export function stateDiskFor(dir: string): string {
+  return join(dir, 'state.qcow2');
+}
+
 /** The cloud-init NoCloud seed directory, when the spec carries user-data. */
 export function seedDirFor(spec: VmSpec, dir: string): string | undefined {
   return spec.userData === undefined ? undefined : join(dir, 'seed');
@@ -31,6 +43,7 @@ export interface LaunchInputs {
   boot: BootRecord;
   disks: QemuLaunch['disks'];
   seedDir?: string | undefined;
+  stateDisk?: string | undefined;
   paths: VmPaths;
 }
 
@@ -56,6 +69,7 @@ export function launchFor(vm: LaunchInputs, accel: QemuAccel, qemuBinary: string
     isolated: vm.spec.isolated,
     disks: vm.disks,
     ...(vm.seedDir ? { seedDir: vm.seedDir } : {}),
+    ...(vm.stateDisk ? { stateDisk: vm.stateDisk } : {}),
     paths: { dir: p.dir, qmpSocket: p.qmpSocket, qgaSocket: p.qgaSocket, consoleLog: p.consoleLog, pidFile: p.pidFile },
     qemuBinary: qemuBinaryFor(qemuBinary, vm.arch),
   };

@@ -50,6 +50,8 @@ export interface VmRecord {
   disks: { id: string; path: string; format: 'qcow2' | 'raw' }[];
   /** cloud-init NoCloud seed directory (user-data, meta-data), when the spec has userData. */
   seedDir?: string | undefined;
+  /** The qcow2 holding `savevm` state (see layout.ts); snapshots need it. */
+  stateDisk?: string | undefined;
   startedAt?: string | undefined;
   pid?: number | undefined;
   accel?: string | undefined;
