@@ -12,11 +12,12 @@ import { join } from 'node:path';
 import { buildQemuCommand, createOrbctl, qemuImg, type QemuAccel } from '../commandBuilder.js';
 import type { LocalVmConfig } from '../config.js';
 import type { Command } from '../runner.js';
+import type { VmInfo } from '../backend.js';
 import type { VmSpec } from '../schema.js';
 import { resolveAccel } from '../backends/qemu/accel.js';
 import { findTinyImage, TINY_APPEND } from '../backends/qemu/image.js';
-import { vmPaths, type BootRecord } from '../backends/qemu/state.js';
-import { diskLayout, launchFor, seedDirFor } from '../backends/qemu/layout.js';
+import { readRecord, vmPaths, type BootRecord } from '../backends/qemu/state.js';
+import { diskLayout, launchFor, seedDirFor, STATE_DISK_BYTES, stateDiskFor } from '../backends/qemu/layout.js';
 import { orbCreatePlan } from '../backends/orbstack/index.js';
 
 export interface QemuPlanInputs {
@@ -47,7 +48,9 @@ export function planQemuCreate(spec: VmSpec, config: LocalVmConfig, inputs: Qemu
   const disks = diskLayout(spec, paths.dir);
   for (const [i, d] of disks.entries()) commands.push(qemuImg.create({ path: d.path, size: spec.disks[i]?.size }));
   const arch = spec.arch ?? inputs.defaultArch ?? 'x86_64';
-  const vm = { name: spec.name, spec, arch, boot, disks, seedDir: seedDirFor(spec, paths.dir), paths };
+  const stateDisk = stateDiskFor(paths.dir);
+  commands.push(qemuImg.create({ path: stateDisk, size: STATE_DISK_BYTES }));
+  const vm = { name: spec.name, spec, arch, boot, disks, seedDir: seedDirFor(spec, paths.dir), stateDisk, paths };
   commands.push(buildQemuCommand(launchFor(vm, inputs.accel, inputs.qemuBinary)));
   return commands;
 }
@@ -114,4 +117,69 @@ export async function planCreate(
 
 function hostQemuArch(): 'x86_64' | 'aarch64' {
   return hostArch() === 'arm64' ? 'aarch64' : 'x86_64';
+}
+
+/** One step of a dry-run plan: a command that would run, or what would be said over a socket. */
+export type PlanStep = { command: Command } | { note: string };
+
+export type LifecycleVerb = 'start' | 'stop' | 'restart' | 'delete';
+
+/**
+ * What `verb` would do to the existing VM `info`, for `--dry-run`: the exact argv of every
+ * process it would start (QEMU itself, orbctl), and a note for each QMP step, since stopping
+ * a QEMU VM runs no process. Reads the VM's record and the caches; writes nothing.
+ */
+export async function planLifecycle(
+  verb: LifecycleVerb,
+  info: VmInfo,
+  config: LocalVmConfig,
+  stopTimeoutMs: number,
+  options: { force?: boolean | undefined } = {},
+): Promise<PlanStep[]> {
+  const name = info.name;
+  if (info.backend === 'orbstack') {
+    const orb = createOrbctl();
+    const stop: PlanStep[] = [
+      { command: orb.stop(name) },
+      { note: `if it has not stopped after ${stopTimeoutMs} ms: ${formatArgv(orb.stop(name, { force: true }))}` },
+    ];
+    if (verb === 'start')
+      return info.state === 'running'
+        ? [{ note: `${name} is running: nothing to do` }]
+        : [{ command: orb.start(name) }];
+    if (verb === 'stop') {
+      if (info.state === 'stopped') return [{ note: `${name} is stopped: nothing to do` }];
+      return options.force ? [{ command: orb.stop(name, { force: true }) }] : stop;
+    }
+    if (verb === 'restart') return [{ command: orb.restart(name) }];
+    return [{ command: orb.delete(name, { force: true }) }];
+  }
+  const paths = vmPaths(config.stateDir, config.runDir, name);
+  const running = info.state === 'running';
+  const stopSteps = (graceful: boolean): PlanStep[] =>
+    !running
+      ? []
+      : graceful
+        ? [
+            { note: `QMP system_powerdown on ${paths.qmpSocket}` },
+            { note: `if QEMU (pid ${info.pid}) has not exited after ${stopTimeoutMs} ms: QMP quit, then SIGKILL` },
+          ]
+        : [{ note: `SIGKILL QEMU (pid ${info.pid})` }];
+  const startSteps = async (): Promise<PlanStep[]> => {
+    const record = await readRecord(paths.record);
+    if (!record) return [{ note: `${name} has no record at ${paths.record}: it cannot be started` }];
+    const accel = await plannedAccel(record.spec, config);
+    return [
+      { note: `remove stale sockets ${paths.qmpSocket} ${paths.qgaSocket}` },
+      { command: buildQemuCommand(launchFor(record, accel, config.qemuBinary)) },
+    ];
+  };
+  if (verb === 'start') return running ? [{ note: `${name} is running: nothing to do` }] : startSteps();
+  if (verb === 'stop') return running ? stopSteps(!options.force) : [{ note: `${name} is stopped: nothing to do` }];
+  if (verb === 'restart') return [...stopSteps(true), ...(await startSteps())];
+  return [...stopSteps(false), { note: `remove ${paths.dir}${paths.socketDir ? ` and ${paths.socketDir}` : ''}` }];
+}
+
+function formatArgv(cmd: Command): string {
+  return [cmd.file, ...cmd.args].join(' ');
 }

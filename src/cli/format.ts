@@ -2,7 +2,7 @@
  * Pure output formatting for the command line: tables for people, stable JSON for
  * scripts, and error rendering. No I/O; the program writes what these return.
  */
-import type { VmInfo } from '../backend.js';
+import type { Snapshot, VmInfo } from '../backend.js';
 import { isLocalVmError } from '../errors.js';
 import type { Command } from '../runner.js';
 
@@ -182,4 +182,13 @@ export function errorToJson(error: unknown): string {
     ? error.toJSON()
     : { code: 'INTERNAL', message: error instanceof Error ? error.message : String(error) };
   return JSON.stringify({ error: body }) + '\n';
+}
+
+/** Snapshots as a table for people (`--json` prints the list itself). */
+export function formatSnapshotTable(list: readonly Snapshot[]): string {
+  if (list.length === 0) return 'no snapshots\n';
+  return formatTable(
+    ['NAME', 'STATE SIZE', 'CREATED'],
+    list.map((s) => [s.name, s.sizeBytes === undefined ? '-' : formatBytes(s.sizeBytes), s.createdAt ?? '-']),
+  );
 }

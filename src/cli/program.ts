@@ -17,6 +17,7 @@ import {
   cleanupVms,
   createVmWithRetry,
   deleteVm,
+  findVm,
   listVms,
   restartVm,
   startVm,
@@ -27,7 +28,8 @@ import {
 } from '../operations/vm.js';
 import { createExecaRunner, type CommandRunner } from '../runner.js';
 import { parseVmName, parseVmSpec, type BackendName } from '../schema.js';
-import { planCreate } from './dryRun.js';
+import { planCreate, planLifecycle, type LifecycleVerb } from './dryRun.js';
+import { deleteSnapshot, listSnapshots, restoreSnapshot, snapshotVm } from '../operations/snapshot.js';
 import { EXIT_CODES, EXIT_CODES_HELP, exitCodeFor } from './exitCodes.js';
 import {
   errorToJson,
@@ -35,6 +37,7 @@ import {
   formatDuration,
   formatError,
   formatImageTable,
+  formatSnapshotTable,
   formatVmInfo,
   formatVmTable,
   vmToJson,
@@ -107,8 +110,20 @@ export async function runCli(argv: string[], deps: CliDeps): Promise<number> {
   const noDryRun = (cmd: Commander, what: string) => {
     if (globals(cmd).dryRun) {
       throw new LocalVmError('UNSUPPORTED', `--dry-run is not supported by ${what}`, {
-        hint: 'create and cleanup support --dry-run; the other commands talk to running VMs over sockets',
+        hint: 'create, start, stop, restart, delete and cleanup support --dry-run',
       });
+    }
+  };
+  /** `--dry-run` of a lifecycle verb: the plan, with notes for steps that run no process. */
+  const printPlan = async (cmd: Commander, verb: LifecycleVerb, name: string, force?: boolean) => {
+    const ctx = contextFor(cmd);
+    const info = verb === 'delete' ? await findVm(parseVmName(name), ctx) : await vmInfo(name, ctx);
+    const steps = info
+      ? await planLifecycle(verb, info, ctx.config, info.spec?.timeouts.stopMs ?? 15_000, { force })
+      : [{ note: `${name} does not exist: nothing to do` }];
+    for (const step of steps) {
+      if ('command' in step) out(formatCommand(step.command, json(cmd)) + '\n');
+      else out(json(cmd) ? JSON.stringify({ note: step.note }) + '\n' : `# ${step.note}\n`);
     }
   };
   const printVm = (cmd: Commander, info: Parameters<typeof vmToJson>[0]) =>
@@ -201,7 +216,7 @@ export async function runCli(argv: string[], deps: CliDeps): Promise<number> {
     const c = program.command(verb).description(describe).argument('<name>', 'VM name');
     if (verb === 'stop') c.option('--force', 'power off without a graceful shutdown');
     c.action(async (name: string, opts: { force?: boolean }, cmd: Commander) => {
-      noDryRun(cmd, verb);
+      if (globals(cmd).dryRun) return printPlan(cmd, verb, name, opts.force);
       const ctx = contextFor(cmd);
       const info =
         verb === 'start'
@@ -222,7 +237,7 @@ export async function runCli(argv: string[], deps: CliDeps): Promise<number> {
     .description('delete a VM and everything it owns (succeeds when it does not exist)')
     .argument('<name>', 'VM name')
     .action(async (name: string, _opts: unknown, cmd: Commander) => {
-      noDryRun(cmd, 'delete');
+      if (globals(cmd).dryRun) return printPlan(cmd, 'delete', name);
       const { deleted } = await deleteVm(name, contextFor(cmd));
       out(
         json(cmd)
@@ -360,6 +375,54 @@ export async function runCli(argv: string[], deps: CliDeps): Promise<number> {
         out(JSON.stringify({ prefix: opts.prefix, dryRun, matched: r.matched, deleted: r.deleted }) + '\n');
       else if (r.matched.length === 0) out(`no VMs start with ${opts.prefix}\n`);
       else for (const name of r.matched) out(`${dryRun ? 'would delete' : 'deleted'} ${name}\n`);
+    });
+
+  const snapshot = program
+    .command('snapshot')
+    .description('snapshots of a running QEMU VM: RAM, devices and disks, restored in well under a second');
+  snapshot
+    .command('create')
+    .description('save the running VM under a snapshot name')
+    .argument('<name>', 'VM name')
+    .argument('<snapshot>', 'snapshot name')
+    .action(async (name: string, snap: string, _opts: unknown, cmd: Commander) => {
+      noDryRun(cmd, 'snapshot create');
+      const s = await snapshotVm(name, snap, contextFor(cmd));
+      out(json(cmd) ? JSON.stringify(s) + '\n' : `saved ${name}@${s.name}\n`);
+    });
+  snapshot
+    .command('list')
+    .description("list a VM's snapshots, oldest first")
+    .argument('<name>', 'VM name')
+    .action(async (name: string, _opts: unknown, cmd: Commander) => {
+      const list = await listSnapshots(name, contextFor(cmd));
+      out(json(cmd) ? JSON.stringify(list) + '\n' : formatSnapshotTable(list));
+    });
+  snapshot
+    .command('restore')
+    .description('bring the running VM back to a snapshot')
+    .argument('<name>', 'VM name')
+    .argument('<snapshot>', 'snapshot name')
+    .action(async (name: string, snap: string, _opts: unknown, cmd: Commander) => {
+      noDryRun(cmd, 'snapshot restore');
+      await restoreSnapshot(name, snap, contextFor(cmd));
+      out(json(cmd) ? JSON.stringify({ name, snapshot: snap, restored: true }) + '\n' : `restored ${name}@${snap}\n`);
+    });
+  snapshot
+    .command('delete')
+    .description('delete a snapshot (succeeds when it does not exist)')
+    .argument('<name>', 'VM name')
+    .argument('<snapshot>', 'snapshot name')
+    .action(async (name: string, snap: string, _opts: unknown, cmd: Commander) => {
+      noDryRun(cmd, 'snapshot delete');
+      const { deleted } = await deleteSnapshot(name, snap, contextFor(cmd));
+      out(
+        json(cmd)
+          ? JSON.stringify({ name, snapshot: snap, deleted }) + '\n'
+          : deleted
+            ? `deleted ${name}@${snap}\n`
+            : `${name}@${snap} did not exist\n`,
+      );
     });
 
   const image = program.command('image').description('guest images');

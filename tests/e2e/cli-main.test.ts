@@ -101,6 +101,21 @@ describe.skipIf(skip)('localvm CLI (real QEMU)', () => {
     expect(localvm('qmp', main, 'query-status', '--json').stdout).toContain('"running"');
   });
 
+  it('snapshots through the CLI: create, list, restore brings /tmp back, delete', () => {
+    expect(localvm('shell', main, 'echo before > /tmp/snapmark').code).toBe(0);
+    const saved = localvm('snapshot', 'create', main, 'clean');
+    expect(saved, saved.stderr).toMatchObject({ code: 0, stdout: `saved ${main}@clean\n` });
+    expect(localvm('shell', main, 'echo after > /tmp/snapmark').code).toBe(0);
+    const listed = JSON.parse(localvm('--json', 'snapshot', 'list', main).stdout) as { name: string }[];
+    expect(listed.map((s) => s.name)).toEqual(['clean']);
+    expect(localvm('snapshot', 'restore', main, 'clean').code).toBe(0);
+    expect(localvm('exec', main, '--', 'cat', '/tmp/snapmark')).toMatchObject({ code: 0, stdout: 'before\n' });
+    expect(localvm('snapshot', 'restore', main, 'nope').code).toBe(3);
+    expect(localvm('snapshot', 'create', main, '../x').code).toBe(2);
+    expect(localvm('snapshot', 'delete', main, 'clean').stdout).toBe(`deleted ${main}@clean\n`);
+    expect(localvm('snapshot', 'list', main).stdout).toBe('no snapshots\n');
+  });
+
   it('--dry-run create prints the exact argv of a real create and leaves nothing on disk', () => {
     const dry = `dry-${tag}`;
     const before = tree(home);
@@ -117,6 +132,27 @@ describe.skipIf(skip)('localvm CLI (real QEMU)', () => {
     expect(argv.map((a) => a.replaceAll(dry, main))).toEqual(real);
     // Text mode prints one shell-quoted line per command.
     expect(localvm('--dry-run', 'create', dry).stdout).toMatch(/-append '[^']+'/);
+  });
+
+  it('--dry-run stop/start/delete print their plan and change nothing; the start argv is what start runs', () => {
+    const pid = (JSON.parse(localvm('info', main, '--json').stdout) as { pid: number }).pid;
+    const stopPlan = localvm('--dry-run', 'stop', main);
+    expect(stopPlan.code, stopPlan.stderr).toBe(0);
+    expect(stopPlan.stdout).toMatch(/^# QMP system_powerdown on .*qmp\.sock$/m);
+    expect(localvm('--dry-run', 'delete', main).stdout).toMatch(/^# remove .*\/vms\/cli-/m);
+    expect(localvm('--dry-run', 'delete', `gone-${tag}`).stdout).toContain('does not exist: nothing to do');
+    expect(JSON.parse(localvm('info', main, '--json').stdout)).toMatchObject({ state: 'running', pid });
+
+    expect(localvm('stop', main).code).toBe(0);
+    const startPlan = localvm('--dry-run', '--json', 'start', main);
+    expect(startPlan.code, startPlan.stderr).toBe(0);
+    const argv = JSON.parse(startPlan.stdout.trim().split('\n').at(-1) ?? '[]') as string[];
+    expect(JSON.parse(localvm('info', main, '--json').stdout)).toMatchObject({ state: 'stopped' });
+    expect(localvm('start', main).code).toBe(0);
+    const started = JSON.parse(localvm('info', main, '--json').stdout) as { pid: number };
+    const real = readFileSync(`/proc/${started.pid}/cmdline`, 'utf8').split('\0').slice(0, -1);
+    real[0] = real[0]?.split('/').at(-1) ?? '';
+    expect(argv).toEqual(real);
   });
 
   it('rejects bad arguments with exit code 2 and a readable message', () => {

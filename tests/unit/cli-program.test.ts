@@ -138,7 +138,17 @@ describe('localvm program (fake backend)', () => {
 
   it('refuses --dry-run where it cannot be honoured, with UNSUPPORTED', async () => {
     const { run } = harness();
-    expect((await run('--dry-run', 'delete', 'x')).code).toBe(7);
+    expect((await run('--dry-run', 'exec', 'x', '--', 'true')).code).toBe(7);
+  });
+
+  it('--dry-run delete of a missing VM says there is nothing to do, and runs nothing', async () => {
+    const { run, runner, backend } = harness();
+    expect(await run('--dry-run', 'delete', 'x')).toMatchObject({
+      code: 0,
+      stdout: '# x does not exist: nothing to do\n',
+    });
+    expect(runner.commands).toEqual([]);
+    expect(backend.calls).toEqual([]);
   });
 
   it('documents exit codes in --help', async () => {
