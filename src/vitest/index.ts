@@ -9,7 +9,8 @@
  * - Crash safety: a VM is written to the session record before it is created, and a
  *   detached reaper deletes the session's VMs when the test runner dies, SIGKILL included.
  * - Reuse (`LOCALVM_REUSE=1` or `reuse: true`): `<prefix>reuse-<spec hash>-w<worker>`
- *   survives the run and is adopted by the next one, then reset (see `DEFAULT_RESET`).
+ *   survives the run and is adopted by the next one, then reset: restored to the snapshot
+ *   taken right after its first boot (QEMU), or `DEFAULT_RESET` run where there are no snapshots.
  *   Reused VMs are not in the session record (the reaper leaves them) and the
  *   session-start sweep skips names starting with `<prefix>reuse-`.
  */
@@ -20,7 +21,16 @@ import { test as base } from 'vitest';
 import { connect, type Connector } from '../connector.js';
 import { withDefaults, type OperationContext } from '../context.js';
 import { LocalVmError } from '../errors.js';
-import { cleanupVms, createVmWithRetry, deleteVm, waitForVmReady, type ReadyOptions } from '../operations/vm.js';
+import {
+  backendOf,
+  cleanupVms,
+  createVmWithRetry,
+  deleteVm,
+  waitForVmReady,
+  type ReadyOptions,
+} from '../operations/vm.js';
+import { listSnapshots, restoreSnapshot, snapshotVm } from '../operations/snapshot.js';
+import { hasCapability } from '../backend.js';
 import { z } from 'zod';
 import { parseOrThrow, parseVmSpec, specFingerprint, type VmSpecInput } from '../schema.js';
 import type { Command } from '../runner.js';
@@ -43,9 +53,9 @@ import { join } from 'node:path';
 export { sessionIdFor, sessionVmName, type SessionRecord, type SessionVm } from './session.js';
 
 /**
- * What "reset to a clean state" means for a reused VM: /tmp and /var/tmp are emptied. The
- * VM is not rebooted, so processes started by an earlier run and files elsewhere remain:
- * tests that want a reusable VM keep their scratch under /tmp.
+ * The reset of a reused VM on a backend without snapshots (OrbStack): /tmp and /var/tmp are
+ * emptied. Processes started by an earlier run and files elsewhere remain there, so tests
+ * that want a reusable VM keep their scratch under /tmp. QEMU VMs are restored to a snapshot.
  */
 export const DEFAULT_RESET: string[] = [
   '/bin/sh',
@@ -60,7 +70,7 @@ export interface VmFixtureOptions {
   prefix?: string;
   /** Keep the worker VM across runs (default: `config.reuse`, i.e. LOCALVM_REUSE=1). */
   reuse?: boolean;
-  /** Command run in a reused VM before the worker uses it; `false` for none. */
+  /** How a reused VM is reset where there are no snapshots (a command); `false`: no reset at all. */
   reset?: string[] | false;
   /** Readiness options for the first use. */
   ready?: ReadyOptions;
@@ -161,6 +171,32 @@ async function recordBeforeCreate(
   };
 }
 
+/** The snapshot a reused VM is taken back to: RAM, devices and disks as of its first boot. */
+export const CLEAN_SNAPSHOT = 'localvm-clean';
+
+/**
+ * Brings a reused VM to a clean state. Where the backend has snapshots, the first run saves
+ * the freshly booted VM and every later run restores it, so nothing a test did survives
+ * (processes included). Elsewhere the `reset` command runs; `reset: false` keeps the VM as
+ * the last run left it.
+ */
+async function resetReused(name: string, adopted: boolean, reset: string[] | false, ctx: OperationContext) {
+  if (reset === false) return;
+  const backend = await backendOf(name, ctx);
+  if (hasCapability(backend, 'snapshots')) {
+    const saved = adopted && (await listSnapshots(name, ctx)).some((s) => s.name === CLEAN_SNAPSHOT);
+    if (saved) await restoreSnapshot(name, CLEAN_SNAPSHOT, ctx);
+    else await snapshotVm(name, CLEAN_SNAPSHOT, ctx);
+    return;
+  }
+  const r = await (await connect(name, ctx)).exec(reset);
+  if (r.exitCode !== 0) {
+    throw new LocalVmError('COMMAND_FAILED', `resetting reused VM ${name} failed (exit ${r.exitCode}): ${r.stderr}`, {
+      vm: name,
+    });
+  }
+}
+
 /**
  * A `test` extended with a worker-scoped `vm` (Connector) and `vmName`. The VM is created on
  * first use (createVmWithRetry + waitForVmReady) and deleted at worker teardown, unless reused.
@@ -177,20 +213,10 @@ export function createVmFixture(options: VmFixtureOptions = {}) {
         const reuse = options.reuse ?? ctx.config.reuse;
         if (reuse) {
           const name = reuseVmName(prefix, reuseHash(specInput), env.worker);
-          await createVmWithRetry({ ...specInput, name }, {}, ctx);
+          const created = await createVmWithRetry({ ...specInput, name }, {}, ctx);
           await waitForVmReady(name, options.ready ?? {}, ctx);
+          await resetReused(name, created.adopted, options.reset ?? DEFAULT_RESET, ctx);
           const vm = await connect(name, ctx);
-          const reset = options.reset ?? DEFAULT_RESET;
-          if (reset !== false) {
-            const r = await vm.exec(reset);
-            if (r.exitCode !== 0) {
-              throw new LocalVmError(
-                'COMMAND_FAILED',
-                `resetting reused VM ${name} failed (exit ${r.exitCode}): ${r.stderr}`,
-                { vm: name },
-              );
-            }
-          }
           await use(vm);
           return;
         }
