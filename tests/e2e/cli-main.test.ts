@@ -4,29 +4,15 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { missingTools } from '../fixtures/tools.js';
+import { ensureBuilt, repo } from '../fixtures/build.js';
 
-const repo = resolve(import.meta.dirname, '../..');
 const cli = join(repo, 'dist/cli/main.js');
 const skip = missingTools('qemu-system-x86_64');
-
-/** Builds dist when any source file is newer than the CLI entry. */
-function ensureBuilt(): void {
-  const newest = (dir: string): number =>
-    readdirSync(dir, { withFileTypes: true }).reduce((m, e) => {
-      const p = join(dir, e.name);
-      return Math.max(m, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
-    }, 0);
-  if (existsSync(cli) && statSync(cli).mtimeMs >= newest(join(repo, 'src'))) return;
-  execFileSync(process.execPath, [join(repo, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], {
-    cwd: repo,
-    stdio: 'inherit',
-  });
-}
 
 function tree(dir: string): string[] {
   if (!existsSync(dir)) return [];
@@ -55,7 +41,7 @@ describe.skipIf(skip)('localvm CLI (real QEMU)', () => {
   const localvm = (...args: string[]) => localvmWithInput('', ...args);
   const names = () => (JSON.parse(localvm('list', '--json').stdout) as { name: string }[]).map((v) => v.name);
 
-  beforeAll(() => ensureBuilt(), 300_000);
+  beforeAll(() => ensureBuilt('dist/cli/main.js'), 300_000);
   afterAll(() => {
     for (const name of names()) localvm('delete', name);
     rmSync(home, { recursive: true, force: true });

@@ -2,33 +2,19 @@
  * localvm/vitest end to end: the sample suite in tests/fixtures/sample-suite run by a real
  * vitest child process against real QEMU, with a temp LOCALVM_HOME.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { createVm, deleteVm, listVms, vmInfo } from '../../src/operations/vm.js';
 import { createExecaRunner } from '../../src/runner.js';
 import { missingTools } from '../fixtures/tools.js';
+import { ensureBuilt, repo } from '../fixtures/build.js';
 
-const repo = resolve(import.meta.dirname, '../..');
 const suiteDir = join(repo, 'tests/fixtures/sample-suite');
 const skip = missingTools('qemu-system-x86_64');
-
-function ensureBuilt(): void {
-  const entry = join(repo, 'dist/vitest/index.js');
-  const newest = (dir: string): number =>
-    readdirSync(dir, { withFileTypes: true }).reduce((m, e) => {
-      const p = join(dir, e.name);
-      return Math.max(m, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
-    }, 0);
-  if (existsSync(entry) && statSync(entry).mtimeMs >= newest(join(repo, 'src'))) return;
-  execFileSync(process.execPath, [join(repo, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], {
-    cwd: repo,
-    stdio: 'inherit',
-  });
-}
 
 interface Result {
   file: string;
@@ -82,7 +68,7 @@ describe.skipIf(skip)('localvm/vitest fixtures (real QEMU, sample suite)', () =>
       : [];
   const vmNames = async () => (await listVms(ctx)).map((v) => v.name);
 
-  beforeAll(() => ensureBuilt(), 300_000);
+  beforeAll(() => ensureBuilt('dist/vitest/index.js'), 300_000);
   afterAll(async () => {
     for (const name of await vmNames()) await deleteVm(name, ctx);
     rmSync(home, { recursive: true, force: true });
