@@ -127,12 +127,33 @@ export interface SnapshotCapable {
   snapshotDelete(name: string, snapshot: string): Promise<void>;
 }
 
-export type Capability = 'qmp' | 'snapshots';
+/** One extra disk of a VM. */
+export interface DiskInfo {
+  name: string;
+  /** Virtual size. */
+  sizeBytes: number;
+  /** The image file on the host. */
+  path: string;
+  /** Whether the running VM has it plugged in (always false for a stopped VM). */
+  attached: boolean;
+}
 
-const CAPABILITY_METHOD: Record<Capability, string> = { qmp: 'qmp', snapshots: 'snapshotCreate' };
+/** Extra disks, added and removed whether the VM runs (hot-plug) or not. */
+export interface DiskCapable {
+  /** Creates and attaches disk `disk.name` (`size` in bytes). ALREADY_EXISTS when the VM has one of that name. */
+  diskAdd(name: string, disk: { name: string; size: number }): Promise<DiskInfo>;
+  /** Detaches and deletes the disk; a disk the VM does not have is `removed: false`. */
+  diskRemove(name: string, diskName: string): Promise<{ removed: boolean }>;
+  diskList(name: string): Promise<DiskInfo[]>;
+}
+
+export type Capability = 'qmp' | 'snapshots' | 'disks';
+
+const CAPABILITY_METHOD: Record<Capability, string> = { qmp: 'qmp', snapshots: 'snapshotCreate', disks: 'diskAdd' };
 
 export function hasCapability(backend: Backend, capability: 'qmp'): backend is Backend & QmpCapable;
 export function hasCapability(backend: Backend, capability: 'snapshots'): backend is Backend & SnapshotCapable;
+export function hasCapability(backend: Backend, capability: 'disks'): backend is Backend & DiskCapable;
 export function hasCapability(backend: Backend, capability: Capability): boolean {
   return typeof (backend as unknown as Record<string, unknown>)[CAPABILITY_METHOD[capability]] === 'function';
 }
@@ -140,10 +161,16 @@ export function hasCapability(backend: Backend, capability: Capability): boolean
 /** Narrows `backend` to the capability or throws UNSUPPORTED naming the backend. */
 export function requireCapability(backend: Backend, capability: 'qmp'): Backend & QmpCapable;
 export function requireCapability(backend: Backend, capability: 'snapshots'): Backend & SnapshotCapable;
+export function requireCapability(backend: Backend, capability: 'disks'): Backend & DiskCapable;
 export function requireCapability(backend: Backend, capability: Capability): Backend {
   if (!hasCapability(backend, capability as 'qmp')) {
     throw new LocalVmError('UNSUPPORTED', `the ${backend.name} backend does not support ${capability}`, {
-      hint: capability === 'qmp' ? 'raw QMP needs the qemu backend' : undefined,
+      hint:
+        capability === 'qmp'
+          ? 'raw QMP needs the qemu backend'
+          : capability === 'disks'
+            ? 'extra disks need the qemu backend'
+            : undefined,
     });
   }
   return backend;

@@ -9,6 +9,7 @@ import { release } from 'node:os';
 import { join, resolve } from 'node:path';
 import type {
   Backend,
+  DiskCapable,
   ExecOptions,
   ExecResult,
   ProbeResult,
@@ -31,6 +32,7 @@ import { findTinyImage, type TinyImage } from './image.js';
 import { holderAlive, readLockHolder, withLock } from './lock.js';
 import { AgentSessions, guestExec, guestGetFile, guestPutFile, type QgaClient } from './qga.js';
 import { withQmp, type QmpClient } from './qmp.js';
+import { createDiskOps } from './disks.js';
 import { createSnapshotOps } from './snapshot.js';
 import {
   isLiveQemu,
@@ -66,7 +68,7 @@ export interface QemuBackendOptions {
   agentLingerMs?: number;
 }
 
-export type QemuBackend = Backend & QmpCapable & SnapshotCapable;
+export type QemuBackend = Backend & QmpCapable & SnapshotCapable & DiskCapable;
 
 const NODE_ARCH: Record<string, Arch> = { x64: 'x86_64', arm64: 'aarch64' };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -541,10 +543,23 @@ export function createQemuBackend(options: QemuBackendOptions): QemuBackend {
     log,
   });
 
+  const disks = createDiskOps({
+    runner,
+    lifecycle,
+    async load(name) {
+      const { o, record } = await requireRecord(name);
+      return { record, running: o.state.state === 'running' };
+    },
+    qmpSession,
+    writeRecord,
+    log,
+  });
+
   return {
     name: 'qemu',
     create,
     ...snapshots,
+    ...disks,
 
     async start(name) {
       return lifecycle(name, 'start', async () => startLocked((await requireRecord(name)).record));
