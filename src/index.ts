@@ -27,3 +27,4 @@ export {
   snapshotNameSchema,
   snapshotVm,
 } from './operations/snapshot.js';
+export { addDisk, listDisks, parseDisk, parseDiskName, removeDisk, type DiskInput } from './operations/disk.js';

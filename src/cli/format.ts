@@ -2,7 +2,7 @@
  * Pure output formatting for the command line: tables for people, stable JSON for
  * scripts, and error rendering. No I/O; the program writes what these return.
  */
-import type { Snapshot, VmInfo } from '../backend.js';
+import type { DiskInfo, Snapshot, VmInfo } from '../backend.js';
 import { isLocalVmError } from '../errors.js';
 import type { Command } from '../runner.js';
 
@@ -190,5 +190,14 @@ export function formatSnapshotTable(list: readonly Snapshot[]): string {
   return formatTable(
     ['NAME', 'STATE SIZE', 'CREATED'],
     list.map((s) => [s.name, s.sizeBytes === undefined ? '-' : formatBytes(s.sizeBytes), s.createdAt ?? '-']),
+  );
+}
+
+/** Extra disks as a table for people (`--json` prints the list itself). */
+export function formatDiskTable(list: readonly DiskInfo[]): string {
+  if (list.length === 0) return 'no extra disks\n';
+  return formatTable(
+    ['NAME', 'SIZE', 'ATTACHED', 'FILE'],
+    list.map((d) => [d.name, formatBytes(d.sizeBytes), d.attached ? 'yes' : 'no', d.path]),
   );
 }

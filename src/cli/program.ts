@@ -30,6 +30,7 @@ import { createExecaRunner, type CommandRunner } from '../runner.js';
 import { parseVmName, parseVmSpec, type BackendName } from '../schema.js';
 import { planCreate, planLifecycle, type LifecycleVerb } from './dryRun.js';
 import { deleteSnapshot, listSnapshots, restoreSnapshot, snapshotVm } from '../operations/snapshot.js';
+import { addDisk, listDisks, removeDisk } from '../operations/disk.js';
 import { EXIT_CODES, EXIT_CODES_HELP, exitCodeFor } from './exitCodes.js';
 import {
   errorToJson,
@@ -38,6 +39,8 @@ import {
   formatError,
   formatImageTable,
   formatSnapshotTable,
+  formatDiskTable,
+  formatBytes,
   formatVmInfo,
   formatVmTable,
   vmToJson,
@@ -422,6 +425,43 @@ export async function runCli(argv: string[], deps: CliDeps): Promise<number> {
           : deleted
             ? `deleted ${name}@${snap}\n`
             : `${name}@${snap} did not exist\n`,
+      );
+    });
+
+  const disk = program.command('disk').description('extra disks of a QEMU VM, hot-plugged while it runs');
+  disk
+    .command('add')
+    .description('create a qcow2 disk and attach it (the guest sees a new /dev/vdX)')
+    .argument('<name>', 'VM name')
+    .argument('<disk>', 'disk name')
+    .argument('<size>', 'size, e.g. 512M or 10G')
+    .action(async (name: string, diskName: string, size: string, _opts: unknown, cmd: Commander) => {
+      noDryRun(cmd, 'disk add');
+      const d = await addDisk(name, { name: diskName, size }, contextFor(cmd));
+      out(json(cmd) ? JSON.stringify(d) + '\n' : `added ${name}:${d.name} (${formatBytes(d.sizeBytes)})\n`);
+    });
+  disk
+    .command('list')
+    .description("list a VM's extra disks")
+    .argument('<name>', 'VM name')
+    .action(async (name: string, _opts: unknown, cmd: Commander) => {
+      const list = await listDisks(name, contextFor(cmd));
+      out(json(cmd) ? JSON.stringify(list) + '\n' : formatDiskTable(list));
+    });
+  disk
+    .command('remove')
+    .description('detach a disk and delete its file (succeeds when it does not exist)')
+    .argument('<name>', 'VM name')
+    .argument('<disk>', 'disk name')
+    .action(async (name: string, diskName: string, _opts: unknown, cmd: Commander) => {
+      noDryRun(cmd, 'disk remove');
+      const { removed } = await removeDisk(name, diskName, contextFor(cmd));
+      out(
+        json(cmd)
+          ? JSON.stringify({ name, disk: diskName, removed }) + '\n'
+          : removed
+            ? `removed ${name}:${diskName}\n`
+            : `${name}:${diskName} did not exist\n`,
       );
     });
 

@@ -102,6 +102,23 @@ describe.skipIf(skip)('localvm CLI (real QEMU)', () => {
     expect(localvm('snapshot', 'list', main).stdout).toBe('no snapshots\n');
   });
 
+  it('disks through the CLI: add hot-plugs a disk the guest sees, list, remove', () => {
+    const added = localvm('disk', 'add', main, 'data', '64M');
+    expect(added, added.stderr).toMatchObject({ code: 0, stdout: `added ${main}:data (64 MiB)\n` });
+    const listed = JSON.parse(localvm('--json', 'disk', 'list', main).stdout) as { name: string; attached: boolean }[];
+    expect(listed).toMatchObject([{ name: 'data', attached: true }]);
+    // 64 MiB = 131072 sectors of 512 bytes; the guest may take a moment to see the new device.
+    const seen = localvm(
+      'shell',
+      main,
+      'for i in $(seq 50); do cat /sys/block/vd*/size 2>/dev/null && break; sleep 0.1; done',
+    );
+    expect(seen.stdout).toContain('131072');
+    expect(localvm('disk', 'add', main, '../x', '1M').code).toBe(2);
+    expect(localvm('disk', 'remove', main, 'data').stdout).toBe(`removed ${main}:data\n`);
+    expect(localvm('disk', 'list', main).stdout).toBe('no extra disks\n');
+  });
+
   it('--dry-run create prints the exact argv of a real create and leaves nothing on disk', () => {
     const dry = `dry-${tag}`;
     const before = tree(home);
