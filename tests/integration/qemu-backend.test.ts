@@ -10,17 +10,13 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createQemuBackend, type QemuBackend } from '../../src/backends/qemu/index.js';
-import { findTinyImage } from '../../src/backends/qemu/image.js';
 import { loadConfig, type LocalVmConfig } from '../../src/config.js';
 import { isLocalVmError } from '../../src/errors.js';
 import { createExecaRunner } from '../../src/runner.js';
 import { parseVmSpec, type VmSpecInput } from '../../src/schema.js';
-import { missingTools } from '../fixtures/tools.js';
+import { missingQemuOrTiny } from '../fixtures/tools.js';
 
-const missing = missingTools('qemu-system-x86_64', 'qemu-img');
-const tiny = missing ? undefined : await findTinyImage(loadConfig());
-if (!missing && !tiny) console.warn('skipping: the tiny image is not built (run `localvm image build`)');
-const skip = missing !== undefined || tiny === undefined;
+const skip = (await missingQemuOrTiny()) !== undefined;
 
 const runner = createExecaRunner();
 let root: string;

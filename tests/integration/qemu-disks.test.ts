@@ -9,7 +9,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requireCapability, type Backend, type VmInfo } from '../../src/backend.js';
-import { findTinyImage } from '../../src/backends/qemu/image.js';
 import { createQemuBackend } from '../../src/backends/qemu/index.js';
 import { createOrbstackBackend } from '../../src/backends/orbstack/index.js';
 import { loadConfig } from '../../src/config.js';
@@ -29,12 +28,9 @@ import {
   waitForVmReady,
 } from '../../src/operations/vm.js';
 import { createExecaRunner, type CommandRunner } from '../../src/runner.js';
-import { missingTools } from '../fixtures/tools.js';
+import { missingQemuOrTiny } from '../fixtures/tools.js';
 
-const missing = missingTools('qemu-system-x86_64', 'qemu-img');
-const tiny = missing ? undefined : await findTinyImage(loadConfig());
-if (!missing && !tiny) console.warn('skipping: the tiny image is not built (run `localvm image build`)');
-const skip = missing !== undefined || tiny === undefined;
+const skip = (await missingQemuOrTiny()) !== undefined;
 
 const PREFIX = 'pytest-test-disk-';
 const VM = `${PREFIX}a`;

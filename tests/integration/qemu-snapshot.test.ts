@@ -9,7 +9,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requireCapability, type Backend, type VmInfo } from '../../src/backend.js';
-import { findTinyImage } from '../../src/backends/qemu/image.js';
 import { createOrbstackBackend } from '../../src/backends/orbstack/index.js';
 import { qemuImg } from '../../src/commandBuilder.js';
 import { loadConfig } from '../../src/config.js';
@@ -19,12 +18,9 @@ import { isLocalVmError } from '../../src/errors.js';
 import { deleteSnapshot, listSnapshots, restoreSnapshot, snapshotVm } from '../../src/operations/snapshot.js';
 import { createVm, deleteVm, listVms, stopVm, vmInfo, waitForVmReady } from '../../src/operations/vm.js';
 import { createExecaRunner } from '../../src/runner.js';
-import { missingTools } from '../fixtures/tools.js';
+import { missingQemuOrTiny } from '../fixtures/tools.js';
 
-const missing = missingTools('qemu-system-x86_64', 'qemu-img');
-const tiny = missing ? undefined : await findTinyImage(loadConfig());
-if (!missing && !tiny) console.warn('skipping: the tiny image is not built (run `localvm image build`)');
-const skip = missing !== undefined || tiny === undefined;
+const skip = (await missingQemuOrTiny()) !== undefined;
 
 const PREFIX = 'pytest-test-snap-';
 const VM = `${PREFIX}a`;

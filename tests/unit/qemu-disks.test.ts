@@ -16,13 +16,11 @@ import {
 } from '../../src/backends/qemu/disks.js';
 import type { QmpClient, QmpEvent } from '../../src/backends/qemu/qmp.js';
 import { vmPaths, type VmRecord } from '../../src/backends/qemu/state.js';
-import { loadConfig } from '../../src/config.js';
-import { realClock, type OperationContext } from '../../src/context.js';
 import { isLocalVmError, LocalVmError } from '../../src/errors.js';
 import { addDisk, listDisks, parseDisk, parseDiskName, removeDisk } from '../../src/operations/disk.js';
-import { createRecordingRunner, type Command, type CommandRunner, type RunResult } from '../../src/runner.js';
+import type { Command, CommandRunner, RunResult } from '../../src/runner.js';
 import { parseVmSpec, specFingerprint } from '../../src/schema.js';
-import { FakeBackend } from '../fixtures/fakeBackend.js';
+import { FakeBackend, fakeContext } from '../fixtures/fakeBackend.js';
 
 async function codeOf(p: Promise<unknown>): Promise<string> {
   try {
@@ -476,15 +474,6 @@ class DiskFake extends FakeBackend {
   }
 }
 
-function opsCtx(backend: FakeBackend): OperationContext {
-  return {
-    config: loadConfig({ HOME: '/nonexistent', PATH: '' }),
-    runner: createRecordingRunner(),
-    clock: realClock,
-    backends: { qemu: backend },
-  };
-}
-
 describe('disk operations', () => {
   it('validates the disk with diskSchema, normalising the size', () => {
     expect(parseDisk({ name: 'data', size: '64M' })).toEqual({ name: 'data', size: 64 << 20 });
@@ -495,7 +484,7 @@ describe('disk operations', () => {
     const fake = new DiskFake();
     await fake.create(parseVmSpec({ name: 'vm1', image: 'tiny' }));
     fake.calls.length = 0;
-    const ctx = opsCtx(fake);
+    const ctx = fakeContext(fake);
     const bad: unknown[] = [
       { name: '../x', size: '64M' },
       { name: 'a/b', size: '64M' },
@@ -523,7 +512,7 @@ describe('disk operations', () => {
     const fake = new DiskFake();
     await fake.create(parseVmSpec({ name: 'vm1', image: 'tiny' }));
     fake.calls.length = 0;
-    const ctx = opsCtx(fake);
+    const ctx = fakeContext(fake);
     expect((await addDisk('vm1', { name: 'data', size: '1M' }, ctx)).sizeBytes).toBe(1 << 20);
     expect(await removeDisk('vm1', 'data', ctx)).toEqual({ removed: true });
     expect(await listDisks('vm1', ctx)).toEqual([]);
@@ -531,7 +520,7 @@ describe('disk operations', () => {
 
     const plain = new FakeBackend();
     await plain.create(parseVmSpec({ name: 'vm1', image: 'tiny' }));
-    expect(await codeOf(addDisk('vm1', { name: 'data', size: '1M' }, opsCtx(plain)))).toBe('UNSUPPORTED');
-    expect(await codeOf(listDisks('vm1', opsCtx(plain)))).toBe('UNSUPPORTED');
+    expect(await codeOf(addDisk('vm1', { name: 'data', size: '1M' }, fakeContext(plain)))).toBe('UNSUPPORTED');
+    expect(await codeOf(listDisks('vm1', fakeContext(plain)))).toBe('UNSUPPORTED');
   });
 });

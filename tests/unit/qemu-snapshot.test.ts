@@ -18,8 +18,6 @@ import {
   type SnapshotDeps,
 } from '../../src/backends/qemu/snapshot.js';
 import { vmPaths, type VmRecord } from '../../src/backends/qemu/state.js';
-import { loadConfig } from '../../src/config.js';
-import { realClock, type OperationContext } from '../../src/context.js';
 import { isLocalVmError, LocalVmError } from '../../src/errors.js';
 import {
   deleteSnapshot,
@@ -30,7 +28,7 @@ import {
 } from '../../src/operations/snapshot.js';
 import { createRecordingRunner, type Command, type CommandRunner, type RunResult } from '../../src/runner.js';
 import { parseVmSpec } from '../../src/schema.js';
-import { FakeBackend } from '../fixtures/fakeBackend.js';
+import { FakeBackend, fakeContext } from '../fixtures/fakeBackend.js';
 
 function codeOf(fn: () => unknown): string {
   try {
@@ -464,15 +462,6 @@ class SnapshotFake extends FakeBackend {
   }
 }
 
-function opsCtx(backend: FakeBackend): OperationContext {
-  return {
-    config: loadConfig({ HOME: '/nonexistent', PATH: '' }),
-    runner: createRecordingRunner(),
-    clock: realClock,
-    backends: { qemu: backend },
-  };
-}
-
 describe('snapshot operations', () => {
   it('validates snapshot names with the schema', () => {
     expect(parseSnapshotName('clean-1.a_b')).toBe('clean-1.a_b');
@@ -490,7 +479,7 @@ describe('snapshot operations', () => {
     const fake = new SnapshotFake();
     await fake.create(parseVmSpec({ name: 'vm1', image: 'tiny' }));
     fake.calls.length = 0;
-    const ctx = opsCtx(fake);
+    const ctx = fakeContext(fake);
     for (const bad of ['a;quit', '-d', 'x y', '']) {
       expect(await asyncCodeOf(snapshotVm('vm1', bad, ctx))).toBe('VALIDATION');
       expect(await asyncCodeOf(restoreSnapshot('vm1', bad, ctx))).toBe('VALIDATION');
@@ -503,7 +492,7 @@ describe('snapshot operations', () => {
   it('passes valid calls through, returns the created snapshot, and deletes idempotently', async () => {
     const fake = new SnapshotFake();
     await fake.create(parseVmSpec({ name: 'vm1', image: 'tiny' }));
-    const ctx = opsCtx(fake);
+    const ctx = fakeContext(fake);
     expect(await snapshotVm('vm1', 'clean', ctx)).toEqual({ name: 'clean', sizeBytes: 1 });
     expect(await listSnapshots('vm1', ctx)).toEqual([{ name: 'clean', sizeBytes: 1 }]);
     await restoreSnapshot('vm1', 'clean', ctx);
@@ -516,7 +505,7 @@ describe('snapshot operations', () => {
   it('a backend without snapshots is UNSUPPORTED', async () => {
     const plain = new FakeBackend();
     await plain.create(parseVmSpec({ name: 'vm1', image: 'tiny' }));
-    const ctx = opsCtx(plain);
+    const ctx = fakeContext(plain);
     expect(await asyncCodeOf(snapshotVm('vm1', 'clean', ctx))).toBe('UNSUPPORTED');
     expect(await asyncCodeOf(listSnapshots('vm1', ctx))).toBe('UNSUPPORTED');
   });

@@ -34,6 +34,7 @@ import { AgentSessions, guestExec, guestGetFile, guestPutFile, type QgaClient } 
 import { withQmp, type QmpClient } from './qmp.js';
 import { createDiskOps } from './disks.js';
 import { createSnapshotOps } from './snapshot.js';
+import type { VmAccess } from './vmAccess.js';
 import {
   isLiveQemu,
   listVmNames,
@@ -531,7 +532,7 @@ export function createQemuBackend(options: QemuBackendOptions): QemuBackend {
     });
   }
 
-  const snapshots = createSnapshotOps({
+  const access: VmAccess = {
     runner,
     lifecycle,
     async load(name) {
@@ -539,21 +540,10 @@ export function createQemuBackend(options: QemuBackendOptions): QemuBackend {
       return { record, running: o.state.state === 'running' };
     },
     qmpSession,
-    dropAgent: (p) => sessions.drop(p.qgaSocket),
     log,
-  });
-
-  const disks = createDiskOps({
-    runner,
-    lifecycle,
-    async load(name) {
-      const { o, record } = await requireRecord(name);
-      return { record, running: o.state.state === 'running' };
-    },
-    qmpSession,
-    writeRecord,
-    log,
-  });
+  };
+  const snapshots = createSnapshotOps({ ...access, dropAgent: (p) => sessions.drop(p.qgaSocket) });
+  const disks = createDiskOps({ ...access, writeRecord });
 
   return {
     name: 'qemu',

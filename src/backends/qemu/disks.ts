@@ -21,11 +21,12 @@ import type { DiskCapable, DiskInfo, Snapshot } from '../../backend.js';
 import { qemuImg } from '../../commandBuilder.js';
 import { isLocalVmError, LocalVmError, tail } from '../../errors.js';
 import { parseQemuImgInfo } from '../../parsers.js';
-import { commandError, runChecked, type CommandRunner } from '../../runner.js';
+import { commandError, runChecked } from '../../runner.js';
 import { diskSchema, parseOrThrow, specFingerprint, type DiskSpec, type VmSpec } from '../../schema.js';
 import type { QmpClient } from './qmp.js';
 import { mergeSnapshots, snapshotDisks, snapshotsFromBlockNodes, type DiskSnapshots } from './snapshot.js';
-import type { VmPaths, VmRecord } from './state.js';
+import type { VmRecord } from './state.js';
+import type { VmAccess } from './vmAccess.js';
 
 /** The block node id / `-drive` id of disk `name`, as `diskLayout` names it. Pure. */
 export const diskId = (diskName: string) => `disk-${diskName}`;
@@ -122,21 +123,13 @@ export function withDisks(record: VmRecord, specDisks: DiskSpec[], dir: string):
   return { ...record, spec, disks, fingerprint: specFingerprint(spec) };
 }
 
-export interface DiskDeps {
-  runner: CommandRunner;
-  /** Runs `fn` under the VM's lifecycle lock. */
-  lifecycle<T>(name: string, what: string, fn: () => Promise<T>): Promise<T>;
-  /** The VM's record and whether its QEMU runs; NOT_FOUND/CONFLICT as the backend says them. */
-  load(name: string): Promise<{ record: VmRecord; running: boolean }>;
-  /** One QMP connection under the VM's QMP lock. */
-  qmpSession<T>(name: string, paths: VmPaths, timeoutMs: number, fn: (qmp: QmpClient) => Promise<T>): Promise<T>;
+export interface DiskDeps extends VmAccess {
   /** Writes `vm.json` atomically (default: state.writeRecord). */
   writeRecord(record: VmRecord): Promise<void>;
   /** Removes a disk file; missing is fine (default: fs.rm with force). */
   removeFile?: ((path: string) => Promise<void>) | undefined;
   /** How long the guest gets to release an unplugged disk (default 10 s). */
   unplugTimeoutMs?: number | undefined;
-  log?: ((msg: string) => void) | undefined;
 }
 
 const QUICK_TIMEOUT_MS = 30_000;

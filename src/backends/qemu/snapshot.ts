@@ -13,9 +13,10 @@ import type { Snapshot, SnapshotCapable } from '../../backend.js';
 import { qemuImg } from '../../commandBuilder.js';
 import { LocalVmError, tail, type ErrorCode } from '../../errors.js';
 import { parseQemuImgInfo } from '../../parsers.js';
-import { commandError, runChecked, type CommandRunner } from '../../runner.js';
+import { commandError, runChecked } from '../../runner.js';
 import type { QmpClient } from './qmp.js';
 import type { VmPaths, VmRecord } from './state.js';
+import type { VmAccess } from './vmAccess.js';
 
 /** Snapshot names: what the operations layer accepts, re-checked before anything reaches HMP. */
 export const SNAPSHOT_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
@@ -160,17 +161,9 @@ export function snapshotDisks(record: VmRecord): string[] {
   return out;
 }
 
-export interface SnapshotDeps {
-  runner: CommandRunner;
-  /** Runs `fn` under the VM's lifecycle lock. */
-  lifecycle<T>(name: string, what: string, fn: () => Promise<T>): Promise<T>;
-  /** The VM's record and whether its QEMU runs; NOT_FOUND/CONFLICT as the backend says them. */
-  load(name: string): Promise<{ record: VmRecord; running: boolean }>;
-  /** One QMP connection under the VM's QMP lock. */
-  qmpSession<T>(name: string, paths: VmPaths, timeoutMs: number, fn: (qmp: QmpClient) => Promise<T>): Promise<T>;
+export interface SnapshotDeps extends VmAccess {
   /** Closes a lingering guest-agent connection (before and after the guest's state jumps). */
   dropAgent(paths: VmPaths): Promise<void>;
-  log?: ((msg: string) => void) | undefined;
 }
 
 /** `savevm` pauses the guest while RAM is written; generous because TCG hosts are slow. */
