@@ -3,10 +3,12 @@
  * disks, snapshots) are their own small interfaces; a backend without one throws
  * UNSUPPORTED through `requireCapability`, never a silent no-op.
  */
+import { backendDrivers } from './backends/registry.js';
 import { LocalVmError } from './errors.js';
 import type { PortForward, VmSpec } from './schema.js';
 
-export type ConcreteBackend = 'qemu' | 'orbstack';
+/** A registered backend's name (see src/backends/registry.ts). */
+export type ConcreteBackend = string;
 
 export type VmState = 'running' | 'stopped' | 'starting' | 'stopping' | 'creating' | 'unknown';
 
@@ -164,13 +166,11 @@ export function requireCapability(backend: Backend, capability: 'snapshots'): Ba
 export function requireCapability(backend: Backend, capability: 'disks'): Backend & DiskCapable;
 export function requireCapability(backend: Backend, capability: Capability): Backend {
   if (!hasCapability(backend, capability as 'qmp')) {
+    const able = backendDrivers()
+      .filter((d) => d.capabilities.includes(capability))
+      .map((d) => d.name);
     throw new LocalVmError('UNSUPPORTED', `the ${backend.name} backend does not support ${capability}`, {
-      hint:
-        capability === 'qmp'
-          ? 'raw QMP needs the qemu backend'
-          : capability === 'disks'
-            ? 'extra disks need the qemu backend'
-            : undefined,
+      hint: able.length ? `${capability} needs the ${able.join(' or ')} backend` : undefined,
     });
   }
   return backend;

@@ -2,9 +2,15 @@
  * What every operation runs with: configuration, the process runner, a clock, and the
  * backends. Passed explicitly so tests and the Pulumi provider control all of it.
  */
-import { accessSync, constants } from 'node:fs';
-import { delimiter, join } from 'node:path';
-import type { Backend, ConcreteBackend } from './backend.js';
+import type { Backend } from './backend.js';
+import './backends/builtin.js';
+import {
+  backendChoices,
+  backendDriver,
+  backendDrivers,
+  type Availability,
+  type BackendDriver,
+} from './backends/registry.js';
 import { loadConfig, type LocalVmConfig } from './config.js';
 import { LocalVmError } from './errors.js';
 import { createExecaRunner, type CommandRunner } from './runner.js';
@@ -26,7 +32,7 @@ export interface OperationContext {
   runner: CommandRunner;
   clock: Clock;
   /** Backend instances to use instead of constructing them (tests pass fakes here). */
-  backends?: Partial<Record<ConcreteBackend, Backend>> | undefined;
+  backends?: Partial<Record<string, Backend>> | undefined;
   log?: ((msg: string) => void) | undefined;
 }
 
@@ -44,75 +50,100 @@ export function withDefaults(ctx: Partial<OperationContext> | undefined): Operat
   return defaultContext(ctx);
 }
 
-/** `tool`'s absolute path on the configured PATH, or undefined. */
-export function findTool(config: LocalVmConfig, tool: string): string | undefined {
-  for (const dir of config.searchPath.split(delimiter)) {
-    if (!dir) continue;
-    try {
-      accessSync(join(dir, tool), constants.X_OK);
-      return join(dir, tool);
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
-
 // Backends are stateless apart from in-process socket mutexes, which must be shared by
 // every caller in this process: keep one instance per (config, runner) pair.
-const instances = new WeakMap<LocalVmConfig, WeakMap<CommandRunner, Map<ConcreteBackend, Backend>>>();
+const instances = new WeakMap<LocalVmConfig, WeakMap<CommandRunner, Map<string, Backend>>>();
+
+function driverOrThrow(name: string): BackendDriver {
+  const driver = backendDriver(name);
+  if (!driver) {
+    throw new LocalVmError('VALIDATION', `unknown backend ${JSON.stringify(name)}`, {
+      issues: [{ property: 'backend', reason: `must be one of ${backendChoices().join(', ')}` }],
+    });
+  }
+  return driver;
+}
 
 /** The backend instance of `name` for this context. */
-export async function getBackend(name: ConcreteBackend, ctx: OperationContext): Promise<Backend> {
+export async function getBackend(name: string, ctx: OperationContext): Promise<Backend> {
   const injected = ctx.backends?.[name];
   if (injected) return injected;
+  const driver = driverOrThrow(name);
   let byRunner = instances.get(ctx.config);
   if (!byRunner) instances.set(ctx.config, (byRunner = new WeakMap()));
   let byName = byRunner.get(ctx.runner);
   if (!byName) byRunner.set(ctx.runner, (byName = new Map()));
   let backend = byName.get(name);
   if (!backend) {
-    const options = { config: ctx.config, runner: ctx.runner, log: ctx.log };
-    backend =
-      name === 'qemu'
-        ? (await import('./backends/qemu/index.js')).createQemuBackend(options)
-        : (await import('./backends/orbstack/index.js')).createOrbstackBackend(options);
+    backend = await driver.create({ config: ctx.config, runner: ctx.runner, log: ctx.log });
     byName.set(name, backend);
   }
   return backend;
 }
 
-/** True when the orbstack backend can be asked about VMs (orbctl on PATH, or injected). */
-export function orbstackAvailable(ctx: OperationContext): boolean {
-  return Boolean(ctx.backends?.orbstack) || findTool(ctx.config, 'orbctl') !== undefined;
+/** Whether backend `name` can be used in this context (injected backends always can). */
+export function backendAvailability(name: string, ctx: OperationContext): Availability {
+  if (ctx.backends?.[name]) return { available: true, reason: `${name} backend given by the caller` };
+  return driverOrThrow(name).availability(ctx.config);
 }
 
 /**
- * The backend a spec asks for. `auto` picks OrbStack on macOS when `orbctl` is on PATH
- * (the most pleasant Linux machines there), QEMU everywhere else; the reason says which.
+ * The backend a spec asks for. `auto` sends an image embedded in one backend (`tiny`) to that
+ * backend, and otherwise picks the available backend that ranks highest on this host and
+ * accepts the image (OrbStack on macOS with `orbctl`, QEMU elsewhere); the reason says why.
  */
 export async function resolveBackend(
   requested: BackendName,
   ctx: OperationContext,
+  image?: string,
 ): Promise<{ backend: Backend; reason: string }> {
-  if (requested === 'qemu' || requested === 'orbstack') {
-    if (requested === 'orbstack' && !orbstackAvailable(ctx)) {
-      throw new LocalVmError('TOOL_NOT_FOUND', 'the orbstack backend needs orbctl on PATH', {
-        hint: 'install OrbStack (macOS) from orbstack.dev, or use --backend qemu',
+  if (requested !== 'auto') {
+    const availability = backendAvailability(requested, ctx);
+    if (!availability.available) {
+      throw new LocalVmError('TOOL_NOT_FOUND', `the ${requested} backend cannot run here: ${availability.reason}`, {
+        hint: availability.hint,
       });
     }
     return { backend: await getBackend(requested, ctx), reason: `backend ${requested} was asked for` };
   }
-  if (ctx.config.platform === 'darwin' && orbstackAvailable(ctx)) {
-    return { backend: await getBackend('orbstack', ctx), reason: 'auto: macOS with orbctl on PATH' };
+  const embedding = image === undefined ? undefined : backendDrivers().find((d) => d.embeddedImages?.includes(image));
+  if (embedding) {
+    return {
+      backend: await getBackend(embedding.name, ctx),
+      reason: `auto: image ${image} is embedded in the ${embedding.name} backend`,
+    };
   }
-  const why = ctx.config.platform === 'darwin' ? 'auto: orbctl not on PATH' : `auto: ${ctx.config.platform} host`;
-  return { backend: await getBackend('qemu', ctx), reason: `${why}, using qemu` };
+  const candidates = backendDrivers()
+    .map((driver) => ({
+      driver,
+      availability: backendAvailability(driver.name, ctx),
+      rank: driver.autoRank(ctx.config),
+    }))
+    .filter((c) => c.rank !== undefined && (image === undefined || (c.driver.acceptsImage?.(image) ?? true)));
+  const usable = candidates.filter((c) => c.availability.available).sort((a, b) => (b.rank ?? 0) - (a.rank ?? 0));
+  const chosen = usable[0];
+  if (!chosen) {
+    throw new LocalVmError('TOOL_NOT_FOUND', `no backend can run ${image ?? 'a VM'} on this host`, {
+      hint: candidates.map((c) => `${c.driver.name}: ${c.availability.reason}`).join('; ') || undefined,
+    });
+  }
+  const passedOver = candidates
+    .filter((c) => c !== chosen && (c.rank ?? 0) > (chosen.rank ?? 0))
+    .map((c) => `${c.driver.name}: ${c.availability.reason}`);
+  const why = passedOver.length ? passedOver.join(', ') : `${ctx.config.platform} host`;
+  return {
+    backend: await getBackend(chosen.driver.name, ctx),
+    reason: `auto: ${why}, using ${chosen.driver.name} (${chosen.availability.reason})`,
+  };
 }
 
-/** Every backend that may hold VMs in this context, QEMU first. */
+/** Every backend that may hold VMs in this context, in registration order. */
 export async function availableBackends(ctx: OperationContext): Promise<Backend[]> {
-  const list = [await getBackend('qemu', ctx)];
-  if (orbstackAvailable(ctx)) list.push(await getBackend('orbstack', ctx));
+  const names = new Set([...backendDrivers().map((d) => d.name), ...Object.keys(ctx.backends ?? {})]);
+  const list: Backend[] = [];
+  for (const name of names) {
+    if (backendDriver(name) && !backendAvailability(name, ctx).available) continue;
+    list.push(await getBackend(name, ctx));
+  }
   return list;
 }

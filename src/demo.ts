@@ -41,7 +41,7 @@ export async function runDemo(options: DemoOptions = {}, ctx?: Partial<Operation
   try {
     await step(
       'create',
-      () => createVmWithRetry({ name, image: 'tiny', backend: 'qemu', memory: 256 }, {}, c),
+      () => createVmWithRetry({ name, image: 'tiny', memory: 256 }, {}, c),
       (r) => `${name} on ${r.info.backend} (accelerator ${r.info.accel ?? '?'}, pid ${r.info.pid ?? '?'})`,
     );
     await step(

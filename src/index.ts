@@ -4,16 +4,17 @@ export * from './schema.js';
 export * from './runner.js';
 export * from './backend.js';
 export * from './config.js';
-export {
-  defaultContext,
-  findTool,
-  getBackend,
-  realClock,
-  resolveBackend,
-  type Clock,
-  type OperationContext,
-} from './context.js';
+export { defaultContext, getBackend, realClock, resolveBackend, type Clock, type OperationContext } from './context.js';
 export * from './operations/vm.js';
+export { findTool } from './host/tools.js';
+export {
+  registerBackend,
+  backendDrivers,
+  backendChoices,
+  type BackendDriver,
+  type BackendHost,
+  type Availability,
+} from './backends/registry.js';
 export { Connector, connect } from './connector.js';
 export * from './commandBuilder.js';
 export * from './parsers.js';

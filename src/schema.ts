@@ -5,6 +5,8 @@
 import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import './backends/builtin.js';
+import { backendChoices } from './backends/registry.js';
 import { validationError, type ValidationIssue } from './errors.js';
 
 /**
@@ -18,8 +20,11 @@ export const vmNameSchema = z
   .string({ error: 'must be a string' })
   .regex(VM_NAME_PATTERN, 'must be 1-63 characters of a-z, 0-9 and "-", starting with a letter or digit');
 
-export const backendSchema = z.enum(['qemu', 'orbstack', 'auto']);
-export type BackendName = z.infer<typeof backendSchema>;
+/** A registered backend's name, or `auto`; the names come from the backend registry. */
+export const backendSchema = z.string().refine((v) => backendChoices().includes(v), {
+  error: () => `must be one of ${backendChoices().join(', ')}`,
+});
+export type BackendName = string;
 
 /** CPU architectures, named as QEMU names them; `amd64`/`arm64` are accepted as aliases. */
 export const archSchema = z.preprocess(

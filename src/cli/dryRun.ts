@@ -99,11 +99,7 @@ async function plannedAccel(spec: VmSpec, config: LocalVmConfig): Promise<QemuAc
 }
 
 /** The plan for creating `spec` on `backend`, reading only caches. */
-export async function planCreate(
-  spec: VmSpec,
-  backend: 'qemu' | 'orbstack',
-  config: LocalVmConfig,
-): Promise<Command[]> {
+export async function planCreate(spec: VmSpec, backend: string, config: LocalVmConfig): Promise<Command[]> {
   if (backend === 'orbstack') return planOrbstackCreate(spec);
   const tiny = spec.image === 'tiny' && spec.kernel === undefined ? await findTinyImage(config) : undefined;
   const placeholder = join(config.cacheDir, 'images', 'tiny-<not built: run localvm image build>');

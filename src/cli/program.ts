@@ -9,7 +9,8 @@ import { Command as Commander, CommanderError } from 'commander';
 import { requireCapability } from '../backend.js';
 import { loadConfig, type LocalVmConfig } from '../config.js';
 import { connect } from '../connector.js';
-import { findTool, type OperationContext } from '../context.js';
+import type { OperationContext } from '../context.js';
+import { findTool } from '../host/tools.js';
 import { runDemo } from '../demo.js';
 import { LocalVmError } from '../errors.js';
 import {
@@ -545,7 +546,7 @@ function errorCode(error: unknown): string {
 }
 
 /** The concrete backend a create would use, decided without constructing backends. */
-function concreteBackend(requested: BackendName, config: LocalVmConfig): 'qemu' | 'orbstack' {
+function concreteBackend(requested: BackendName, config: LocalVmConfig): string {
   if (requested !== 'auto') return requested;
   return config.platform === 'darwin' && findTool(config, 'orbctl') ? 'orbstack' : 'qemu';
 }

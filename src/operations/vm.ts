@@ -56,7 +56,7 @@ export async function backendOf(name: string, ctx?: Ctx): Promise<Backend> {
 export async function createVm(input: VmSpecInput, ctx?: Ctx): Promise<VmInfo> {
   const spec = parseVmSpec(input);
   const c = withDefaults(ctx);
-  const { backend, reason } = await resolveBackend(spec.backend, c);
+  const { backend, reason } = await resolveBackend(spec.backend, c, spec.image);
   c.log?.(`create ${spec.name}: ${reason}`);
   return backend.create(spec);
 }
@@ -95,7 +95,7 @@ export async function createVmWithRetry(
 ): Promise<CreateResult> {
   const spec = parseVmSpec(input);
   const c = withDefaults(ctx);
-  const { backend, reason } = await resolveBackend(spec.backend, c);
+  const { backend, reason } = await resolveBackend(spec.backend, c, spec.image);
   c.log?.(`create ${spec.name}: ${reason}`);
   let attempts = 0;
 

@@ -128,7 +128,7 @@ export function reaperCommand(file: string): Command {
   return { file: process.execPath, args: ['--import', import.meta.resolve('tsx'), here('./reaper.ts'), file] };
 }
 
-const DEFAULT_SPEC: Partial<VmSpecInput> = { image: 'tiny', backend: 'qemu', memory: 256 };
+const DEFAULT_SPEC: Partial<VmSpecInput> = { image: 'tiny', memory: 256 };
 
 /**
  * Records `name` in the session of the runner `pid` before it is created, creating the

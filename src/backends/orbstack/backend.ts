@@ -19,7 +19,8 @@ import type {
 } from '../../backend.js';
 import { createOrbctl, type OrbArch, type OrbctlBuilders } from '../../commandBuilder.js';
 import type { LocalVmConfig } from '../../config.js';
-import { findTool } from '../../context.js';
+import { findTool } from '../../host/tools.js';
+import { ORBSTACK_BACKEND, ORB_IMAGE_PATTERN } from './register.js';
 import { LocalVmError, isLocalVmError } from '../../errors.js';
 import { parseOrbctlInfo, parseOrbctlList, type OrbInfo, type OrbMachine } from '../../parsers.js';
 import type { Command, CommandRunner, RunOptions, RunResult } from '../../runner.js';
@@ -54,7 +55,6 @@ export interface OrbCreatePlan {
   diskBytes?: number | undefined;
 }
 
-const IMAGE_PATTERN = /^([a-z][a-z0-9-]*)(?::([A-Za-z0-9][A-Za-z0-9._-]*))?$/;
 const IMAGE_HINT = 'OrbStack machines are made from a distro image such as ubuntu:noble, debian:bookworm or alpine';
 
 function unsupported(what: string): LocalVmError {
@@ -65,7 +65,7 @@ function unsupported(what: string): LocalVmError {
 
 /** `distro[:version]` → parts, or undefined when `image` is not of that form. Pure. */
 export function parseOrbImage(image: string): { distro: string; version?: string | undefined } | undefined {
-  const m = IMAGE_PATTERN.exec(image);
+  const m = ORB_IMAGE_PATTERN.exec(image);
   if (!m) return undefined;
   return { distro: m[1] as string, version: m[2] };
 }
@@ -136,7 +136,7 @@ const rawRecords = new WeakMap<VmInfo, OrbMachine>();
  * back is version-dependent.
  */
 export function orbMatchesSpec(info: VmInfo, spec: VmSpec): boolean {
-  if (info.backend !== 'orbstack') return false;
+  if (info.backend !== ORBSTACK_BACKEND) return false;
   const want = parseOrbImage(spec.image);
   const have = parseOrbImage(info.image);
   if (!want || !have || want.distro !== have.distro) return false;
@@ -174,7 +174,7 @@ function archName(arch: string): string {
 function toVmInfo(record: OrbMachine, ip4?: string): VmInfo {
   const info: VmInfo = {
     name: record.name,
-    backend: 'orbstack',
+    backend: ORBSTACK_BACKEND,
     state: vmState(record.state),
     ip4: ip4 || undefined,
     // OrbStack forwards machine ports itself; there is no forward list to report.
@@ -288,7 +288,7 @@ export function createOrbstackBackend(options: OrbstackBackendOptions): Backend 
   }
 
   const backend: Backend = {
-    name: 'orbstack',
+    name: ORBSTACK_BACKEND,
 
     matchesSpec: orbMatchesSpec,
 

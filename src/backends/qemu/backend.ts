@@ -25,6 +25,7 @@ import { isLocalVmError, LocalVmError, tail } from '../../errors.js';
 import { parseQemuImgInfo } from '../../parsers.js';
 import { commandError, runChecked, type CommandRunner } from '../../runner.js';
 import { isTransientLaunchFailure } from './classify.js';
+import { QEMU_BACKEND } from './register.js';
 import { diskLayout, launchFor, qemuBinaryFor, seedDirFor, STATE_DISK_BYTES, stateDiskFor } from './layout.js';
 import { specFingerprint, type Accel, type Arch, type VmSpec } from '../../schema.js';
 import { createKvmProbe, resolveAccel, type AccelChoice, type AccelContext } from './accel.js';
@@ -164,7 +165,7 @@ export function createQemuBackend(options: QemuBackendOptions): QemuBackend {
     const startedAt = running ? r?.startedAt : undefined;
     return {
       name,
-      backend: 'qemu',
+      backend: QEMU_BACKEND,
       state: o.state.state,
       reason: o.state.reason,
       pid: running ? o.state.pid : undefined,
@@ -546,7 +547,7 @@ export function createQemuBackend(options: QemuBackendOptions): QemuBackend {
   const disks = createDiskOps({ ...access, writeRecord });
 
   return {
-    name: 'qemu',
+    name: QEMU_BACKEND,
     create,
     ...snapshots,
     ...disks,
