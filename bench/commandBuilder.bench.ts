@@ -10,7 +10,10 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Bench } from 'tinybench';
-import { buildQemuCommand, orbctl, qemuImg, type Command, type QemuLaunch } from '../src/commandBuilder.js';
+import { buildQemuCommand, type QemuLaunch } from '../src/backends/qemu/cmdline.js';
+import { orbctl } from '../src/backends/orbstack/cmdline.js';
+import { qemuImg } from '../src/backends/qemu/qemuImg.js';
+import { type Command } from '../src/runner.js';
 import { parseVmSpec, type VmSpec, type VmSpecInput } from '../src/schema.js';
 
 const BATCH = 1000;

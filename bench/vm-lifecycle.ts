@@ -13,7 +13,7 @@ import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect as netConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildQemuCommand } from '../src/commandBuilder.js';
+import { buildQemuCommand } from '../src/backends/qemu/cmdline.js';
 import { loadConfig } from '../src/config.js';
 import { connect } from '../src/connector.js';
 import { findTinyImage } from '../src/backends/qemu/image.js';

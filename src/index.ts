@@ -16,7 +16,18 @@ export {
   type Availability,
 } from './backends/registry.js';
 export { Connector, connect } from './connector.js';
-export * from './commandBuilder.js';
+export * from './backends/orbstack/cmdline.js';
+export {
+  assertNoDuplicateFlags,
+  buildQemuCommand,
+  REPEATABLE_QEMU_FLAGS,
+  type ImageFormat,
+  type QemuAccel,
+  type QemuArch,
+  type QemuLaunch,
+  type QemuPaths,
+} from './backends/qemu/cmdline.js';
+export * from './backends/qemu/qemuImg.js';
 export * from './parsers.js';
 export { buildTinyImage, findTinyImage, listImages, type TinyImage, type ImageEntry } from './backends/qemu/image.js';
 export { runDemo, type DemoStep, type DemoOptions } from './demo.js';

@@ -9,7 +9,9 @@
 import { readFile } from 'node:fs/promises';
 import { arch as hostArch, release } from 'node:os';
 import { join } from 'node:path';
-import { buildQemuCommand, createOrbctl, qemuImg, type QemuAccel } from '../commandBuilder.js';
+import { buildQemuCommand, type QemuAccel } from '../backends/qemu/cmdline.js';
+import { createOrbctl } from '../backends/orbstack/cmdline.js';
+import { qemuImg } from '../backends/qemu/qemuImg.js';
 import type { LocalVmConfig } from '../config.js';
 import type { Command } from '../runner.js';
 import type { VmInfo } from '../backend.js';

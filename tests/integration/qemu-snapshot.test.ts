@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requireCapability, type Backend, type VmInfo } from '../../src/backend.js';
 import { createOrbstackBackend } from '../../src/backends/orbstack/index.js';
-import { qemuImg } from '../../src/commandBuilder.js';
+import { qemuImg } from '../../src/backends/qemu/qemuImg.js';
 import { loadConfig } from '../../src/config.js';
 import { connect } from '../../src/connector.js';
 import { getBackend, realClock, type OperationContext } from '../../src/context.js';

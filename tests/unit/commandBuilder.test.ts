@@ -1,14 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import {
-  assertNoDuplicateFlags,
-  buildQemuCommand,
-  createOrbctl,
-  createQemuImg,
-  orbctl,
-  qemuImg,
-  type Command,
-  type QemuLaunch,
-} from '../../src/commandBuilder.js';
+import { assertNoDuplicateFlags, buildQemuCommand, type QemuLaunch } from '../../src/backends/qemu/cmdline.js';
+import { createOrbctl, orbctl } from '../../src/backends/orbstack/cmdline.js';
+import { createQemuImg, qemuImg } from '../../src/backends/qemu/qemuImg.js';
+import { type Command } from '../../src/runner.js';
 import { isLocalVmError, type ErrorCode } from '../../src/errors.js';
 
 function codeOf(fn: () => unknown): { code: ErrorCode | undefined; property: string | undefined } {

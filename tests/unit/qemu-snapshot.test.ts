@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { Snapshot } from '../../src/backend.js';
-import { buildQemuCommand } from '../../src/commandBuilder.js';
+import { buildQemuCommand } from '../../src/backends/qemu/cmdline.js';
 import { launchFor, stateDiskFor, type LaunchInputs } from '../../src/backends/qemu/layout.js';
 import type { QmpClient } from '../../src/backends/qemu/qmp.js';
 import {

@@ -17,7 +17,7 @@ import type {
   VmInfo,
   VmState,
 } from '../../backend.js';
-import { createOrbctl, type OrbArch, type OrbctlBuilders } from '../../commandBuilder.js';
+import { createOrbctl, type OrbArch, type OrbctlBuilders } from './cmdline.js';
 import type { LocalVmConfig } from '../../config.js';
 import { findTool } from '../../host/tools.js';
 import { ORBSTACK_BACKEND, ORB_IMAGE_PATTERN } from './register.js';

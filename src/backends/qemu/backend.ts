@@ -19,7 +19,8 @@ import type {
   StopOptions,
   VmInfo,
 } from '../../backend.js';
-import { buildQemuCommand, qemuImg } from '../../commandBuilder.js';
+import { buildQemuCommand } from './cmdline.js';
+import { qemuImg } from './qemuImg.js';
 import type { LocalVmConfig } from '../../config.js';
 import { isLocalVmError, LocalVmError, tail } from '../../errors.js';
 import { parseQemuImgInfo } from '../../parsers.js';

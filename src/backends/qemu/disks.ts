@@ -18,7 +18,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { DiskCapable, DiskInfo, Snapshot } from '../../backend.js';
-import { qemuImg } from '../../commandBuilder.js';
+import { qemuImg } from './qemuImg.js';
 import { isLocalVmError, LocalVmError, tail } from '../../errors.js';
 import { parseQemuImgInfo } from '../../parsers.js';
 import { commandError, runChecked } from '../../runner.js';

@@ -4,7 +4,7 @@
  * run prints is what a create runs.
  */
 import { basename, join } from 'node:path';
-import type { QemuAccel, QemuLaunch } from '../../commandBuilder.js';
+import type { QemuAccel, QemuLaunch } from './cmdline.js';
 import type { Arch, VmSpec } from '../../schema.js';
 import type { BootRecord, VmPaths } from './state.js';
 

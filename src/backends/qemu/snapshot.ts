@@ -10,7 +10,7 @@
  */
 import { z } from 'zod';
 import type { Snapshot, SnapshotCapable } from '../../backend.js';
-import { qemuImg } from '../../commandBuilder.js';
+import { qemuImg } from './qemuImg.js';
 import { LocalVmError, tail, type ErrorCode } from '../../errors.js';
 import { parseQemuImgInfo } from '../../parsers.js';
 import { commandError, runChecked } from '../../runner.js';

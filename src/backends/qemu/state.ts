@@ -10,9 +10,9 @@ import writeFileAtomic from 'write-file-atomic';
 import { LocalVmError } from '../../errors.js';
 import type { VmState } from '../../backend.js';
 import type { Arch, VmSpec } from '../../schema.js';
+import { MAX_SOCKET_PATH } from './cmdline.js';
 
-/** Longest unix socket path (sun_path is 108 bytes including the NUL). */
-export const MAX_SOCKET_PATH = 107;
+export { MAX_SOCKET_PATH };
 
 export const RECORD_VERSION = 1;
 

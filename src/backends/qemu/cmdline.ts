@@ -1,0 +1,297 @@
+/**
+ * The `qemu-system-*` command line: a launch description in, `{ file, args }` out. Pure: no
+ * I/O, no environment reads, never a shell string. A guard refuses a flag given twice unless
+ * QEMU treats it as repeatable (`-drive`, `-device`, `-netdev`), as lima's Cmdline does.
+ */
+import { invalid } from '../../argv.js';
+import { LocalVmError } from '../../errors.js';
+import type { Command } from '../../runner.js';
+import type { PortForward } from '../../schema.js';
+
+export type QemuArch = 'x86_64' | 'aarch64';
+export type QemuAccel = 'kvm' | 'tcg' | 'hvf';
+export type ImageFormat = 'qcow2' | 'raw';
+
+/** Where a running VM's control files live (all inside `dir`; sockets must stay under 107 bytes). */
+export interface QemuPaths {
+  dir: string;
+  qmpSocket: string;
+  qgaSocket: string;
+  consoleLog: string;
+  pidFile: string;
+}
+
+/** Everything needed to launch one VM; accel is already resolved (never `auto`). */
+export interface QemuLaunch {
+  name: string;
+  arch: QemuArch;
+  accel: QemuAccel;
+  cpus: number;
+  /** MiB. */
+  memory: number;
+  boot:
+    | { kind: 'kernel'; kernel: string; initrd?: string; append?: string }
+    | { kind: 'disk'; image: string; format: ImageFormat };
+  ports: PortForward[];
+  /** Guest network restricted to the host (`restrict=on`). */
+  isolated: boolean;
+  disks: { id: string; path: string; format: ImageFormat }[];
+  /**
+   * A directory holding cloud-init `user-data` and `meta-data`, shown to the guest as a
+   * read-only FAT disk labelled `cidata` (the NoCloud seed cloud images look for).
+   */
+  seedDir?: string;
+  /**
+   * A qcow2 that holds `savevm` state: a drive with no guest device (`if=none`), so the
+   * guest sees no extra disk while snapshots of a diskless (kernel-booted) VM still work.
+   */
+  stateDisk?: string;
+  paths: QemuPaths;
+  /** Default `qemu-system-${arch}`. */
+  qemuBinary?: string;
+  /** Appended last; still subject to the duplicate-flag guard. */
+  extraArgs?: string[];
+}
+
+/** Flags QEMU accepts more than once with additive meaning; any other flag may appear once. */
+export const REPEATABLE_QEMU_FLAGS: ReadonlySet<string> = new Set([
+  '-device',
+  '-drive',
+  '-netdev',
+  '-chardev',
+  '-object',
+  '-blockdev',
+  '-global',
+  '-fw_cfg',
+  '-numa',
+  '-add-fd',
+  '-set',
+]);
+
+// QEMU 7.2 options that take no value (from `qemu-system-x86_64 -help`). Knowing them lets
+// the guard step over option values, so a value that starts with "-" is not taken for a flag.
+const VALUELESS_QEMU_FLAGS: ReadonlySet<string> = new Set([
+  '-S',
+  '-s',
+  '-h',
+  '-help',
+  '-version',
+  '-daemonize',
+  '-enable-kvm',
+  '-enable-sync-profile',
+  '-full-screen',
+  '-mem-prealloc',
+  '-no-acpi',
+  '-no-fd-bootchk',
+  '-no-hpet',
+  '-no-reboot',
+  '-no-shutdown',
+  '-no-user-config',
+  '-nodefaults',
+  '-nographic',
+  '-only-migratable',
+  '-portrait',
+  '-preconfig',
+  '-singlestep',
+  '-snapshot',
+  '-usb',
+  '-win2k-hack',
+  '-xen-attach',
+  '-xen-domid-restrict',
+  '-alt-grab',
+  '-ctrl-grab',
+  '-no-quit',
+  '-old-param',
+  '-semihosting',
+  '-no-frame',
+]);
+
+/**
+ * Throws VALIDATION naming the first flag that appears twice in a QEMU argv, unless QEMU
+ * allows it to repeat (REPEATABLE_QEMU_FLAGS). `--flag` and `-flag` count as the same flag.
+ */
+export function assertNoDuplicateFlags(args: readonly string[]): void {
+  const seen = new Set<string>();
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i] as string;
+    if (arg.charCodeAt(0) !== 45 /* - */ || arg.length < 2) continue;
+    const flag = arg.charCodeAt(1) === 45 ? arg.slice(1) : arg;
+    if (!VALUELESS_QEMU_FLAGS.has(flag)) i++; // the next token is this flag's value
+    if (REPEATABLE_QEMU_FLAGS.has(flag)) continue;
+    if (seen.has(flag)) {
+      throw new LocalVmError('VALIDATION', `QEMU flag ${flag} is given twice`, {
+        issues: [{ property: 'extraArgs', reason: `duplicate QEMU flag ${flag}` }],
+        details: { flag },
+      });
+    }
+    seen.add(flag);
+  }
+}
+
+/**
+ * A value embedded in a QEMU option string (`file=...,format=...`). QEMU splits those on
+ * commas (",," escapes one), so a comma in a path would silently inject options: refuse it.
+ */
+/** @internal shared with qemuImg.ts */
+export function optionValue(property: string, value: string): string {
+  if (typeof value !== 'string' || value.length === 0) throw invalid(property, 'must be a non-empty string');
+  if (value.includes(',')) throw invalid(property, `must not contain "," (QEMU option syntax): ${value}`);
+  return value;
+}
+
+// sun_path is 108 bytes including the terminating NUL.
+/** Longest unix socket path (sun_path is 108 bytes including the NUL). */
+export const MAX_SOCKET_PATH = 107;
+
+function socketPath(property: string, value: string): string {
+  optionValue(property, value);
+  if (Buffer.byteLength(value) > MAX_SOCKET_PATH)
+    throw new LocalVmError('VALIDATION', `${property} is longer than ${MAX_SOCKET_PATH} bytes: ${value}`, {
+      issues: [{ property, reason: `unix socket paths are limited to ${MAX_SOCKET_PATH} bytes` }],
+      hint: 'use a shorter run directory for sockets',
+    });
+  return value;
+}
+
+/** @internal shared with qemuImg.ts */
+export function imageFormat(property: string, value: string): ImageFormat {
+  if (value !== 'qcow2' && value !== 'raw') throw invalid(property, 'must be qcow2 or raw');
+  return value;
+}
+
+/** @internal shared with qemuImg.ts */
+export function positiveInt(property: string, value: number): string {
+  if (!Number.isSafeInteger(value) || value < 1) throw invalid(property, 'must be a positive integer');
+  return String(value);
+}
+
+// QEMU ids: a letter, then letters, digits, "-", "." and "_" (qemu_opts id_wellformed).
+const QEMU_ID = /^[A-Za-z][A-Za-z0-9_.-]{0,127}$/;
+// Ids the builder itself uses for the network and agent channel.
+const RESERVED_IDS: ReadonlySet<string> = new Set(['n0', 'qga0', 'seed0', 'vmstate']);
+
+// Shape only: the schema checks the address properly; this keeps option syntax out.
+const IPV4 = /^\d{1,3}(?:\.\d{1,3}){3}$/;
+
+function hostfwd(p: PortForward, i: number): string {
+  const proto = p.protocol ?? 'tcp';
+  if (proto !== 'tcp' && proto !== 'udp') throw invalid(`ports.${i}.protocol`, 'must be tcp or udp');
+  const bind = p.bind ?? '127.0.0.1';
+  if (!IPV4.test(bind)) throw invalid(`ports.${i}.bind`, 'must be an IPv4 address');
+  if (!Number.isInteger(p.host) || p.host < 1 || p.host > 65535) throw invalid(`ports.${i}.host`, 'must be 1-65535');
+  if (!Number.isInteger(p.guest) || p.guest < 1 || p.guest > 65535)
+    throw invalid(`ports.${i}.guest`, 'must be 1-65535');
+  return `,hostfwd=${proto}:${bind}:${p.host}-:${p.guest}`;
+}
+
+/**
+ * The full `qemu-system-*` argv for a daemonized VM with a QMP socket, a guest-agent
+ * channel, user-mode networking and a serial console log. Throws VALIDATION on values
+ * that QEMU would misparse (commas in paths, bad ids, duplicate flags in extraArgs).
+ */
+export function buildQemuCommand(launch: QemuLaunch): Command {
+  const { arch, accel, paths } = launch;
+  if (arch !== 'x86_64' && arch !== 'aarch64') throw invalid('arch', 'must be x86_64 or aarch64');
+  const name = optionValue('name', launch.name);
+  // -name has an implied key, so "a=b" would be read as an option named "a".
+  if (name.includes('=')) throw invalid('name', 'must not contain "="');
+  const args: string[] = ['-name', name];
+
+  if (arch === 'aarch64') args.push('-machine', 'virt');
+  switch (accel) {
+    case 'tcg':
+      // A 64 MiB translation cache instead of the default 1 GiB keeps RSS near guest RAM.
+      args.push('-accel', 'tcg,tb-size=64');
+      if (arch === 'aarch64') args.push('-cpu', 'cortex-a57');
+      break;
+    case 'kvm':
+    case 'hvf':
+      args.push('-accel', accel, '-cpu', 'host');
+      break;
+    default:
+      throw invalid('accel', `must be kvm, tcg or hvf (resolve "auto" before building), got ${String(accel)}`);
+  }
+
+  args.push(
+    '-m',
+    positiveInt('memory', launch.memory),
+    '-smp',
+    positiveInt('cpus', launch.cpus),
+    // -nographic with -daemonize fails unless the default devices are off.
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+  );
+
+  const boot = launch.boot;
+  if (boot.kind === 'kernel') {
+    args.push('-kernel', optionValue('boot.kernel', boot.kernel));
+    if (boot.initrd !== undefined) args.push('-initrd', optionValue('boot.initrd', boot.initrd));
+    // The kernel command line is one opaque argv element: commas (console=ttyS0,115200) are fine.
+    if (boot.append !== undefined) args.push('-append', boot.append);
+  } else if (boot.kind === 'disk') {
+    args.push(
+      '-drive',
+      `file=${optionValue('boot.image', boot.image)},format=${imageFormat('boot.format', boot.format)},if=virtio`,
+    );
+  } else {
+    throw invalid('boot.kind', 'must be kernel or disk');
+  }
+
+  args.push(
+    '-serial',
+    `file:${optionValue('paths.consoleLog', paths.consoleLog)}`,
+    '-qmp',
+    `unix:${socketPath('paths.qmpSocket', paths.qmpSocket)},server=on,wait=off`,
+    '-chardev',
+    `socket,path=${socketPath('paths.qgaSocket', paths.qgaSocket)},server=on,wait=off,id=qga0`,
+    '-device',
+    'virtio-serial-pci',
+    '-device',
+    'virtserialport,chardev=qga0,name=org.qemu.guest_agent.0',
+  );
+
+  let netdev = launch.isolated ? 'user,id=n0,restrict=on' : 'user,id=n0';
+  for (let i = 0; i < launch.ports.length; i++) netdev += hostfwd(launch.ports[i] as PortForward, i);
+  args.push('-netdev', netdev, '-device', 'virtio-net-pci,netdev=n0', '-device', 'virtio-rng-pci');
+
+  const ids = new Set<string>();
+  for (let i = 0; i < launch.disks.length; i++) {
+    const disk = launch.disks[i] as QemuLaunch['disks'][number];
+    if (!QEMU_ID.test(disk.id) || RESERVED_IDS.has(disk.id))
+      throw invalid(`disks.${i}.id`, 'must start with a letter, then letters, digits, "-", "." or "_"');
+    if (ids.has(disk.id)) throw invalid(`disks.${i}.id`, `"${disk.id}" is used twice`);
+    ids.add(disk.id);
+    args.push(
+      '-drive',
+      `file=${optionValue(`disks.${i}.path`, disk.path)},format=${imageFormat(`disks.${i}.format`, disk.format)},if=none,id=${disk.id}`,
+      '-device',
+      `virtio-blk-pci,drive=${disk.id}`,
+    );
+  }
+
+  if (launch.stateDisk !== undefined) {
+    args.push('-drive', `file=${optionValue('stateDisk', launch.stateDisk)},format=qcow2,if=none,id=vmstate`);
+  }
+
+  if (launch.seedDir !== undefined) {
+    // QEMU's vvfat driver presents the directory as a FAT disk: no mkfs or ISO tool needed.
+    args.push(
+      '-blockdev',
+      `driver=vvfat,node-name=seed0,dir=${optionValue('seedDir', launch.seedDir)},label=cidata,read-only=on`,
+      '-device',
+      'virtio-blk-pci,drive=seed0',
+    );
+  }
+
+  args.push('-daemonize', '-pidfile', optionValue('paths.pidFile', paths.pidFile));
+
+  if (launch.extraArgs !== undefined && launch.extraArgs.length > 0) {
+    for (const a of launch.extraArgs) if (typeof a !== 'string') throw invalid('extraArgs', 'must be strings');
+    args.push(...launch.extraArgs);
+    // Only extra arguments can introduce a duplicate; the fixed part above has none.
+    assertNoDuplicateFlags(args);
+  }
+  return { file: launch.qemuBinary ?? `qemu-system-${arch}`, args };
+}
