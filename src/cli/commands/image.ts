@@ -1,7 +1,4 @@
-/**
- * `localvm image build|list`: the guest image cache. The image module is imported on use:
- * its kernel-package and initramfs code is not needed by any other command.
- */
+/** `localvm image build|list`: the tiny guest image and the image cache. */
 import type { Command as Commander } from 'commander';
 import { formatImageTable } from '../format.js';
 import type { CliSession } from '../shared.js';
