@@ -201,3 +201,15 @@ export function formatDiskTable(list: readonly DiskInfo[]): string {
     list.map((d) => [d.name, formatBytes(d.sizeBytes), d.attached ? 'yes' : 'no', d.path]),
   );
 }
+
+/** What `create` prints for people: created or adopted, where, and how long until ready. */
+export function formatCreated(vm: VmInfo, adopted: boolean, readyMs: number | null): string {
+  const accel = vm.accel ? `, ${vm.accel}` : '';
+  const ready = readyMs !== null ? `, ready in ${formatDuration(readyMs)}` : '';
+  return `${adopted ? 'adopted' : 'created'} ${vm.name} (${vm.backend}${accel}, ${vm.state})${ready}\n`;
+}
+
+/** `deleted X` when something went, `X did not exist` when the removal had nothing to do. */
+export function formatRemoval(verb: 'deleted' | 'removed', what: string, happened: boolean): string {
+  return happened ? `${verb} ${what}\n` : `${what} did not exist\n`;
+}

@@ -4,6 +4,7 @@
  * schema; these only turn CLI syntax (`8080:80`, `vm:/path`, `512M`) into its input shape.
  */
 import { LocalVmError } from '../errors.js';
+import { backendChoices } from '../backends/registry.js';
 import type { BackendName, VmSpecInput } from '../schema.js';
 import { VM_NAME_PATTERN, parseSize } from '../schema.js';
 
@@ -76,11 +77,15 @@ export function buildCreateSpec(name: string, args: CreateArgs, backend: Backend
   return spec;
 }
 
-/** `--backend`: qemu, orbstack or auto. */
+/** `--backend`: a registered backend's name, or auto. */
 export function parseBackendArg(value: string | undefined): BackendName | undefined {
   if (value === undefined) return undefined;
-  if (value !== 'qemu' && value !== 'orbstack' && value !== 'auto') {
-    throw usage('backend', `must be qemu, orbstack or auto, got ${JSON.stringify(value)}`);
+  const choices = backendChoices();
+  if (!choices.includes(value)) {
+    throw usage(
+      'backend',
+      `must be ${choices.slice(0, -1).join(', ')} or ${choices.at(-1)}, got ${JSON.stringify(value)}`,
+    );
   }
   return value;
 }

@@ -151,6 +151,24 @@ describe('localvm program (fake backend)', () => {
     expect(backend.calls).toEqual([]);
   });
 
+  it('--help lists every command, and each group its subcommands, in order', async () => {
+    const { run } = harness();
+    // The names at the start of the lines under "Commands:" (descriptions wrap onto indented lines).
+    const commands = async (...argv: string[]) => {
+      const help = await run(...argv, '--help');
+      expect(help.code).toBe(0);
+      const section = help.stdout.split('Commands:\n')[1]?.split('\n\n')[0] ?? '';
+      return [...section.matchAll(/^ {2}(\S+)/gm)].map((m) => m[1]);
+    };
+    expect(await commands()).toEqual([
+      ...['create', 'start', 'stop', 'restart', 'delete', 'list', 'info', 'console', 'exec', 'shell', 'cp'],
+      ...['qmp', 'cleanup', 'snapshot', 'disk', 'image', 'demo', 'help'],
+    ]);
+    expect(await commands('snapshot')).toEqual(['create', 'list', 'restore', 'delete', 'help']);
+    expect(await commands('disk')).toEqual(['add', 'list', 'remove', 'help']);
+    expect(await commands('image')).toEqual(['build', 'list', 'help']);
+  });
+
   it('documents exit codes in --help', async () => {
     const { run } = harness();
     const help = await run('--help');

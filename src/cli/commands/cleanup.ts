@@ -1,0 +1,19 @@
+/** `localvm cleanup --prefix P`: delete every VM whose name starts with P, and only those. */
+import type { Command as Commander } from 'commander';
+import { cleanupVms } from '../../operations/vm.js';
+import type { CliSession } from '../shared.js';
+
+export function registerCleanup(program: Commander, cli: CliSession): void {
+  program
+    .command('cleanup')
+    .description('delete every VM whose name starts with --prefix, and only those')
+    .requiredOption('--prefix <prefix>', 'VM name prefix, e.g. pytest-test-')
+    .action(async (opts: { prefix: string }, cmd: Commander) => {
+      const dryRun = Boolean(cli.globals(cmd).dryRun);
+      const r = await cleanupVms({ prefix: opts.prefix, dryRun }, cli.contextFor(cmd));
+      if (cli.json(cmd))
+        cli.out(JSON.stringify({ prefix: opts.prefix, dryRun, matched: r.matched, deleted: r.deleted }) + '\n');
+      else if (r.matched.length === 0) cli.out(`no VMs start with ${opts.prefix}\n`);
+      else for (const name of r.matched) cli.out(`${dryRun ? 'would delete' : 'deleted'} ${name}\n`);
+    });
+}
