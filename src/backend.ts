@@ -5,7 +5,9 @@
  */
 import { backendDrivers } from './backends/registry.js';
 import { LocalVmError } from './errors.js';
+import type { Plan, PlanRequest } from './plan.js';
 import type { PortForward, VmSpec } from './schema.js';
+import type { GuestTransport } from './transport.js';
 
 /** A registered backend's name (see src/backends/registry.ts). */
 export type ConcreteBackend = string;
@@ -79,6 +81,14 @@ export interface ProbeResult {
 
 export interface Backend {
   readonly name: ConcreteBackend;
+  /**
+   * What a state-changing operation would do, from read-only observations: the same steps
+   * the operation then executes (`--dry-run` prints them). MUST write nothing and start no
+   * process that changes state (read-only tools such as `qemu-img info` are fine).
+   */
+  plan(request: PlanRequest): Promise<Plan>;
+  /** The way into the guest of VM `name` (guest agent, SSH, orbctl run). */
+  guest(name: string): GuestTransport;
   /**
    * Creates and starts the VM. MUST throw ALREADY_EXISTS when a VM of that name exists
    * (the operations layer decides about adoption); MUST leave nothing behind on failure

@@ -2,6 +2,7 @@
  * Pure output formatting for the command line: tables for people, stable JSON for
  * scripts, and error rendering. No I/O; the program writes what these return.
  */
+import { flattenPlan, type Plan } from '../plan.js';
 import type { DiskInfo, Snapshot, VmInfo } from '../backend.js';
 import { isLocalVmError } from '../errors.js';
 import type { Command } from '../runner.js';
@@ -146,6 +147,32 @@ export function shellQuote(arg: string): string {
 export function formatCommand(cmd: Command, json: boolean): string {
   const argv = [cmd.file, ...cmd.args];
   return json ? JSON.stringify(argv) : argv.map(shellQuote).join(' ');
+}
+
+/**
+ * A plan for `--dry-run`: each process it would start as its exact argv (shell-quoted, or a
+ * JSON array with --json), every other step as a `# note` (`{"note": ...}`); a step's
+ * fallback follows it, indented, under "if that is not enough".
+ */
+export function formatPlan(plan: Plan, json: boolean): string {
+  return flattenPlan(plan.steps)
+    .map(({ step, depth }) => {
+      const prefix = depth > 0 ? `${'  '.repeat(depth - 1)}if that is not enough: ` : '';
+      if (step.command) {
+        return json
+          ? JSON.stringify(
+              depth > 0
+                ? { fallback: depth, argv: [step.command.file, ...step.command.args] }
+                : [step.command.file, ...step.command.args],
+            )
+          : `${depth > 0 ? `# ${prefix}\n` : ''}${formatCommand(step.command, false)}`;
+      }
+      return json
+        ? JSON.stringify(depth > 0 ? { note: step.summary, fallback: depth } : { note: step.summary })
+        : `# ${prefix}${step.summary}`;
+    })
+    .map((line) => `${line}\n`)
+    .join('');
 }
 
 /** Whole milliseconds under 10 s, then seconds with one decimal. */

@@ -5,7 +5,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Backend } from '../../src/backend.js';
-import { orbMatchesSpec } from '../../src/backends/orbstack/backend.js';
+import { orbMatchesSpec } from '../../src/backends/orbstack/spec.js';
 import { createOrbstackBackend } from '../../src/backends/orbstack/index.js';
 import { loadConfig } from '../../src/config.js';
 import { isTransient } from '../../src/errors.js';

@@ -5,9 +5,11 @@ import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { runCli } from '../../src/cli/program.js';
 import { createRecordingRunner } from '../../src/runner.js';
+import { createQemuBackend } from '../../src/backends/qemu/backend.js';
+import type { TinyImage } from '../../src/backends/qemu/image.js';
 import { FakeBackend, fakeClock } from '../fixtures/fakeBackend.js';
 
-function harness() {
+function harness(options: { realQemu?: boolean } = {}) {
   const home = mkdtempSync(join(tmpdir(), 'localvm-cli-'));
   const backend = new FakeBackend();
   const runner = createRecordingRunner();
@@ -17,6 +19,19 @@ function harness() {
     LOCALVM_CACHE: join(home, 'cache'),
     PATH: '',
   });
+  // The real QEMU backend over the recording runner: it plans, and must run and write nothing.
+  const tiny: TinyImage = {
+    name: 'tiny',
+    dir: '/images',
+    kernel: '/images/vmlinux',
+    initrd: '/images/initrd.gz',
+    append: 'console=ttyS0',
+    hash: 'x',
+    kernelVersion: '6.1',
+    builtAt: '',
+    bootFormat: 'pvh-vmlinux',
+  };
+  const qemu = createQemuBackend({ config, runner, findImage: async () => tiny });
   let stdout = '';
   let stderr = '';
   const dec = (c: string | Uint8Array) => (typeof c === 'string' ? c : new TextDecoder().decode(c));
@@ -27,7 +42,7 @@ function harness() {
       stdout: { write: (c) => (stdout += dec(c)) },
       stderr: { write: (c) => (stderr += dec(c)) },
       env: {},
-      context: { config, runner, clock: fakeClock(), backends: { qemu: backend } },
+      context: { config, runner, clock: fakeClock(), backends: { qemu: options.realQemu ? qemu : backend } },
       stdin: async () => new TextEncoder().encode('piped input'),
     });
     return { code, stdout, stderr };
@@ -122,8 +137,8 @@ describe('localvm program (fake backend)', () => {
     expect((await run('cleanup', '--prefix', '')).code).toBe(2);
   });
 
-  it('--dry-run create prints the qemu argv and touches neither backend nor disk', async () => {
-    const { run, backend, runner, config } = harness();
+  it("--dry-run create prints the QEMU backend's planned argv, runs nothing and touches no disk", async () => {
+    const { run, backend, runner, config } = harness({ realQemu: true });
     const r = await run('--dry-run', 'create', 'plan', '--memory', '512', '--json', '--backend', 'qemu');
     expect(r.code).toBe(0);
     const argv = JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '') as string[];

@@ -1,6 +1,6 @@
 /**
  * The OrbStack backend: every operation is one or two `orbctl` commands built by the pure
- * builders in commandBuilder.ts and run through the injected CommandRunner. OrbStack keeps
+ * builders in cmdline.ts, planned in plan.ts and run through the injected CommandRunner. OrbStack keeps
  * all machine state itself, so this backend keeps none: `orbctl list/info -f json` is the
  * truth, read on every call.
  */
@@ -15,17 +15,19 @@ import type {
   PutFileOptions,
   StopOptions,
   VmInfo,
-  VmState,
 } from '../../backend.js';
-import { createOrbctl, type OrbArch, type OrbctlBuilders } from './cmdline.js';
+import { createOrbctl, type OrbctlBuilders } from './cmdline.js';
 import type { LocalVmConfig } from '../../config.js';
 import { findTool } from '../../host/tools.js';
-import { ORBSTACK_BACKEND, ORB_IMAGE_PATTERN } from './register.js';
+import { ORBSTACK_BACKEND } from './register.js';
 import { LocalVmError, isLocalVmError } from '../../errors.js';
-import { parseOrbctlInfo, parseOrbctlList, type OrbInfo, type OrbMachine } from '../../parsers.js';
+import { parseOrbctlInfo, parseOrbctlList, type OrbInfo } from '../../parsers.js';
 import type { Command, CommandRunner, RunOptions, RunResult } from '../../runner.js';
-import type { VmSpec } from '../../schema.js';
 import { classifyOrbctlFailure, orbctlRunFailure } from './classify.js';
+import { planOrb, USER_DATA_FILE, type OrbStep } from './plan.js';
+import { orbMatchesSpec, reportsIp, toVmInfo } from './spec.js';
+import type { Plan, PlanRequest } from '../../plan.js';
+import { applyMode, type GuestTransport } from '../../transport.js';
 
 export interface OrbstackBackendOptions {
   config: LocalVmConfig;
@@ -35,166 +37,8 @@ export interface OrbstackBackendOptions {
   orbctl?: string | undefined;
 }
 
-// Spec defaults that mean "not asked for": OrbStack machines share the host's CPUs and
-// memory by default, so the schema's QEMU-sized defaults (1 CPU, 256 MiB) must not become limits.
-const DEFAULT_CPUS = 1;
-const DEFAULT_MEMORY_MIB = 256;
-
 const QUERY_TIMEOUT_MS = 30_000;
 const LIFECYCLE_TIMEOUT_MS = 180_000;
-const DEFAULT_STOP_TIMEOUT_MS = 15_000;
-
-/** What `orbctl create` and the follow-up config calls need, derived from a spec. */
-export interface OrbCreatePlan {
-  distro: string;
-  version?: string | undefined;
-  arch?: OrbArch | undefined;
-  user?: string | undefined;
-  cpus?: number | undefined;
-  memoryMib?: number | undefined;
-  diskBytes?: number | undefined;
-}
-
-const IMAGE_HINT = 'OrbStack machines are made from a distro image such as ubuntu:noble, debian:bookworm or alpine';
-
-function unsupported(what: string): LocalVmError {
-  return new LocalVmError('UNSUPPORTED', `the orbstack backend does not support ${what}`, {
-    hint: 'use the qemu backend for this spec',
-  });
-}
-
-/** `distro[:version]` → parts, or undefined when `image` is not of that form. Pure. */
-export function parseOrbImage(image: string): { distro: string; version?: string | undefined } | undefined {
-  const m = ORB_IMAGE_PATTERN.exec(image);
-  if (!m) return undefined;
-  return { distro: m[1] as string, version: m[2] };
-}
-
-/**
- * Maps a validated spec onto OrbStack. Pure. Throws VALIDATION for an image OrbStack cannot
- * use (`tiny`, a disk image path) and UNSUPPORTED for spec features it lacks, never
- * ignoring them silently.
- */
-export function orbCreatePlan(spec: VmSpec): OrbCreatePlan {
-  const image = parseOrbImage(spec.image);
-  if (!image) {
-    throw new LocalVmError('VALIDATION', `image "${spec.image}" is not an OrbStack distro image`, {
-      vm: spec.name,
-      hint: `${IMAGE_HINT}; "tiny" and disk image files need the qemu backend`,
-      issues: [{ property: 'image', reason: 'must be distro[:version], e.g. ubuntu:noble' }],
-    });
-  }
-  if (image.distro === 'tiny') {
-    throw new LocalVmError('VALIDATION', 'the "tiny" image is built for QEMU and cannot run on OrbStack', {
-      vm: spec.name,
-      hint: `${IMAGE_HINT}, or use --backend qemu`,
-      issues: [{ property: 'image', reason: 'must be distro[:version], e.g. ubuntu:noble' }],
-    });
-  }
-  if (spec.kernel || spec.initrd || spec.append) throw unsupported('direct kernel boot (kernel/initrd/append)');
-  if (spec.disks.length > 0) throw unsupported('extra disks');
-  if (spec.isolated) throw unsupported('isolated networking (orbctl create --isolated is version-dependent)');
-  if (spec.accel !== 'auto') throw unsupported(`accel "${spec.accel}"`);
-  for (const p of spec.ports) {
-    // OrbStack forwards every machine port to the same port on localhost by itself.
-    if (p.host !== p.guest || p.bind !== '127.0.0.1') {
-      throw unsupported(
-        `port ${p.bind}:${p.host}->${p.guest} (only same-port forwards on 127.0.0.1, which OrbStack makes itself)`,
-      );
-    }
-  }
-  return {
-    distro: image.distro,
-    version: image.version,
-    arch: spec.arch === 'x86_64' ? 'amd64' : spec.arch === 'aarch64' ? 'arm64' : undefined,
-    user: spec.user,
-    cpus: spec.cpus !== DEFAULT_CPUS ? spec.cpus : undefined,
-    memoryMib: spec.memory !== DEFAULT_MEMORY_MIB ? spec.memory : undefined,
-    diskBytes: spec.diskSize,
-  };
-}
-
-// Ubuntu and Debian accept both a release number and a codename; a machine created as
-// `ubuntu:24.04` may report `noble`, so adoption treats the two as the same.
-const VERSION_ALIASES: Record<string, Record<string, string>> = {
-  ubuntu: { '20.04': 'focal', '22.04': 'jammy', '24.04': 'noble', '24.10': 'oracular', '25.04': 'plucky' },
-  debian: { '11': 'bullseye', '12': 'bookworm', '13': 'trixie' },
-};
-
-function canonicalVersion(distro: string, version: string): string {
-  return VERSION_ALIASES[distro]?.[version] ?? version;
-}
-
-// The raw record behind each VmInfo this backend returned, for adoption checks that need
-// facts VmInfo has no field for (the default user). A WeakMap keeps VmInfo plain data.
-const rawRecords = new WeakMap<VmInfo, OrbMachine>();
-
-/**
- * True when an existing OrbStack machine can stand for `spec` (adoption after a create that
- * hung or was retried): same distro, same version when the spec names one, same arch and
- * default user when the spec sets them. CPU and memory limits are not compared: reading them
- * back is version-dependent.
- */
-export function orbMatchesSpec(info: VmInfo, spec: VmSpec): boolean {
-  if (info.backend !== ORBSTACK_BACKEND) return false;
-  const want = parseOrbImage(spec.image);
-  const have = parseOrbImage(info.image);
-  if (!want || !have || want.distro !== have.distro) return false;
-  if (want.version !== undefined) {
-    if (have.version === undefined) return false;
-    if (canonicalVersion(want.distro, want.version) !== canonicalVersion(have.distro, have.version)) return false;
-  }
-  if (spec.arch !== undefined && spec.arch !== info.arch) return false;
-  const record = rawRecords.get(info);
-  // An isolated machine cannot stand for a spec that expects the usual host access.
-  if (record?.config.isolated === true && !spec.isolated) return false;
-  if (spec.user !== undefined) {
-    if (record?.config.default_username !== undefined && record.config.default_username !== spec.user) return false;
-  }
-  return true;
-}
-
-function vmState(state: string): VmState {
-  switch (state) {
-    case 'running':
-    case 'stopped':
-    case 'starting':
-    case 'stopping':
-    case 'creating':
-      return state;
-    default:
-      return 'unknown';
-  }
-}
-
-function archName(arch: string): string {
-  return arch === 'amd64' ? 'x86_64' : arch === 'arm64' ? 'aarch64' : arch;
-}
-
-function toVmInfo(record: OrbMachine, ip4?: string): VmInfo {
-  const info: VmInfo = {
-    name: record.name,
-    backend: ORBSTACK_BACKEND,
-    state: vmState(record.state),
-    ip4: ip4 || undefined,
-    // OrbStack forwards machine ports itself; there is no forward list to report.
-    ports: [],
-    image: record.image.version ? `${record.image.distro}:${record.image.version}` : record.image.distro,
-    arch: archName(record.image.arch),
-    // 0 = not limited per machine (OrbStack's own convention); limits are not in the record.
-    cpus: 0,
-    memory: 0,
-    labels: {},
-  };
-  rawRecords.set(info, record);
-  return info;
-}
-
-// Some orbctl versions print the bare record for `info -f json`, without `ip4` or
-// `disk_size`; then the IP is unknown rather than missing, and readiness rests on `run true`.
-function reportsIp(info: OrbInfo): boolean {
-  return info.ip4 !== undefined || info.diskSize !== undefined;
-}
 
 /** The OrbStack backend over `orbctl`. Keeps no state of its own. */
 export function createOrbstackBackend(options: OrbstackBackendOptions): Backend {
@@ -287,65 +131,127 @@ export function createOrbstackBackend(options: OrbstackBackendOptions): Backend 
     };
   }
 
+  async function putFile(name: string, guestPath: string, content: Uint8Array, o: PutFileOptions = {}): Promise<void> {
+    await withTempDir(async (dir) => {
+      const file = join(dir, 'upload');
+      await writeFile(file, content, { mode: 0o600 });
+      await checked(orb.push({ machine: name, local: file, remote: guestPath }), name, {
+        timeoutMs: LIFECYCLE_TIMEOUT_MS,
+      });
+    });
+    if (o.mode !== undefined) await applyMode((argv) => exec(name, argv), name, guestPath, o.mode);
+  }
+
+  async function getFile(name: string, guestPath: string): Promise<Uint8Array> {
+    return withTempDir(async (dir) => {
+      const file = join(dir, 'download');
+      await checked(orb.pull({ machine: name, remote: guestPath, local: file }), name, {
+        timeoutMs: LIFECYCLE_TIMEOUT_MS,
+      });
+      return new Uint8Array(await readFile(file));
+    });
+  }
+
+  async function probe(name: string, timeoutMs: number): Promise<ProbeResult> {
+    let raw: OrbInfo;
+    try {
+      raw = await rawInfo(name);
+    } catch (error) {
+      if (isLocalVmError(error) && error.transient)
+        return { ready: false, detail: `orbctl info failed: ${error.message}` };
+      throw error;
+    }
+    const state = raw.record.state;
+    if (state !== 'running') return { ready: false, detail: `state ${state}` };
+    if (reportsIp(raw) && !raw.ip4) return { ready: false, detail: 'state running, no ip4 yet' };
+    const r = await run(orb.run({ machine: name, argv: ['true'] }), { timeoutMs });
+    if (r.exitCode === 0 && !r.timedOut)
+      return { ready: true, detail: `state running, ip4 ${raw.ip4 ?? 'not reported'}` };
+    const why = r.timedOut ? `timed out after ${timeoutMs} ms` : `exit ${r.exitCode}: ${r.stderr.trim().slice(-200)}`;
+    return { ready: false, detail: `state running, \`orbctl run true\` ${why}` };
+  }
+
+  async function current(name: string): Promise<VmInfo | undefined> {
+    return info(name).catch((error: unknown) => {
+      if (isLocalVmError(error, 'NOT_FOUND')) return undefined;
+      throw error;
+    });
+  }
+
+  async function plan(request: PlanRequest): Promise<Plan<OrbStep>> {
+    return planOrb(orb, request, request.operation === 'create' ? undefined : await current(request.name));
+  }
+
+  /** Runs a planned step: user-data goes to a private temp file; a graceful step that fails falls back. */
+  async function applyStep(step: OrbStep, vm: string): Promise<void> {
+    const command = step.command;
+    if (!command) return;
+    const runOptions = step.run?.timeoutMs !== undefined ? { timeoutMs: step.run.timeoutMs } : {};
+    if (step.run?.graceful) {
+      const result = await run(command, runOptions);
+      if (result.exitCode === 0 && !result.timedOut) return;
+      const error = classifyOrbctlFailure(result);
+      if (error.code === 'NOT_FOUND')
+        throw new LocalVmError('NOT_FOUND', error.message, { vm, command: error.command });
+      log(`${step.summary} failed (${error.code}); falling back`);
+      for (const fallback of step.otherwise ?? []) await applyStep(fallback, vm);
+      return;
+    }
+    const userData = step.run?.userData;
+    if (userData === undefined) {
+      await checked(command, vm, runOptions);
+      return;
+    }
+    await withTempDir(async (dir) => {
+      // user-data often carries keys and passwords: only the owner may read it.
+      const file = join(dir, 'user-data');
+      await writeFile(file, userData, { mode: 0o600 });
+      await checked({ ...command, args: command.args.map((a) => (a === USER_DATA_FILE ? file : a)) }, vm, runOptions);
+    });
+  }
+
+  async function apply(request: PlanRequest & { name: string }): Promise<void> {
+    for (const step of planOrb(orb, request, 'unobserved').steps) await applyStep(step, request.name);
+  }
+
+  const guest = (name: string): GuestTransport => ({
+    kind: 'orbctl',
+    exec: (argv, o) => exec(name, argv, o),
+    putFile: (path, content, o) => putFile(name, path, content, o),
+    getFile: (path) => getFile(name, path),
+    probe: (timeoutMs) => probe(name, timeoutMs),
+  });
+
   const backend: Backend = {
     name: ORBSTACK_BACKEND,
+    plan,
+    guest,
 
     matchesSpec: orbMatchesSpec,
 
     async create(spec) {
-      const plan = orbCreatePlan(spec);
-      const image = plan.version ? `${plan.distro}:${plan.version}` : plan.distro;
-      const createOne = async (userDataFile?: string) =>
-        checked(orb.create({ image, name: spec.name, arch: plan.arch, user: plan.user, userDataFile }), spec.name, {
-          timeoutMs: spec.timeouts.createMs,
-        });
-      if (spec.userData !== undefined) {
-        const userData = spec.userData;
-        await withTempDir(async (dir) => {
-          // user-data often carries keys and passwords: only the owner may read it.
-          const file = join(dir, 'user-data');
-          await writeFile(file, userData, { mode: 0o600 });
-          await createOne(file);
-        });
-      } else {
-        await createOne();
-      }
-      // Per-machine limits through `orbctl config set machine.NAME.KEY` are version-dependent
-      // (older releases only have global limits); a release without them fails here loudly.
-      if (plan.cpus !== undefined) await checked(orb.configSet(spec.name, 'cpu', plan.cpus), spec.name);
-      if (plan.memoryMib !== undefined)
-        await checked(orb.configSet(spec.name, 'memory_mib', plan.memoryMib), spec.name);
-      if (plan.diskBytes !== undefined)
-        await checked(orb.configSet(spec.name, 'disk_bytes', plan.diskBytes), spec.name);
+      for (const step of planOrb(orb, { operation: 'create', spec }, undefined).steps) await applyStep(step, spec.name);
       return info(spec.name);
     },
 
     async start(name) {
-      await checked(orb.start(name), name, { timeoutMs: LIFECYCLE_TIMEOUT_MS });
+      await apply({ operation: 'start', name });
       return info(name);
     },
 
     async stop(name, o: StopOptions = {}) {
-      if (!o.force) {
-        const graceful = await run(orb.stop(name), { timeoutMs: o.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS });
-        if (graceful.exitCode === 0 && !graceful.timedOut) return info(name);
-        const error = classifyOrbctlFailure(graceful);
-        if (error.code === 'NOT_FOUND')
-          throw new LocalVmError('NOT_FOUND', error.message, { vm: name, command: error.command });
-        log(`graceful stop of ${name} failed (${error.code}); forcing`);
-      }
-      await checked(orb.stop(name, { force: true }), name, { timeoutMs: LIFECYCLE_TIMEOUT_MS });
+      await apply({ operation: 'stop', name, force: o.force, timeoutMs: o.timeoutMs });
       return info(name);
     },
 
     async restart(name) {
-      await checked(orb.restart(name), name, { timeoutMs: LIFECYCLE_TIMEOUT_MS });
+      await apply({ operation: 'restart', name });
       return info(name);
     },
 
     async delete(name) {
       try {
-        await checked(orb.delete(name, { force: true }), name, { timeoutMs: LIFECYCLE_TIMEOUT_MS });
+        await apply({ operation: 'delete', name });
       } catch (error) {
         if (isLocalVmError(error, 'NOT_FOUND')) return;
         throw error;
@@ -358,54 +264,10 @@ export function createOrbstackBackend(options: OrbstackBackendOptions): Backend 
     },
 
     info,
-    exec,
-
-    async putFile(name, guestPath, content, o: PutFileOptions = {}) {
-      await withTempDir(async (dir) => {
-        const file = join(dir, 'upload');
-        await writeFile(file, content, { mode: 0o600 });
-        await checked(orb.push({ machine: name, local: file, remote: guestPath }), name, {
-          timeoutMs: LIFECYCLE_TIMEOUT_MS,
-        });
-      });
-      if (o.mode !== undefined) {
-        const r = await exec(name, ['chmod', (o.mode & 0o7777).toString(8).padStart(4, '0'), '--', guestPath]);
-        if (r.exitCode !== 0) {
-          throw new LocalVmError('COMMAND_FAILED', `chmod of ${guestPath} in ${name} failed: ${r.stderr.trim()}`, {
-            vm: name,
-          });
-        }
-      }
-    },
-
-    async getFile(name, guestPath) {
-      return withTempDir(async (dir) => {
-        const file = join(dir, 'download');
-        await checked(orb.pull({ machine: name, remote: guestPath, local: file }), name, {
-          timeoutMs: LIFECYCLE_TIMEOUT_MS,
-        });
-        return new Uint8Array(await readFile(file));
-      });
-    },
-
-    async probe(name, timeoutMs): Promise<ProbeResult> {
-      let raw: OrbInfo;
-      try {
-        raw = await rawInfo(name);
-      } catch (error) {
-        if (isLocalVmError(error) && error.transient)
-          return { ready: false, detail: `orbctl info failed: ${error.message}` };
-        throw error;
-      }
-      const state = raw.record.state;
-      if (state !== 'running') return { ready: false, detail: `state ${state}` };
-      if (reportsIp(raw) && !raw.ip4) return { ready: false, detail: 'state running, no ip4 yet' };
-      const r = await run(orb.run({ machine: name, argv: ['true'] }), { timeoutMs });
-      if (r.exitCode === 0 && !r.timedOut)
-        return { ready: true, detail: `state running, ip4 ${raw.ip4 ?? 'not reported'}` };
-      const why = r.timedOut ? `timed out after ${timeoutMs} ms` : `exit ${r.exitCode}: ${r.stderr.trim().slice(-200)}`;
-      return { ready: false, detail: `state running, \`orbctl run true\` ${why}` };
-    },
+    exec: (name, argv, o) => exec(name, argv, o),
+    putFile,
+    getFile,
+    probe,
   };
   return backend;
 }

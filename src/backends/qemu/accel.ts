@@ -81,6 +81,19 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
+/** The KVM verdict cached in `<cacheDir>/accel.json` for `kernelRelease`; never probes. */
+export async function readKvmVerdict(cacheDir: string, kernelRelease: string): Promise<KvmVerdict | undefined> {
+  try {
+    const cached = JSON.parse(await readFile(join(cacheDir, 'accel.json'), 'utf8')) as {
+      kernelRelease?: string;
+      verdict?: KvmVerdict;
+    };
+    return cached.kernelRelease === kernelRelease ? cached.verdict : undefined;
+  } catch {
+    return undefined; // no verdict cached yet
+  }
+}
+
 /**
  * A KVM probe for this host: /dev/kvm must open read-write; a loaded `kvm_pvm` module
  * (software-nested KVM) is known broken; otherwise QEMU must initialise a vCPU with
@@ -90,12 +103,8 @@ async function exists(path: string): Promise<boolean> {
 export function createKvmProbe(deps: KvmProbeDeps): () => Promise<KvmVerdict> {
   const cacheFile = join(deps.cacheDir, 'accel.json');
   return async () => {
-    try {
-      const cached = JSON.parse(await readFile(cacheFile, 'utf8')) as { kernelRelease?: string; verdict?: KvmVerdict };
-      if (cached.kernelRelease === deps.kernelRelease && cached.verdict) return cached.verdict;
-    } catch {
-      // no cache yet
-    }
+    const cached = await readKvmVerdict(deps.cacheDir, deps.kernelRelease);
+    if (cached) return cached;
     const verdict = await probeKvmUncached(deps);
     await mkdir(deps.cacheDir, { recursive: true });
     await writeFileAtomic(cacheFile, JSON.stringify({ kernelRelease: deps.kernelRelease, verdict }, null, 2));

@@ -1,10 +1,9 @@
 /** `localvm create NAME`: create a VM (retrying transient failures) and wait until it is ready. */
 import type { Command as Commander } from 'commander';
-import { resolveBackend } from '../../context.js';
+import { planCreateVm } from '../../operations/plan.js';
 import { createVmWithRetry, waitForVmReady } from '../../operations/vm.js';
 import { parseVmSpec } from '../../schema.js';
-import { planCreate } from '../dryRun.js';
-import { formatCommand, formatCreated, vmToJson } from '../format.js';
+import { formatCreated, formatPlan, vmToJson } from '../format.js';
 import { buildCreateSpec, parseBackendArg } from '../parse.js';
 import type { CliSession } from '../shared.js';
 
@@ -34,9 +33,7 @@ export function registerCreate(program: Commander, cli: CliSession): void {
       const backendArg = parseBackendArg(cli.globals(cmd).backend);
       const spec = parseVmSpec(buildCreateSpec(name, opts, backendArg));
       if (cli.globals(cmd).dryRun) {
-        const { backend } = await resolveBackend(spec.backend, ctx, spec.image);
-        for (const c of await planCreate(spec, backend.name, ctx.config))
-          cli.out(formatCommand(c, cli.json(cmd)) + '\n');
+        cli.out(formatPlan(await planCreateVm(spec, ctx), cli.json(cmd)));
         return;
       }
       const result = await cli.withProgress(

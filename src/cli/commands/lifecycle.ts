@@ -3,10 +3,9 @@
  * prints the plan instead, with notes for the steps that run no process.
  */
 import type { Command as Commander } from 'commander';
-import { deleteVm, findVm, restartVm, startVm, stopVm, vmInfo } from '../../operations/vm.js';
-import { parseVmName } from '../../schema.js';
-import { planLifecycle, type LifecycleVerb } from '../dryRun.js';
-import { formatCommand, formatRemoval, vmToJson } from '../format.js';
+import { planVmOperation } from '../../operations/plan.js';
+import { deleteVm, restartVm, startVm, stopVm } from '../../operations/vm.js';
+import { formatPlan, formatRemoval, vmToJson } from '../format.js';
 import type { CliSession } from '../shared.js';
 
 export function registerLifecycle(program: Commander, cli: CliSession): void {
@@ -40,15 +39,13 @@ export function registerLifecycle(program: Commander, cli: CliSession): void {
     });
 }
 
-/** `--dry-run` of a lifecycle verb: the plan, with notes for steps that run no process. */
-async function printPlan(cli: CliSession, cmd: Commander, verb: LifecycleVerb, name: string, force?: boolean) {
-  const ctx = cli.contextFor(cmd);
-  const info = verb === 'delete' ? await findVm(parseVmName(name), ctx) : await vmInfo(name, ctx);
-  const steps = info
-    ? await planLifecycle(verb, info, ctx.config, info.spec?.timeouts.stopMs ?? 15_000, { force })
-    : [{ note: `${name} does not exist: nothing to do` }];
-  for (const step of steps) {
-    if ('command' in step) cli.out(formatCommand(step.command, cli.json(cmd)) + '\n');
-    else cli.out(cli.json(cmd) ? JSON.stringify({ note: step.note }) + '\n' : `# ${step.note}\n`);
-  }
+/** `--dry-run` of a lifecycle verb: the backend's plan, with notes for steps that run no process. */
+async function printPlan(
+  cli: CliSession,
+  cmd: Commander,
+  verb: 'start' | 'stop' | 'restart' | 'delete',
+  name: string,
+  force?: boolean,
+) {
+  cli.out(formatPlan(await planVmOperation(verb, name, { force }, cli.contextFor(cmd)), cli.json(cmd)));
 }

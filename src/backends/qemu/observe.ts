@@ -1,0 +1,137 @@
+/**
+ * Reading a QEMU VM's state: its record reconciled with the live process, as VmInfo. Never
+ * writes. Also the waits and kills that act on what was observed.
+ */
+import type { VmInfo } from '../../backend.js';
+import { LocalVmError } from '../../errors.js';
+import { exists } from '../../host/fs.js';
+import type { QemuHost } from './host.js';
+import { holderAlive, readLockHolder } from './lock.js';
+import { QEMU_BACKEND } from './register.js';
+import {
+  isLiveQemu,
+  probeProcess,
+  readPidFile,
+  readRecord,
+  reconcile,
+  type Reconciled,
+  type VmPaths,
+  type VmRecord,
+} from './state.js';
+
+export interface Observed {
+  record: VmRecord | undefined;
+  paths: VmPaths;
+  exists: boolean;
+  state: Reconciled;
+}
+
+/** Reads the record and the process behind it; never writes. */
+export async function observe(host: QemuHost, name: string): Promise<Observed> {
+  const p = host.paths(name);
+  const record = await readRecord(p.record);
+  if (!record) {
+    const present = await exists(p.dir);
+    // A directory without vm.json: a create that died before its first write.
+    const pid = await readPidFile(p.pidFile);
+    const running = isLiveQemu(await probeProcess(pid), name);
+    return {
+      record,
+      paths: p,
+      exists: present,
+      state: running ? { state: 'running', pid } : { state: 'stopped', reason: 'create-failed' },
+    };
+  }
+  const pid = (await readPidFile(record.paths.pidFile)) ?? record.pid;
+  const proc = await probeProcess(pid);
+  let creatorAlive = false;
+  if (record.phase === 'creating') {
+    const holder = await readLockHolder(host.lockPath(name, 'lifecycle'));
+    creatorAlive = holder?.what === 'create' && (await holderAlive(holder));
+  }
+  return { record, paths: record.paths, exists: true, state: reconcile(record, proc, creatorAlive) };
+}
+
+export function toInfo(host: QemuHost, name: string, o: Observed): VmInfo {
+  const r = o.record;
+  const running = o.state.state === 'running';
+  const startedAt = running ? r?.startedAt : undefined;
+  return {
+    name,
+    backend: QEMU_BACKEND,
+    state: o.state.state,
+    reason: o.state.reason,
+    pid: running ? o.state.pid : undefined,
+    accel: r?.accel,
+    ports: r?.spec.ports ?? [],
+    image: r?.spec.image ?? 'unknown',
+    arch: r?.arch ?? host.hostArch,
+    cpus: r?.spec.cpus ?? 0,
+    memory: r?.spec.memory ?? 0,
+    labels: r?.spec.labels ?? {},
+    fingerprint: r?.fingerprint,
+    spec: r?.spec,
+    createdAt: r?.createdAt,
+    startedAt,
+    uptimeMs: startedAt ? Math.max(0, Date.now() - Date.parse(startedAt)) : undefined,
+    lastError: r?.lastError,
+  };
+}
+
+export function notFound(name: string): LocalVmError {
+  return new LocalVmError('NOT_FOUND', `no QEMU VM named ${name}`, {
+    vm: name,
+    hint: 'see `localvm list` for the VMs that exist',
+  });
+}
+
+/** The VM's record; NOT_FOUND when there is no VM, CONFLICT when its create never wrote one. */
+export async function requireRecord(host: QemuHost, name: string): Promise<{ o: Observed; record: VmRecord }> {
+  const o = await observe(host, name);
+  if (!o.exists) throw notFound(name);
+  if (!o.record) {
+    throw new LocalVmError('CONFLICT', `VM ${name} was never fully created`, {
+      vm: name,
+      hint: `delete it: localvm delete ${name}`,
+    });
+  }
+  return { o, record: o.record };
+}
+
+/** As requireRecord, and CONFLICT unless QEMU runs. */
+export async function requireRunning(host: QemuHost, name: string): Promise<{ o: Observed; record: VmRecord }> {
+  const found = await requireRecord(host, name);
+  if (found.o.state.state !== 'running') {
+    const { state, reason } = found.o.state;
+    throw new LocalVmError('CONFLICT', `VM ${name} is not running (${state}${reason ? `, ${reason}` : ''})`, {
+      vm: name,
+      hint: `start it: localvm start ${name}`,
+    });
+  }
+  return found;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until QEMU `pid` of VM `name` is gone (or a zombie); false at the timeout. */
+export async function waitGone(name: string, pid: number | undefined, timeoutMs: number): Promise<boolean> {
+  const deadline = performance.now() + timeoutMs;
+  let interval = 2;
+  while (true) {
+    if (!isLiveQemu(await probeProcess(pid), name)) return true;
+    if (performance.now() >= deadline) return false;
+    await sleep(interval);
+    interval = Math.min(interval * 2, 50);
+  }
+}
+
+/** SIGKILLs QEMU `pid` if it is still VM `name`'s, and waits until it is gone. */
+export async function killHard(name: string, pid: number | undefined): Promise<void> {
+  if (pid === undefined || !isLiveQemu(await probeProcess(pid), name)) return;
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    return;
+  }
+  await waitGone(name, pid, 5_000);
+}

@@ -1,0 +1,38 @@
+/**
+ * The guest-transport seam: how localvm reaches inside a guest, whatever runs it. The guest
+ * agent (QEMU, libvirt), SSH and `orbctl run` (OrbStack) are implementations; the Connector
+ * and readiness speak only this interface, so a new way in is one more implementation.
+ */
+import type { ExecOptions, ExecResult, ProbeResult, PutFileOptions } from './backend.js';
+import { LocalVmError, tail } from './errors.js';
+
+export interface GuestTransport {
+  /** What this transport is (`agent`, `ssh`, `orbctl`), for messages and `info`. */
+  readonly kind: string;
+  /** Runs `argv` in the guest (no shell). Resolves whatever the exit code; TIMEOUT past `timeoutMs`. */
+  exec(argv: string[], options?: ExecOptions): Promise<ExecResult>;
+  /** Writes `content` to the absolute guest path, byte-exact, then applies `mode`. */
+  putFile(path: string, content: Uint8Array, options?: PutFileOptions): Promise<void>;
+  /** Reads a guest file, byte-exact. */
+  getFile(path: string): Promise<Uint8Array>;
+  /** One readiness probe: does the guest answer through this transport, within `timeoutMs`? */
+  probe(timeoutMs: number): Promise<ProbeResult>;
+}
+
+/** `chmod MODE -- PATH`: how every transport and resource applies a guest file's mode. */
+export function chmodArgv(mode: number, path: string): string[] {
+  return ['chmod', (mode & 0o7777).toString(8).padStart(4, '0'), '--', path];
+}
+
+/** Applies `mode` to a guest file with `exec`; COMMAND_FAILED naming the file when chmod fails. */
+export async function applyMode(
+  exec: (argv: string[]) => Promise<ExecResult>,
+  vm: string,
+  path: string,
+  mode: number,
+): Promise<void> {
+  const r = await exec(chmodArgv(mode, path));
+  if (r.exitCode !== 0) {
+    throw new LocalVmError('COMMAND_FAILED', `chmod of ${path} in ${vm} failed: ${tail(r.stderr, 3, 300)}`, { vm });
+  }
+}
