@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { buildQemuCommand } from '../src/commandBuilder.js';
 import { loadConfig } from '../src/config.js';
 import { connect } from '../src/connector.js';
-import { findTinyImage } from '../src/backends/qemu/image.js';
+import { findTinyImage } from '../src/backends/qemu/image/index.js';
 import { createVm, deleteVm, vmInfo, waitForVmReady } from '../src/operations/vm.js';
 import { createExecaRunner } from '../src/runner.js';
 import { getBackend, realClock } from '../src/context.js';

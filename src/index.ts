@@ -17,7 +17,13 @@ export * from './operations/vm.js';
 export { Connector, connect } from './connector.js';
 export * from './commandBuilder.js';
 export * from './parsers.js';
-export { buildTinyImage, findTinyImage, listImages, type TinyImage, type ImageEntry } from './backends/qemu/image.js';
+export {
+  buildTinyImage,
+  findTinyImage,
+  listImages,
+  type TinyImage,
+  type ImageEntry,
+} from './backends/qemu/image/index.js';
 export { runDemo, type DemoStep, type DemoOptions } from './demo.js';
 export {
   deleteSnapshot,

@@ -15,7 +15,7 @@ import type { Command } from '../runner.js';
 import type { VmInfo } from '../backend.js';
 import type { VmSpec } from '../schema.js';
 import { resolveAccel } from '../backends/qemu/accel.js';
-import { findTinyImage, TINY_APPEND } from '../backends/qemu/image.js';
+import { findTinyImage, TINY_APPEND } from '../backends/qemu/image/index.js';
 import { readRecord, vmPaths, type BootRecord } from '../backends/qemu/state.js';
 import { diskLayout, launchFor, seedDirFor, STATE_DISK_BYTES, stateDiskFor } from '../backends/qemu/layout.js';
 import { orbCreatePlan } from '../backends/orbstack/index.js';

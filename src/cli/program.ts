@@ -473,7 +473,7 @@ export async function runCli(argv: string[], deps: CliDeps): Promise<number> {
     .action(async (opts: { force?: boolean }, cmd: Commander) => {
       noDryRun(cmd, 'image build');
       const ctx = contextFor(cmd);
-      const { buildTinyImage } = await import('../backends/qemu/image.js');
+      const { buildTinyImage } = await import('../backends/qemu/image/index.js');
       const building = progress('tiny image (built once, then cached by content hash)');
       try {
         const tiny = await buildTinyImage({ config: ctx.config, runner: ctx.runner, force: opts.force, log: ctx.log });
@@ -493,7 +493,7 @@ export async function runCli(argv: string[], deps: CliDeps): Promise<number> {
     .description('images in the cache')
     .action(async (_opts: unknown, cmd: Commander) => {
       const ctx = contextFor(cmd);
-      const { listImages } = await import('../backends/qemu/image.js');
+      const { listImages } = await import('../backends/qemu/image/index.js');
       const images = await listImages(ctx.config);
       out(json(cmd) ? JSON.stringify(images) + '\n' : formatImageTable(images));
     });

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { isLocalVmError, LocalVmError } from '../../src/errors.js';
 import { createExecaRunner, runChecked, type Command, type CommandRunner } from '../../src/runner.js';
-import { buildTinyImage, findTinyImage, listImages, type TinyImage } from '../../src/backends/qemu/image.js';
+import { buildTinyImage, findTinyImage, listImages, type TinyImage } from '../../src/backends/qemu/image/index.js';
 import { missingTools } from '../fixtures/tools.js';
 
 const skip = missingTools('qemu-system-x86_64', 'apt-get', 'dpkg-deb', 'cpio', 'xz');

@@ -28,7 +28,7 @@ import { isTransientLaunchFailure } from './classify.js';
 import { diskLayout, launchFor, qemuBinaryFor, seedDirFor, STATE_DISK_BYTES, stateDiskFor } from './layout.js';
 import { specFingerprint, type Accel, type Arch, type VmSpec } from '../../schema.js';
 import { createKvmProbe, resolveAccel, type AccelChoice, type AccelContext } from './accel.js';
-import { findTinyImage, type TinyImage } from './image.js';
+import { findTinyImage, type TinyImage } from './image/index.js';
 import { holderAlive, readLockHolder, withLock } from './lock.js';
 import { AgentSessions, guestExec, guestGetFile, guestPutFile, type QgaClient } from './qga.js';
 import { withQmp, type QmpClient } from './qmp.js';
