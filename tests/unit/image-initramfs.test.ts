@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { renderInitFiles } from '../../src/backends/qemu/image/init.js';
+import { EARLY_MODULES } from '../../src/backends/qemu/image/modules.js';
 import { parseBusyboxApplets, parseLddOutput } from '../../src/backends/qemu/image/initramfs.js';
 
 // Captured: `ldd /usr/sbin/qemu-ga` (qemu-guest-agent 7.2, bookworm).
@@ -54,5 +55,19 @@ describe('renderInitFiles', () => {
     expect(paths).toEqual(
       expect.arrayContaining(['sbin/shutdown', 'etc/acpi/PWRF/00000080', 'etc/inittab', 'etc/passwd']),
     );
+  });
+
+  // A stop right after readiness presses the power button once; it must not be lost.
+  it('has the power button handled before the agent starts', () => {
+    expect(EARLY_MODULES).toEqual(expect.arrayContaining(['button', 'evdev']));
+    const init = renderInitFiles(['virtio', 'button', 'evdev'], ['ext4']).find((f) => f.path === 'init')?.content ?? '';
+    const lines = init.split('\n');
+    const acpid = lines.findIndex((l) => /^acpid\b/.test(l));
+    const background = lines.indexOf('(');
+    const agent = lines.indexOf('exec /sbin/init');
+    expect(acpid, 'acpid started in the foreground part of /init').toBeGreaterThan(-1);
+    expect(acpid).toBeGreaterThan(lines.findIndex((l) => l.includes('for m in virtio button evdev;')));
+    expect(acpid).toBeLessThan(background);
+    expect(acpid).toBeLessThan(agent);
   });
 });

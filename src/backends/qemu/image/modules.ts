@@ -10,7 +10,12 @@ import type { CommandRunner } from '../../../runner.js';
 import { elfSection } from './elf.js';
 import { step } from './steps.js';
 
-/** Loaded by /init before the agent starts: the agent's virtio-serial port needs them. */
+/**
+ * Loaded by /init before the agent starts: the agent's virtio-serial port needs the virtio
+ * ones. The power button (button, and evdev for acpid to read it) must work by the time the
+ * agent answers: a `stop` right after readiness presses it once, and the kernel drops a
+ * press that no driver is bound for.
+ */
 export const EARLY_MODULES = [
   'virtio_ring',
   'virtio_pci_modern_dev',
@@ -18,6 +23,8 @@ export const EARLY_MODULES = [
   'virtio',
   'virtio_pci',
   'virtio_console',
+  'button',
+  'evdev',
 ] as const;
 
 /** Loaded in the background while the agent starts. */
@@ -27,8 +34,6 @@ export const LATE_MODULES = [
   'net_failover',
   'virtio_net',
   'virtio_rng',
-  'button',
-  'evdev',
   'jbd2',
   'mbcache',
   'crc16',
