@@ -4,9 +4,12 @@
  *   baseline: launch the identical QEMU command line, then ping the guest agent in a tight
  *             loop over a raw socket: the earliest moment anyone could know the VM is up.
  *   localvm:  createVm + waitForVmReady from the library.
+ *   stop:     graceful stopVm of a VM that just became ready (ACPI power button), and how
+ *             many of those stops the backend had to force.
  *
  * Prints medians and ratios and writes bench/results/vm-lifecycle.json.
- * Run: npx tsx bench/vm-lifecycle.ts [runs]   (needs the tiny image: localvm image build)
+ * Run: npx tsx bench/vm-lifecycle.ts [runs] [--stop-only]   (needs the tiny image: localvm image build)
+ * --stop-only measures only the graceful stop and prints it without writing the results file.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -16,12 +19,14 @@ import { join } from 'node:path';
 import { buildQemuCommand } from '../src/backends/qemu/cmdline.js';
 import { loadConfig } from '../src/config.js';
 import { connect } from '../src/connector.js';
-import { findTinyImage } from '../src/backends/qemu/image.js';
-import { createVm, deleteVm, vmInfo, waitForVmReady } from '../src/operations/vm.js';
+import { findTinyImage } from '../src/backends/qemu/image/index.js';
+import { createVm, deleteVm, startVm, stopVm, vmInfo, waitForVmReady } from '../src/operations/vm.js';
 import { createExecaRunner } from '../src/runner.js';
-import { getBackend, realClock } from '../src/context.js';
+import { getBackend, realClock, type OperationContext } from '../src/context.js';
 
-const runs = Number(process.argv[2] ?? 5);
+const args = process.argv.slice(2);
+const runs = Number(args.find((a) => !a.startsWith('--')) ?? 5);
+const stopOnly = args.includes('--stop-only');
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);
@@ -98,11 +103,42 @@ async function baselineOnce(runner: ReturnType<typeof createExecaRunner>, accel:
   return ms;
 }
 
+/**
+ * Graceful stops of one VM, each right after it became ready: the moment a create-then-stop
+ * presses the power button. `forced` counts the stops where the backend gave up waiting.
+ */
+async function measureStops(ctx: OperationContext, backendLog: string[]): Promise<{ stops: number[]; forced: number }> {
+  const name = `bench-stop-${randomBytes(2).toString('hex')}`;
+  const stops: number[] = [];
+  let forced = 0;
+  await createVm({ name, image: 'tiny', backend: 'qemu', memory: 256 }, ctx);
+  for (let i = 0; i < runs; i++) {
+    if (i > 0) await startVm(name, ctx);
+    await waitForVmReady(name, {}, ctx);
+    backendLog.length = 0;
+    const t = performance.now();
+    await stopVm(name, {}, ctx);
+    stops.push(performance.now() - t);
+    if (backendLog.some((l) => l.includes('forcing'))) forced++;
+    console.log(`stop ${i + 1}/${runs}: ${Math.round(stops.at(-1)!)} ms${forced ? ` (${forced} forced so far)` : ''}`);
+  }
+  await deleteVm(name, ctx);
+  return { stops, forced };
+}
+
 async function main() {
   const stateDir = await mkdtemp(join(tmpdir(), 'lvbench-'));
   const config = loadConfig({ ...process.env, LOCALVM_HOME: stateDir });
   const runner = createExecaRunner();
-  const ctx = { config, runner, clock: realClock };
+  const backendLog: string[] = [];
+  const ctx = { config, runner, clock: realClock, log: (line: string) => backendLog.push(line) };
+
+  if (stopOnly) {
+    const { stops, forced } = await measureStops(ctx, backendLog);
+    await rm(stateDir, { recursive: true, force: true });
+    console.log(`graceful stop right after ready: ${median(stops).toFixed(0)} ms median of ${runs}, ${forced} forced`);
+    return;
+  }
 
   // Detection latency: from the moment the agent's answer reached us (the backend probe
   // resolving ready) to waitForVmReady returning. The answering probe is connected before the
@@ -175,6 +211,7 @@ async function main() {
   const status = pid ? await readFile(`/proc/${pid}/status`, 'utf8') : '';
   const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
   await deleteVm(name, ctx);
+  const { stops, forced } = await measureStops(ctx, backendLog);
   await rm(stateDir, { recursive: true, force: true });
 
   const results = {
@@ -193,6 +230,8 @@ async function main() {
     put1MiBMs: median(puts),
     get1MiBMs: median(gets),
     idleRssMiB: Math.round(rssKiB / 1024),
+    gracefulStopMs: median(stops),
+    forcedStops: forced,
   };
   console.table(
     Object.entries(results).map(([k, v]) => ({

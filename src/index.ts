@@ -29,7 +29,13 @@ export {
 } from './backends/qemu/cmdline.js';
 export * from './backends/qemu/qemuImg.js';
 export * from './parsers.js';
-export { buildTinyImage, findTinyImage, listImages, type TinyImage, type ImageEntry } from './backends/qemu/image.js';
+export {
+  buildTinyImage,
+  findTinyImage,
+  listImages,
+  type TinyImage,
+  type ImageEntry,
+} from './backends/qemu/image/index.js';
 export { runDemo, type DemoStep, type DemoOptions } from './demo.js';
 export {
   deleteSnapshot,

@@ -6,7 +6,7 @@ import { loadConfig } from '../../src/config.js';
 import { runCli } from '../../src/cli/program.js';
 import { createRecordingRunner } from '../../src/runner.js';
 import { createQemuBackend } from '../../src/backends/qemu/backend.js';
-import type { TinyImage } from '../../src/backends/qemu/image.js';
+import type { TinyImage } from '../../src/backends/qemu/image/index.js';
 import { FakeBackend, fakeClock } from '../fixtures/fakeBackend.js';
 
 function harness(options: { realQemu?: boolean } = {}) {

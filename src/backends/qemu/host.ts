@@ -18,7 +18,7 @@ import {
   type AccelContext,
   type KvmVerdict,
 } from './accel.js';
-import { findTinyImage, type TinyImage } from './image.js';
+import { findTinyImage, type TinyImage } from './image/index.js';
 import { qemuBinaryFor } from './layout.js';
 import { withLock } from './lock.js';
 import { AgentSessions } from './qga.js';

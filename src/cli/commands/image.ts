@@ -12,7 +12,7 @@ export function registerImage(program: Commander, cli: CliSession): void {
     .action(async (opts: { force?: boolean }, cmd: Commander) => {
       cli.noDryRun(cmd, 'image build');
       const ctx = cli.contextFor(cmd);
-      const { buildTinyImage } = await import('../../backends/qemu/image.js');
+      const { buildTinyImage } = await import('../../backends/qemu/image/index.js');
       const tiny = await cli.withProgress(
         'tiny image (built once, then cached by content hash)',
         () => buildTinyImage({ config: ctx.config, runner: ctx.runner, force: opts.force, log: ctx.log }),
@@ -25,7 +25,7 @@ export function registerImage(program: Commander, cli: CliSession): void {
     .description('images in the cache')
     .action(async (_opts: unknown, cmd: Commander) => {
       const ctx = cli.contextFor(cmd);
-      const { listImages } = await import('../../backends/qemu/image.js');
+      const { listImages } = await import('../../backends/qemu/image/index.js');
       const images = await listImages(ctx.config);
       cli.print(cmd, images, formatImageTable(images));
     });

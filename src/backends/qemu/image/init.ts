@@ -25,15 +25,16 @@ mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
 mkdir -p /run/qga
 hostname -F /etc/hostname
 ip link set lo up
-# The agent's port must exist before busybox init starts qemu-ga.
+# The agent's port must exist before busybox init starts qemu-ga, and the power button must
+# be heard once the agent answers (acpid opens only the input devices present when it starts).
 for m in @EARLY_MODULES@; do insmod ${GUEST_MODULE_DIR}/$m.ko; done
+# Daemonized acpid logs to /var/log/acpid.log and dies if it cannot open it.
+acpid -c /etc/acpi -l /run/acpid.log
 /sbin/vport-links
-# Disks, network, entropy and the power button are not needed for the first agent answer:
-# load them while the agent starts, so they do not delay readiness.
+# Disks, network and entropy are not needed for the first agent answer: load them while
+# the agent starts, so they do not delay readiness.
 (
   for m in @LATE_MODULES@; do insmod ${GUEST_MODULE_DIR}/$m.ko; done
-  # Daemonized acpid logs to /var/log/acpid.log and dies if it cannot open it.
-  acpid -c /etc/acpi -l /run/acpid.log
   /sbin/vport-links
   for n in /sys/class/net/*; do
     n=\${n##*/}
