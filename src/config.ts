@@ -3,7 +3,7 @@
  * tests pass their own and nothing depends on process-wide state.
  */
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 import type { Accel } from './schema.js';
 
 export interface LocalVmConfig {
@@ -31,20 +31,29 @@ export interface LocalVmConfig {
 
 export const DEFAULT_TEST_PREFIX = 'pytest-test-';
 
-/** Reads the configuration from `env` (defaults to `process.env`). */
+/** An XDG base directory, or undefined: the XDG spec says a relative one is invalid and ignored. */
+function xdgDir(value: string | undefined): string | undefined {
+  return value && isAbsolute(value) ? value : undefined;
+}
+
+/**
+ * Reads the configuration from `env` (defaults to `process.env`). Directories come out
+ * absolute, resolved against the cwd at load: they are recorded in vm.json and QEMU's
+ * arguments, and a relative one would mean something else from another directory.
+ */
 export function loadConfig(
   env: NodeJS.ProcessEnv = process.env,
   overrides: Partial<LocalVmConfig> = {},
 ): LocalVmConfig {
   const home = env.HOME || homedir();
-  const stateHome = env.XDG_STATE_HOME || join(home, '.local', 'state');
-  const cacheHome = env.XDG_CACHE_HOME || join(home, '.cache');
-  const stateDir = env.LOCALVM_HOME || join(stateHome, 'localvm');
+  const stateHome = xdgDir(env.XDG_STATE_HOME) ?? join(home, '.local', 'state');
+  const cacheHome = xdgDir(env.XDG_CACHE_HOME) ?? join(home, '.cache');
+  const runtimeDir = xdgDir(env.XDG_RUNTIME_DIR) ?? '/tmp';
   const accel = env.LOCALVM_ACCEL;
   return {
-    stateDir,
-    cacheDir: env.LOCALVM_CACHE || join(cacheHome, 'localvm'),
-    runDir: env.LOCALVM_RUN_DIR || join(env.XDG_RUNTIME_DIR || '/tmp', `localvm-${process.getuid?.() ?? 'u'}`),
+    stateDir: resolve(env.LOCALVM_HOME || join(stateHome, 'localvm')),
+    cacheDir: resolve(env.LOCALVM_CACHE || join(cacheHome, 'localvm')),
+    runDir: resolve(env.LOCALVM_RUN_DIR || join(runtimeDir, `localvm-${process.getuid?.() ?? 'u'}`)),
     accel: accel === 'kvm' || accel === 'tcg' || accel === 'hvf' ? accel : 'auto',
     testPrefix: env.LOCALVM_TEST_PREFIX || DEFAULT_TEST_PREFIX,
     qemuBinary: env.LOCALVM_QEMU || undefined,

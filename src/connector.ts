@@ -7,7 +7,7 @@ import type { Backend, ExecOptions, ExecResult, PutFileOptions } from './backend
 import { withDefaults, type OperationContext } from './context.js';
 import { LocalVmError } from './errors.js';
 import { backendOf } from './operations/vm.js';
-import { parseVmName } from './schema.js';
+import { parseExec, parseShell, parseVmName } from './schema.js';
 
 function guestPath(path: string): string {
   if (!path.startsWith('/') || path.includes('\0')) {
@@ -16,15 +16,6 @@ function guestPath(path: string): string {
     });
   }
   return path;
-}
-
-function checkArgv(argv: string[]): string[] {
-  if (argv.length === 0 || argv[0] === '') {
-    throw new LocalVmError('VALIDATION', 'exec needs a command: argv must not be empty', {
-      issues: [{ property: 'argv', reason: 'must name a command' }],
-    });
-  }
-  return argv;
 }
 
 export class Connector {
@@ -40,12 +31,14 @@ export class Connector {
 
   /** Runs `argv` in the guest (no shell). Resolves whatever the exit code; TIMEOUT past `timeoutMs`. */
   async exec(argv: string[], options?: ExecOptions): Promise<ExecResult> {
-    return this.backend.exec(this.name, checkArgv(argv), options);
+    const call = parseExec(argv, options);
+    return this.backend.exec(this.name, call.argv, call.options);
   }
 
   /** Runs a shell script in the guest as the explicit argv `/bin/sh -c script`. */
   async shell(script: string, options?: ExecOptions): Promise<ExecResult> {
-    return this.backend.exec(this.name, ['/bin/sh', '-c', script], options);
+    const call = parseShell(script, options);
+    return this.backend.exec(this.name, ['/bin/sh', '-c', call.script], call.options);
   }
 
   /** Writes `content` to `path` in the guest, byte-exact. */

@@ -1,3 +1,6 @@
+// Public declarations use Node's types (Buffer, NodeJS.ProcessEnv); `preserve` keeps this line in
+// the emitted .d.ts, so a consumer with no `types` in its tsconfig (TypeScript 6's default) loads them.
+/// <reference types="node" preserve="true" />
 /** localvm: local virtual machines as code. The library's public surface. */
 export * from './errors.js';
 export * from './schema.js';

@@ -40,7 +40,10 @@ function checked<S extends z.ZodType>(schema: S, value: unknown, what: string, s
 // orbctl
 // ---------------------------------------------------------------------------------------
 
-/** One machine as `orbctl list -f json` and `orbctl info -f json` describe it. */
+/**
+ * One machine as `orbctl list -f json` and `orbctl info -f json` describe it. Absent in the
+ * output: `id` is '', `image.distro` and `image.arch` are 'unknown', `image.version` is ''.
+ */
 export interface OrbMachine {
   id: string;
   name: string;
@@ -56,12 +59,21 @@ export interface OrbInfo {
   diskSize?: number;
 }
 
-// Loose objects: newer OrbStack versions add fields, which must not break parsing.
+// Loose objects: newer OrbStack versions add fields, which must not break parsing. Only what
+// localvm reads is required (name, state); a record without `image` or `id` (OrbStack tools
+// and older versions print such records) gets defaults instead of failing as PROTOCOL. A
+// field that is present with the wrong type still fails: that is a changed format, not a gap.
+const orbImageSchema = z.looseObject({
+  distro: z.string().default('unknown'),
+  version: z.string().default(''),
+  arch: z.string().default('unknown'),
+});
+
 const orbMachineSchema = z.looseObject({
-  id: z.string(),
+  id: z.string().default(''),
   name: z.string().min(1),
   state: z.string(),
-  image: z.looseObject({ distro: z.string(), version: z.string(), arch: z.string() }),
+  image: orbImageSchema.optional().transform((i) => i ?? { distro: 'unknown', version: '', arch: 'unknown' }),
   config: z
     .looseObject({ isolated: z.boolean().optional(), default_username: z.string().optional() })
     .optional()
@@ -126,11 +138,15 @@ export interface QemuImgSnapshot {
   clockNsec?: number;
 }
 
-/** `qemu-img info --output=json`; sizes in bytes. */
+/**
+ * `qemu-img info --output=json`; sizes in bytes. Only `format` and each snapshot's name,
+ * state size and date are required (localvm decides on them); `filename` and a snapshot's
+ * `id` are '' when absent, `virtualSize` is left out.
+ */
 export interface QemuImgInfo {
   filename: string;
   format: string;
-  virtualSize: number;
+  virtualSize?: number;
   actualSize?: number;
   /** The backing file as recorded in the image (may be relative to the image). */
   backingFile?: string;
@@ -143,9 +159,9 @@ export interface QemuImgInfo {
 const size = z.number().int().nonnegative();
 
 const qemuImgInfoSchema = z.looseObject({
-  filename: z.string(),
+  filename: z.string().default(''),
   format: z.string(),
-  'virtual-size': size,
+  'virtual-size': size.optional(),
   'actual-size': size.optional(),
   'backing-filename': z.string().optional(),
   'full-backing-filename': z.string().optional(),
@@ -153,7 +169,7 @@ const qemuImgInfoSchema = z.looseObject({
   snapshots: z
     .array(
       z.looseObject({
-        id: z.string(),
+        id: z.string().default(''),
         name: z.string(),
         'vm-state-size': size,
         'date-sec': size,
@@ -175,7 +191,6 @@ export function parseQemuImgInfo(stdout: string): QemuImgInfo {
   const out: QemuImgInfo = {
     filename: info.filename,
     format: info.format,
-    virtualSize: info['virtual-size'],
     snapshots: (info.snapshots ?? []).map((s) => {
       const snap: QemuImgSnapshot = {
         id: s.id,
@@ -188,6 +203,7 @@ export function parseQemuImgInfo(stdout: string): QemuImgInfo {
       return snap;
     }),
   };
+  if (info['virtual-size'] !== undefined) out.virtualSize = info['virtual-size'];
   if (info['actual-size'] !== undefined) out.actualSize = info['actual-size'];
   if (info['backing-filename'] !== undefined) out.backingFile = info['backing-filename'];
   if (info['full-backing-filename'] !== undefined) out.fullBackingFile = info['full-backing-filename'];

@@ -16,6 +16,21 @@ import { validationError, type ValidationIssue } from './errors.js';
  */
 export const VM_NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
 
+/**
+ * A guest user name, conservatively (the portable shadow-utils shape): it becomes an
+ * argument of `su` and `orbctl run -u`, so it must never look like a flag or carry spaces.
+ */
+export const USER_NAME_PATTERN = /^[a-z_][a-z0-9_-]{0,31}$/;
+
+/**
+ * An environment variable name as POSIX defines it (portable character set). `env NAME=value`
+ * carries each variable, so a name with "=" would shift the split and one starting with "-"
+ * would be read as an option of `env`.
+ */
+export const ENV_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+const noNul = (s: string): boolean => !s.includes('\0');
+
 export const vmNameSchema = z
   .string({ error: 'must be a string' })
   .regex(VM_NAME_PATTERN, 'must be 1-63 characters of a-z, 0-9 and "-", starting with a letter or digit');
@@ -91,6 +106,8 @@ export type Timeouts = z.infer<typeof timeoutsSchema>;
 
 const absPath = z.string().refine((s) => s.startsWith('/'), 'must be an absolute path');
 
+export const MAX_LABELS = 64;
+
 export const vmSpecSchema = z
   .object({
     name: vmNameSchema,
@@ -123,20 +140,24 @@ export const vmSpecSchema = z
     /** Size of the root disk overlay when booting from an image. */
     diskSize: sizeSchema.optional(),
     disks: z.array(diskSchema).max(16).default([]),
-    user: z
-      .string()
-      .regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'must be a valid user name')
-      .optional(),
+    user: z.string().regex(USER_NAME_PATTERN, 'must be a valid user name').optional(),
     /** cloud-init user-data (secret in the Pulumi provider). */
     userData: z.string().max(1_000_000).optional(),
     ports: z.array(portForwardSchema).max(64).default([]),
     /** Restrict the guest's network to the host (QEMU user-mode `restrict=on`). */
     isolated: z.boolean().default(false),
+    /**
+     * Free-form metadata, capped the way Kubernetes caps labels (keys of at most 63
+     * characters) and bounded in number (64), so a spec cannot grow vm.json without limit.
+     * Values keep their 256-character limit: tighter than Kubernetes' 63 would refuse
+     * labels already recorded.
+     */
     labels: z
       .record(
         z.string().regex(/^[a-zA-Z0-9._/-]{1,63}$/, 'label keys are 1-63 of a-z A-Z 0-9 . _ / -'),
-        z.string().max(256),
+        z.string().max(256, 'label values are at most 256 characters'),
       )
+      .refine((labels) => Object.keys(labels).length <= MAX_LABELS, `at most ${MAX_LABELS} labels`)
       .default({}),
     readiness: z.array(probeSchema).max(16).default([]),
     timeouts: timeoutsSchema.default({ createMs: 120_000, readyMs: 120_000, stopMs: 15_000, execMs: 60_000 }),
@@ -172,7 +193,8 @@ export type VmSpec = z.output<typeof vmSpecSchema>;
 export function toIssues(error: z.ZodError): ValidationIssue[] {
   return error.issues.map((issue) => ({
     property: issue.path.map(String).join('.'),
-    reason: issue.message,
+    // A refused record key reports only "Invalid key in record"; its own issue says why.
+    reason: (issue.code === 'invalid_key' ? issue.issues[0]?.message : undefined) ?? issue.message,
   }));
 }
 
@@ -191,6 +213,79 @@ export function parseVmSpec(input: unknown): VmSpec {
 /** Validates a VM name alone (for operations that take only a name). */
 export function parseVmName(input: unknown): string {
   return parseOrThrow(vmNameSchema, input, 'VM name');
+}
+
+// ---------------------------------------------------------------------------------------
+// exec and shell
+// ---------------------------------------------------------------------------------------
+
+/** The longest exec timeout: a day. Longer is a mistake, and timers overflow past ~24.8 days. */
+export const MAX_EXEC_TIMEOUT_MS = 86_400_000;
+
+/** A guest command as an argv array: a string from JavaScript would be spread into letters. */
+export const argvSchema = z
+  .array(z.string('must be a string').refine(noNul, 'must not contain NUL'), 'must be an array of strings')
+  .min(1, 'must name a command')
+  .superRefine((argv, ctx) => {
+    if (argv[0] === '') ctx.addIssue({ code: 'custom', path: [0], message: 'must name a command' });
+  });
+
+/** Options of `Connector.exec` and `shell` (see `ExecOptions` in backend.ts). */
+export const execOptionsSchema = z.object(
+  {
+    env: z
+      .record(
+        z.string().regex(ENV_NAME_PATTERN, 'must be a variable name: A-Z a-z 0-9 _, not starting with a digit'),
+        z.string('must be a string').refine(noNul, 'must not contain NUL'),
+        'must be an object of variable names to strings',
+      )
+      .optional(),
+    cwd: z
+      .string('must be a string')
+      .refine((s) => s.startsWith('/') && noNul(s), 'must be an absolute path without NUL')
+      .optional(),
+    stdin: z.union([z.string(), z.instanceof(Uint8Array)], 'must be a string or a Uint8Array').optional(),
+    timeoutMs: z
+      .number('must be a number')
+      .int('must be a whole number of milliseconds')
+      .positive('must be positive')
+      .max(MAX_EXEC_TIMEOUT_MS, `must be at most ${MAX_EXEC_TIMEOUT_MS} (24 h)`)
+      .optional(),
+    user: z
+      .string('must be a string')
+      .regex(USER_NAME_PATTERN, 'must be a user name: a-z 0-9 _ -, not starting with "-" or a digit')
+      .optional(),
+  },
+  'must be an object',
+);
+export type ExecOptionsParsed = z.output<typeof execOptionsSchema>;
+
+function issuesOf(schema: z.ZodType, value: unknown, prefix?: string): ValidationIssue[] {
+  const result = schema.safeParse(value);
+  if (result.success) return [];
+  return toIssues(result.error).map((i) =>
+    prefix === undefined ? i : { ...i, property: i.property ? `${prefix}.${i.property}` : prefix },
+  );
+}
+
+/** Validates exec/shell options at the boundary: VALIDATION naming each bad field. */
+export function parseExecOptions(input: unknown): ExecOptionsParsed {
+  return parseOrThrow(execOptionsSchema, input ?? {}, 'exec options');
+}
+
+/** Validates `exec(argv, options)` in one step, so one error lists every problem (`argv.1`, `env.A=B`). */
+export function parseExec(argv: unknown, options: unknown): { argv: string[]; options: ExecOptionsParsed } {
+  const issues = [...issuesOf(argvSchema, argv, 'argv'), ...issuesOf(execOptionsSchema, options ?? {})];
+  if (issues.length > 0) throw validationError(issues, 'exec');
+  return { argv: argv as string[], options: parseExecOptions(options) };
+}
+
+/** Validates `shell(script, options)` likewise; the script is a string without NUL (it may be empty). */
+export function parseShell(script: unknown, options: unknown): { script: string; options: ExecOptionsParsed } {
+  const scriptSchema = z.string('must be a string').refine(noNul, 'must not contain NUL');
+  const issues = [...issuesOf(scriptSchema, script, 'script'), ...issuesOf(execOptionsSchema, options ?? {})];
+  if (issues.length > 0) throw validationError(issues, 'shell');
+  return { script: script as string, options: parseExecOptions(options) };
 }
 
 const SIZE_UNITS: Record<string, number> = { '': 1, B: 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };

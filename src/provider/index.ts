@@ -1,3 +1,6 @@
+// Public declarations use Node's types (Buffer, NodeJS.ProcessEnv); `preserve` keeps this line in
+// the emitted .d.ts, so a consumer with no `types` in its tsconfig (TypeScript 6's default) loads them.
+/// <reference types="node" preserve="true" />
 /**
  * `localvm/pulumi`: the Pulumi resources `Vm`, `VmCommand` and `VmFile`.
  *

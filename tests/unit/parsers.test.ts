@@ -67,12 +67,27 @@ describe('parseOrbctlList', () => {
   it.each([
     ['the table format', 'NAME   STATE    DISTRO  VERSION  ARCH\nweb    running  ubuntu  noble    arm64\n'],
     ['an object instead of an array', '{"name":"web"}'],
-    ['a record without image', '[{"id":"x","name":"web","state":"running","config":{}}]'],
+    ['a record without state', '[{"id":"x","name":"web","image":{"distro":"u","version":"n","arch":"a"}}]'],
+    ['a record without name', '[{"id":"x","state":"running"}]'],
+    ['an image that is not an object', '[{"id":"x","name":"web","state":"running","image":"ubuntu:noble"}]'],
     ['a non-string state', '[{"id":"x","name":"web","state":1,"image":{"distro":"u","version":"n","arch":"a"}}]'],
     ['truncated JSON', '[{"id":"x","name":"web"'],
   ])('throws PROTOCOL on %s, quoting the input', (_name, stdout) => {
     const { message } = protocolFailure(() => parseOrbctlList(stdout));
     expect(message).toContain(stdout.replace(/\s+/g, ' ').trim().slice(0, 20));
+  });
+
+  it('tolerates records without the fields it does not use (image, image parts, id)', () => {
+    const machines = parseOrbctlList(
+      JSON.stringify([
+        { id: 'x', name: 'a', state: 'stopped' },
+        { name: 'b', state: 'running', image: { distro: 'alpine' } },
+      ]),
+    );
+    expect(machines).toEqual([
+      { id: 'x', name: 'a', state: 'stopped', image: { distro: 'unknown', version: '', arch: 'unknown' }, config: {} },
+      { id: '', name: 'b', state: 'running', image: { distro: 'alpine', version: '', arch: 'unknown' }, config: {} },
+    ]);
   });
 
   it('keeps the quoted snippet short', () => {
@@ -123,6 +138,20 @@ describe('parseOrbctlInfo', () => {
     });
   });
 
+  it('accepts a record with neither image nor config (the shape another OrbStack tool tests with)', () => {
+    expect(parseOrbctlInfo(captured('orbctl-info-no-image'))).toEqual({
+      record: {
+        id: '01HQ8ZB4T7N2XK5W9M3R6C1D8E',
+        name: 'lvtest-bare',
+        state: 'stopped',
+        image: { distro: 'unknown', version: '', arch: 'unknown' },
+        config: {},
+      },
+    });
+    const bare = JSON.stringify({ name: 'lvtest-bare', state: 'running', ip4: '198.19.249.2' });
+    expect(parseOrbctlInfo(bare)).toMatchObject({ record: { image: { distro: 'unknown' } }, ip4: '198.19.249.2' });
+  });
+
   it('agrees with list on the same machine', () => {
     const [listed] = parseOrbctlList(captured('orbctl-list'));
     expect(parseOrbctlInfo(captured('orbctl-info-running')).record).toEqual(listed);
@@ -132,6 +161,7 @@ describe('parseOrbctlInfo', () => {
     ['an array', '[]'],
     ['null', 'null'],
     ['a record wrapper holding garbage', '{"record":{"name":"x"},"ip4":"1.2.3.4"}'],
+    ['a record with a non-object image', '{"record":{"name":"x","state":"running","image":["ubuntu"]}}'],
     [
       'a negative disk size',
       '{"record":{"id":"x","name":"a","state":"s","image":{"distro":"d","version":"v","arch":"a"}},"disk_size":-1}',
@@ -188,6 +218,17 @@ describe('parseQemuImgInfo (captured from qemu-img 7.2)', () => {
     expect(snap).toEqual({ id: '1', name: 'booted', vmStateSize: 777340, dateSec: 1795324053, clockNsec: 1674215085 });
   });
 
+  it('tolerates absent fields it does not use: filename, virtual-size, a snapshot id', () => {
+    const info = parseQemuImgInfo(
+      JSON.stringify({ format: 'qcow2', snapshots: [{ name: 's', 'vm-state-size': 0, 'date-sec': 1 }] }),
+    );
+    expect(info).toEqual({
+      filename: '',
+      format: 'qcow2',
+      snapshots: [{ id: '', name: 's', vmStateSize: 0, dateSec: 1 }],
+    });
+  });
+
   it('returns the top image of a --backing-chain array', () => {
     const chain = `[${captured('qemu-img-info-backing')},${captured('qemu-img-info-plain')}]`;
     expect(parseQemuImgInfo(chain).filename).toBe('overlay.qcow2');
@@ -195,11 +236,15 @@ describe('parseQemuImgInfo (captured from qemu-img 7.2)', () => {
 
   it.each([
     ['the human format', 'image: base.qcow2\nfile format: qcow2\nvirtual size: 1 GiB (1073741824 bytes)\n'],
-    ['a missing virtual-size', '{"filename":"a","format":"qcow2"}'],
+    ['a missing format', '{"filename":"a","virtual-size":1}'],
     ['a string size', '{"filename":"a","format":"qcow2","virtual-size":"1G"}'],
     [
-      'a snapshot without id',
-      '{"filename":"a","format":"qcow2","virtual-size":1,"snapshots":[{"name":"s","vm-state-size":0,"date-sec":1}]}',
+      'a snapshot without name',
+      '{"filename":"a","format":"qcow2","virtual-size":1,"snapshots":[{"id":"1","vm-state-size":0,"date-sec":1}]}',
+    ],
+    [
+      'a snapshot without date-sec',
+      '{"filename":"a","format":"qcow2","virtual-size":1,"snapshots":[{"id":"1","name":"s","vm-state-size":0}]}',
     ],
     ['an empty array', '[]'],
     ['a lock error on stdout', 'qemu-img: Could not open \'a.qcow2\': Failed to get shared "write" lock'],

@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { isLocalVmError, type ValidationIssue } from '../../src/errors.js';
 import {
+  parseExec,
+  parseExecOptions,
+  parseShell,
   parseSize,
   parseVmName,
   parseVmSpec,
@@ -136,6 +139,22 @@ describe('parseVmSpec', () => {
     expect(properties(() => parseVmSpec({ name: 'vm', ...patch }))).toContain(property);
   });
 
+  it('caps labels like Kubernetes does: at most 64, keys of 1-63 characters, values up to 256', () => {
+    const many = Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, 'v']));
+    expect(properties(() => parseVmSpec({ name: 'vm', labels: many }))).toEqual(['labels']);
+    const most = Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`k${i}`, 'v'.repeat(256)]));
+    expect(Object.keys(parseVmSpec({ name: 'vm', labels: most }).labels)).toHaveLength(64);
+    expect(properties(() => parseVmSpec({ name: 'vm', labels: { ['k'.repeat(64)]: 'v' } }))).toEqual([
+      `labels.${'k'.repeat(64)}`,
+    ]);
+    expect(properties(() => parseVmSpec({ name: 'vm', labels: { k: 'v'.repeat(257) } }))).toEqual(['labels.k']);
+  });
+
+  it('says why a label key is refused (not just "invalid key")', () => {
+    const [issue] = issuesOf(() => parseVmSpec({ name: 'vm', labels: { 'a b': 'c' } }));
+    expect(issue).toEqual({ property: 'labels.a b', reason: expect.stringContaining('label keys') });
+  });
+
   it('allows the same host port on different protocols', () => {
     const spec = parseVmSpec({
       name: 'dns',
@@ -213,5 +232,93 @@ describe('specFingerprint', () => {
     expect(specFingerprint(parseVmSpec({ name: 'vm', ports: [{ host: 1, guest: 2 }], userData: 'x' }))).not.toBe(
       specFingerprint(base),
     );
+  });
+});
+
+describe('parseExecOptions', () => {
+  it('passes valid options through unchanged', () => {
+    const stdin = new Uint8Array([0, 1, 2]);
+    const options = { env: { A: '1', _b2: '' }, cwd: '/srv', user: 'www-data', timeoutMs: 5_000, stdin };
+    expect(parseExecOptions(options)).toEqual(options);
+    expect(parseExecOptions(options).stdin).toBe(stdin);
+    expect(parseExecOptions(undefined)).toEqual({});
+    expect(parseExecOptions({ stdin: 'text', user: 'root', timeoutMs: 86_400_000 })).toEqual({
+      stdin: 'text',
+      user: 'root',
+      timeoutMs: 86_400_000,
+    });
+  });
+
+  it.each([
+    // `env A=B=c` would set A to "B=c"; `env -i` would clear the environment.
+    [{ env: { 'A=B': 'c' } }, 'env.A=B'],
+    [{ env: { '-i': 'x' } }, 'env.-i'],
+    [{ env: { '1A': 'x' } }, 'env.1A'],
+    [{ env: { '': 'x' } }, 'env.'],
+    [{ env: { 'A B': 'x' } }, 'env.A B'],
+    [{ env: { A: 'x\0y' } }, 'env.A'],
+    [{ env: { A: 1 } }, 'env.A'],
+    [{ env: ['A=1'] }, 'env'],
+    // `su -c ...` would take the user as an option.
+    [{ user: '-c' }, 'user'],
+    [{ user: '' }, 'user'],
+    [{ user: 'a b' }, 'user'],
+    [{ user: 'root;reboot' }, 'user'],
+    [{ user: 'x'.repeat(33) }, 'user'],
+    [{ user: 0 }, 'user'],
+    [{ timeoutMs: -1 }, 'timeoutMs'],
+    [{ timeoutMs: 0 }, 'timeoutMs'],
+    [{ timeoutMs: 1.5 }, 'timeoutMs'],
+    [{ timeoutMs: Number.NaN }, 'timeoutMs'],
+    [{ timeoutMs: Infinity }, 'timeoutMs'],
+    [{ timeoutMs: 86_400_001 }, 'timeoutMs'],
+    [{ timeoutMs: '1000' }, 'timeoutMs'],
+    [{ cwd: 'tmp' }, 'cwd'],
+    [{ cwd: '' }, 'cwd'],
+    [{ cwd: '/tmp\0' }, 'cwd'],
+    [{ stdin: 42 }, 'stdin'],
+  ])('rejects %j at %s', (options, property) => {
+    expect(properties(() => parseExecOptions(options))).toEqual([property]);
+  });
+
+  it('rejects options that are not an object', () => {
+    expect(properties(() => parseExecOptions('-i'))).toEqual(['']);
+  });
+});
+
+describe('parseExec and parseShell', () => {
+  it('returns argv and options', () => {
+    expect(parseExec(['ls', '-l', ''], { cwd: '/' })).toEqual({ argv: ['ls', '-l', ''], options: { cwd: '/' } });
+    expect(parseShell('echo $HOME', undefined)).toEqual({ script: 'echo $HOME', options: {} });
+    // `/bin/sh -c ''` runs nothing and exits 0: harmless, and accepted as before.
+    expect(parseShell('', {}).script).toBe('');
+  });
+
+  it.each([
+    // From JavaScript a string would be spread into characters: `exec('ls')` ran a program `l`.
+    ['ls', 'argv'],
+    [[], 'argv'],
+    [[''], 'argv.0'],
+    [['ls', 1], 'argv.1'],
+    [['ls', 'a\0b'], 'argv.1'],
+    [undefined, 'argv'],
+  ])('rejects argv %j at %s', (argv, property) => {
+    expect(properties(() => parseExec(argv, {}))).toEqual([property]);
+  });
+
+  it('lists argv and option problems in one error', () => {
+    expect(properties(() => parseExec([], { user: '-c', timeoutMs: -1 })).sort()).toEqual([
+      'argv',
+      'timeoutMs',
+      'user',
+    ]);
+  });
+
+  it.each([
+    [42, 'script'],
+    ['echo \0', 'script'],
+  ])('rejects script %j at %s', (script, property) => {
+    expect(properties(() => parseShell(script, {}))).toEqual([property]);
+    expect(properties(() => parseShell('true', { env: { 'A=B': 'c' } }))).toEqual(['env.A=B']);
   });
 });
