@@ -88,7 +88,16 @@ async function applyStep(host: QemuHost, vm: string, step: QemuStep, afterUndeli
       }
     case 'await-exit': {
       if (afterUndelivered) return 'insufficient';
-      const gone = await waitGone(vm, a.pid, a.timeoutMs);
+      let gone = false;
+      const deadline = performance.now() + a.timeoutMs;
+      while (!gone) {
+        const left = deadline - performance.now();
+        if (left <= 0) break;
+        gone = await waitGone(vm, a.pid, Math.min(left, a.repressMs ?? left));
+        if (!gone && a.repressMs && a.paths && deadline - performance.now() > 0) {
+          await host.qmp(vm, a.paths, 'system_powerdown', undefined, 2_000).catch(() => undefined);
+        }
+      }
       if (!gone) host.log(`${vm}: QEMU did not exit within ${a.timeoutMs} ms${step.otherwise ? ', forcing' : ''}`);
       return gone ? 'done' : 'insufficient';
     }

@@ -31,7 +31,14 @@ export type QemuAction =
   | { kind: 'remove-runtime'; paths: VmPaths }
   | { kind: 'drop-agent'; socket: string }
   | { kind: 'qmp'; command: string; optional: boolean; paths: VmPaths }
-  | { kind: 'await-exit'; pid: number; timeoutMs: number }
+  | {
+      kind: 'await-exit';
+      pid: number;
+      timeoutMs: number;
+      /** Press the power button again this often while waiting: a guest still booting drops presses. */
+      repressMs?: number | undefined;
+      paths?: VmPaths | undefined;
+    }
   | { kind: 'kill'; pid: number }
   | { kind: 'mark-stopped'; record: VmRecord }
   | { kind: 'remove'; paths: string[] }
@@ -52,6 +59,11 @@ export interface PlanMode {
 /** How long a forced stop waits for QEMU to go after `quit`. */
 const QUIT_WAIT_MS = 2_000;
 const IMG_TIMEOUT_MS = 60_000;
+/**
+ * How often a graceful stop presses the power button again: the ACPI button driver of a
+ * guest that is still booting is not bound yet, and the kernel drops a press it cannot deliver.
+ */
+const REPRESS_MS = 1_000;
 
 const note = (summary: string): QemuStep => ({ summary, action: { kind: 'none' } });
 
@@ -251,7 +263,7 @@ function stopSteps(
         },
         {
           summary: `wait up to ${timeoutMs} ms for QEMU (pid ${pid}) to power off`,
-          action: { kind: 'await-exit', pid, timeoutMs },
+          action: { kind: 'await-exit', pid, timeoutMs, repressMs: REPRESS_MS, paths: p },
           otherwise: force,
         },
       );
