@@ -207,8 +207,19 @@ export function parseOrThrow<S extends z.ZodType>(schema: S, input: unknown, wha
 
 /** Validates a VM spec at the boundary. Throws VALIDATION before anything touches disk. */
 export function parseVmSpec(input: unknown): VmSpec {
-  return parseOrThrow(vmSpecSchema, input, 'VM spec');
+  if (typeof input === 'object' && input !== null && parsedSpecs.has(input)) return input as VmSpec;
+  const spec = parseOrThrow(vmSpecSchema, input, 'VM spec');
+  parsedSpecs.add(spec);
+  return spec;
 }
+
+/**
+ * Specs that came out of parseVmSpec: the library's entry points validate at the door, and a
+ * spec handed on from one entry point to another (the CLI to createVmWithRetry, the provider
+ * to createVm) is not validated again. A WeakSet rather than a flag, so a plain object that
+ * merely looks parsed is still checked.
+ */
+const parsedSpecs = new WeakSet<object>();
 
 /** Validates a VM name alone (for operations that take only a name). */
 export function parseVmName(input: unknown): string {

@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { ValidationIssue } from '../errors.js';
-import { toIssues, vmSpecSchema, type VmSpec } from '../schema.js';
+import { parseVmSpec, toIssues, vmSpecSchema, type VmSpec } from '../schema.js';
 
 /** The value the engine sends for an input it does not know yet (during preview). */
 export const UNKNOWN = '04da6b54-80e4-46f7-96ec-b56ff0331ba9';
@@ -131,7 +131,7 @@ export function checkVm(news: Props): CheckOutcome {
 
 /** Parses props already accepted by `checkVm` into a full spec. */
 export function vmSpecOf(props: Props): VmSpec {
-  return vmSpecSchema.parse(vmSpecInput(props));
+  return parseVmSpec(vmSpecInput(props));
 }
 
 /** Backend and accelerator inputs may say `auto`; the state holds what `auto` became. */

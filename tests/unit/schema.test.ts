@@ -322,3 +322,12 @@ describe('parseExec and parseShell', () => {
     expect(properties(() => parseShell('true', { env: { 'A=B': 'c' } }))).toEqual(['env.A=B']);
   });
 });
+
+describe('parse once', () => {
+  it('a spec parseVmSpec returned is trusted as it is; a copy that only looks parsed is checked again', () => {
+    const spec = parseVmSpec({ name: 'once', memory: 256 });
+    expect(parseVmSpec(spec)).toBe(spec);
+    const forged = { ...spec, memory: -1 };
+    expect(() => parseVmSpec(forged)).toThrow(/memory/);
+  });
+});
