@@ -94,12 +94,15 @@ export const probeSchema = z
   .strict();
 export type Probe = z.infer<typeof probeSchema>;
 
+/** How long each phase may take unless a spec says otherwise. */
+export const DEFAULT_TIMEOUTS = { createMs: 120_000, readyMs: 120_000, stopMs: 15_000, execMs: 60_000 } as const;
+
 export const timeoutsSchema = z
   .object({
-    createMs: z.number().int().positive().max(3_600_000).default(120_000),
-    readyMs: z.number().int().positive().max(3_600_000).default(120_000),
-    stopMs: z.number().int().positive().max(600_000).default(15_000),
-    execMs: z.number().int().positive().max(3_600_000).default(60_000),
+    createMs: z.number().int().positive().max(3_600_000).default(DEFAULT_TIMEOUTS.createMs),
+    readyMs: z.number().int().positive().max(3_600_000).default(DEFAULT_TIMEOUTS.readyMs),
+    stopMs: z.number().int().positive().max(600_000).default(DEFAULT_TIMEOUTS.stopMs),
+    execMs: z.number().int().positive().max(3_600_000).default(DEFAULT_TIMEOUTS.execMs),
   })
   .strict();
 export type Timeouts = z.infer<typeof timeoutsSchema>;
@@ -160,7 +163,7 @@ export const vmSpecSchema = z
       .refine((labels) => Object.keys(labels).length <= MAX_LABELS, `at most ${MAX_LABELS} labels`)
       .default({}),
     readiness: z.array(probeSchema).max(16).default([]),
-    timeouts: timeoutsSchema.default({ createMs: 120_000, readyMs: 120_000, stopMs: 15_000, execMs: 60_000 }),
+    timeouts: timeoutsSchema.default({ ...DEFAULT_TIMEOUTS }),
   })
   .strict()
   .superRefine((spec, ctx) => {

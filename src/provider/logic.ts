@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { ValidationIssue } from '../errors.js';
-import { parseVmSpec, toIssues, vmSpecSchema, type VmSpec } from '../schema.js';
+import { ENV_NAME_PATTERN, parseVmSpec, toIssues, vmSpecSchema, type VmSpec } from '../schema.js';
 
 /** The value the engine sends for an input it does not know yet (during preview). */
 export const UNKNOWN = '04da6b54-80e4-46f7-96ec-b56ff0331ba9';
@@ -178,7 +178,7 @@ export const vmCommandSchema = z
     update: commandSchema.optional(),
     delete: commandSchema.optional(),
     triggers: z.array(z.unknown()).default([]),
-    env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a valid variable name'), z.string()).optional(),
+    env: z.record(z.string().regex(ENV_NAME_PATTERN, 'must be a valid variable name'), z.string()).optional(),
     stdin: z.string().optional(),
     cwd: z
       .string()

@@ -14,7 +14,6 @@ import { createOrbstackBackend } from '../../src/backends/orbstack/index.js';
 import { loadConfig } from '../../src/config.js';
 import { connect } from '../../src/connector.js';
 import { getBackend, realClock, type OperationContext } from '../../src/context.js';
-import { isLocalVmError } from '../../src/errors.js';
 import { addDisk, listDisks, removeDisk } from '../../src/operations/disk.js';
 import { deleteSnapshot, snapshotVm } from '../../src/operations/snapshot.js';
 import {
@@ -29,20 +28,12 @@ import {
 } from '../../src/operations/vm.js';
 import { createExecaRunner, type CommandRunner } from '../../src/runner.js';
 import { missingQemuOrTiny } from '../fixtures/tools.js';
+import { codeOf } from '../fixtures/rejection.js';
 
 const skip = (await missingQemuOrTiny()) !== undefined;
 
 const PREFIX = 'pytest-test-disk-';
 const VM = `${PREFIX}a`;
-
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (error) {
-    return isLocalVmError(error) ? error.code : `non-LocalVmError: ${String(error)}`;
-  }
-  return 'no error';
-}
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
 const exists = (p: string) =>

@@ -14,25 +14,16 @@ import { qemuImg } from '../../src/backends/qemu/qemuImg.js';
 import { loadConfig } from '../../src/config.js';
 import { connect } from '../../src/connector.js';
 import { getBackend, realClock, type OperationContext } from '../../src/context.js';
-import { isLocalVmError } from '../../src/errors.js';
 import { deleteSnapshot, listSnapshots, restoreSnapshot, snapshotVm } from '../../src/operations/snapshot.js';
 import { createVm, deleteVm, listVms, stopVm, vmInfo, waitForVmReady } from '../../src/operations/vm.js';
 import { createExecaRunner } from '../../src/runner.js';
 import { missingQemuOrTiny } from '../fixtures/tools.js';
+import { codeOf } from '../fixtures/rejection.js';
 
 const skip = (await missingQemuOrTiny()) !== undefined;
 
 const PREFIX = 'pytest-test-snap-';
 const VM = `${PREFIX}a`;
-
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (error) {
-    return isLocalVmError(error) ? error.code : `non-LocalVmError: ${String(error)}`;
-  }
-  return 'no error';
-}
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
 

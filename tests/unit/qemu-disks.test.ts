@@ -16,20 +16,12 @@ import {
 } from '../../src/backends/qemu/disks.js';
 import type { QmpClient, QmpEvent } from '../../src/backends/qemu/qmp.js';
 import { vmPaths, type VmRecord } from '../../src/backends/qemu/state.js';
-import { isLocalVmError, LocalVmError } from '../../src/errors.js';
+import { LocalVmError } from '../../src/errors.js';
 import { addDisk, listDisks, parseDisk, parseDiskName, removeDisk } from '../../src/operations/disk.js';
 import type { Command, CommandRunner, RunResult } from '../../src/runner.js';
 import { parseVmSpec, specFingerprint } from '../../src/schema.js';
 import { FakeBackend, fakeContext } from '../fixtures/fakeBackend.js';
-
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (error) {
-    return isLocalVmError(error) ? error.code : `non-LocalVmError: ${String(error)}`;
-  }
-  return 'no error';
-}
+import { codeOf } from '../fixtures/rejection.js';
 
 const DIR = '/s/vms/disk-a';
 

@@ -29,15 +29,7 @@ import {
 import { createRecordingRunner, type Command, type CommandRunner, type RunResult } from '../../src/runner.js';
 import { parseVmSpec } from '../../src/schema.js';
 import { FakeBackend, fakeContext } from '../fixtures/fakeBackend.js';
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (error) {
-    return isLocalVmError(error) ? error.code : `non-LocalVmError: ${String(error)}`;
-  }
-  return 'no error';
-}
+import { codeOfSync as codeOf } from '../fixtures/rejection.js';
 
 async function asyncCodeOf(p: Promise<unknown>): Promise<string> {
   try {

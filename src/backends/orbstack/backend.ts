@@ -28,6 +28,7 @@ import { planOrb, USER_DATA_FILE, type OrbStep } from './plan.js';
 import { orbMatchesSpec, reportsIp, toVmInfo } from './spec.js';
 import type { Plan, PlanRequest } from '../../plan.js';
 import { applyMode, type GuestTransport } from '../../transport.js';
+import { ENV_NAME_PATTERN } from '../../schema.js';
 
 export interface OrbstackBackendOptions {
   config: LocalVmConfig;
@@ -97,7 +98,7 @@ export function createOrbstackBackend(options: OrbstackBackendOptions): Backend 
     // orbctl run has no --env flag: `env K=V... argv` sets variables without any shell.
     const env = Object.entries(o.env ?? {});
     for (const [k] of env) {
-      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k))
+      if (!ENV_NAME_PATTERN.test(k))
         throw new LocalVmError('VALIDATION', `invalid environment variable name "${k}"`, { vm: name });
     }
     // `env` would read a program name containing "=" as one more assignment.

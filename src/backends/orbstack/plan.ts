@@ -6,6 +6,7 @@
  */
 import type { Plan, PlanRequest, PlanStep } from '../../plan.js';
 import type { VmInfo } from '../../backend.js';
+import { DEFAULT_TIMEOUTS } from '../../schema.js';
 import type { OrbctlBuilders } from './cmdline.js';
 import { ORBSTACK_BACKEND } from './register.js';
 import { orbCreatePlan } from './spec.js';
@@ -14,7 +15,6 @@ import { orbCreatePlan } from './spec.js';
 export const USER_DATA_FILE = '<temp>/user-data';
 
 const LIFECYCLE_TIMEOUT_MS = 180_000;
-export const DEFAULT_STOP_TIMEOUT_MS = 15_000;
 
 export interface OrbStep extends PlanStep {
   /** How long the command may run; `graceful` failures fall back to `otherwise` instead of throwing. */
@@ -85,7 +85,7 @@ export function planOrb(
       if (state === 'stopped') return plan(name, [note(`${name} is stopped: nothing to do`)]);
       const forced = cmd(orb.stop(name, { force: true }), { timeoutMs: LIFECYCLE_TIMEOUT_MS });
       if (request.force) return plan(name, [forced]);
-      const graceful = cmd(orb.stop(name), { timeoutMs: request.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS, graceful: true });
+      const graceful = cmd(orb.stop(name), { timeoutMs: request.timeoutMs ?? DEFAULT_TIMEOUTS.stopMs, graceful: true });
       return plan(name, [{ ...graceful, otherwise: [forced] }]);
     }
     case 'restart':

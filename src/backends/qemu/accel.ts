@@ -6,6 +6,7 @@
  */
 import { access, constants, open, readFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { archFromNode } from '../../host/arch.js';
 import writeFileAtomic from 'write-file-atomic';
 import type { CommandRunner } from '../../runner.js';
 import type { Accel, Arch } from '../../schema.js';
@@ -33,15 +34,13 @@ export interface AccelContext {
   probeKvm: () => Promise<KvmVerdict>;
 }
 
-const NODE_TO_QEMU_ARCH: Record<string, Arch> = { x64: 'x86_64', arm64: 'aarch64' };
-
 /**
  * The accelerator for `requested`. Explicit choices are honoured as given; `auto` picks
  * hvf on macOS, kvm on Linux when `probeKvm` says it works, tcg otherwise.
  */
 export async function resolveAccel(requested: Accel, ctx: AccelContext): Promise<AccelChoice> {
   if (requested !== 'auto') return { accel: requested, reason: `chose ${requested}: requested explicitly` };
-  if (NODE_TO_QEMU_ARCH[ctx.hostArch] !== ctx.guestArch) {
+  if (archFromNode(ctx.hostArch) !== ctx.guestArch) {
     return { accel: 'tcg', reason: `chose tcg: guest ${ctx.guestArch} differs from host ${ctx.hostArch}` };
   }
   if (ctx.platform === 'darwin') return { accel: 'hvf', reason: 'chose hvf: macOS host' };

@@ -19,12 +19,11 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import type { DiskCapable, DiskInfo, Snapshot } from '../../backend.js';
 import { qemuImg } from './qemuImg.js';
-import { isLocalVmError, LocalVmError, tail } from '../../errors.js';
-import { parseQemuImgInfo } from '../../parsers.js';
-import { commandError, runChecked } from '../../runner.js';
+import { isLocalVmError, LocalVmError } from '../../errors.js';
+import { runChecked } from '../../runner.js';
 import { diskSchema, parseOrThrow, specFingerprint, type DiskSpec, type VmSpec } from '../../schema.js';
 import type { QmpClient } from './qmp.js';
-import { mergeSnapshots, snapshotDisks, snapshotsFromBlockNodes, type DiskSnapshots } from './snapshot.js';
+import { mergeSnapshots, readDiskSnapshots, snapshotDisks, snapshotsFromBlockNodes } from './snapshot.js';
 import type { VmRecord } from './state.js';
 import type { VmAccess } from './vmAccess.js';
 
@@ -140,18 +139,8 @@ export function createDiskOps(deps: DiskDeps): DiskCapable {
   const removeFile = deps.removeFile ?? ((path: string) => rm(path, { force: true }));
   const unplugTimeoutMs = deps.unplugTimeoutMs ?? 10_000;
 
-  async function offlineSnapshots(record: VmRecord): Promise<Snapshot[]> {
-    const out: DiskSnapshots[] = [];
-    for (const path of snapshotDisks(record)) {
-      const result = await runner.run(qemuImg.info(path), { timeoutMs: QUICK_TIMEOUT_MS });
-      if (result.exitCode !== 0 && /No such file/i.test(result.stderr)) continue;
-      if (result.exitCode !== 0 || result.timedOut) {
-        throw commandError(result, `qemu-img info ${path} failed: ${tail(result.stderr, 3, 500)}`);
-      }
-      out.push({ path, snapshots: parseQemuImgInfo(result.stdout).snapshots });
-    }
-    return mergeSnapshots(out);
-  }
+  const offlineSnapshots = async (record: VmRecord): Promise<Snapshot[]> =>
+    mergeSnapshots(await readDiskSnapshots(runner, record));
 
   async function liveSnapshots(qmp: QmpClient, record: VmRecord): Promise<Snapshot[]> {
     const nodes = await qmp.execute('query-named-block-nodes', undefined, QUICK_TIMEOUT_MS);

@@ -13,7 +13,7 @@ import type { Snapshot, SnapshotCapable } from '../../backend.js';
 import { qemuImg } from './qemuImg.js';
 import { LocalVmError, tail, type ErrorCode } from '../../errors.js';
 import { parseQemuImgInfo } from '../../parsers.js';
-import { commandError, runChecked } from '../../runner.js';
+import { commandError, runChecked, type CommandRunner } from '../../runner.js';
 import type { QmpClient } from './qmp.js';
 import type { VmPaths, VmRecord } from './state.js';
 import type { VmAccess } from './vmAccess.js';
@@ -170,6 +170,21 @@ export interface SnapshotDeps extends VmAccess {
 const SAVEVM_TIMEOUT_MS = 300_000;
 const QUICK_TIMEOUT_MS = 30_000;
 
+/** The snapshots each disk of a stopped VM holds, read with `qemu-img info` (disks that are not there hold none). */
+export async function readDiskSnapshots(runner: CommandRunner, record: VmRecord): Promise<DiskSnapshots[]> {
+  const out: DiskSnapshots[] = [];
+  for (const path of snapshotDisks(record)) {
+    const result = await runner.run(qemuImg.info(path), { timeoutMs: QUICK_TIMEOUT_MS });
+    // A disk that is not there (never created, or deleted by hand) holds no snapshots.
+    if (result.exitCode !== 0 && /No such file/i.test(result.stderr)) continue;
+    if (result.exitCode !== 0 || result.timedOut) {
+      throw commandError(result, `qemu-img info ${path} failed: ${tail(result.stderr, 3, 500)}`);
+    }
+    out.push({ path, snapshots: parseQemuImgInfo(result.stdout).snapshots });
+  }
+  return out;
+}
+
 /** The snapshot methods of the QEMU backend. */
 export function createSnapshotOps(deps: SnapshotDeps): SnapshotCapable {
   const { runner } = deps;
@@ -200,19 +215,7 @@ export function createSnapshotOps(deps: SnapshotDeps): SnapshotCapable {
     return mergeSnapshots(snapshotsFromBlockNodes(nodes, snapshotDisks(record)));
   }
 
-  async function offlineDisks(record: VmRecord): Promise<DiskSnapshots[]> {
-    const out: DiskSnapshots[] = [];
-    for (const path of snapshotDisks(record)) {
-      const result = await runner.run(qemuImg.info(path), { timeoutMs: QUICK_TIMEOUT_MS });
-      // A disk that is not there (never created, or deleted by hand) holds no snapshots.
-      if (result.exitCode !== 0 && /No such file/i.test(result.stderr)) continue;
-      if (result.exitCode !== 0 || result.timedOut) {
-        throw commandError(result, `qemu-img info ${path} failed: ${tail(result.stderr, 3, 500)}`);
-      }
-      out.push({ path, snapshots: parseQemuImgInfo(result.stdout).snapshots });
-    }
-    return out;
-  }
+  const offlineDisks = (record: VmRecord) => readDiskSnapshots(runner, record);
 
   async function list(name: string): Promise<Snapshot[]> {
     const { record, running } = await deps.load(name);
