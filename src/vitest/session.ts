@@ -4,13 +4,13 @@
  * `<stateDir>/sessions/<session id>.json` BEFORE the create, so the reaper can delete it
  * whatever happens to the run. The decisions (what to reap, when) are pure functions.
  */
-import { processStartTime } from '../backends/qemu/lock.js';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import { LocalVmError } from '../errors.js';
-import { mkdirPrivate } from '../backends/qemu/state.js';
-import { withLock } from '../backends/qemu/lock.js';
+import { mkdirPrivate } from '../host/privateDir.js';
+import { withLock } from '../host/lock.js';
+import { processStartTime } from '../host/proc.js';
 
 export const SESSION_VERSION = 1;
 

@@ -4,12 +4,13 @@
  * or abort, so KVM is used only when a real probe passes. The verdict is cached per
  * kernel release, since it only changes when the host kernel (or its modules) does.
  */
-import { access, constants, open, readFile, mkdir } from 'node:fs/promises';
+import { constants, open, readFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import type { CommandRunner } from '../../runner.js';
 import type { Accel, Arch } from '../../schema.js';
 import { tail } from '../../errors.js';
+import { exists } from '../../host/fs.js';
 
 export type ConcreteAccel = 'kvm' | 'tcg' | 'hvf';
 
@@ -72,13 +73,6 @@ async function opensReadWrite(path: string): Promise<string | undefined> {
   } catch (error) {
     return (error as NodeJS.ErrnoException).code ?? String(error);
   }
-}
-
-async function exists(path: string): Promise<boolean> {
-  return access(path).then(
-    () => true,
-    () => false,
-  );
 }
 
 /**

@@ -31,7 +31,9 @@ import { diskLayout, launchFor, qemuBinaryFor, seedDirFor, STATE_DISK_BYTES, sta
 import { specFingerprint, type Accel, type Arch, type VmSpec } from '../../schema.js';
 import { createKvmProbe, resolveAccel, type AccelChoice, type AccelContext } from './accel.js';
 import { findTinyImage, type TinyImage } from './image.js';
-import { holderAlive, readLockHolder, withLock } from './lock.js';
+import { holderAlive, readLockHolder, withLock } from '../../host/lock.js';
+import { mkdirPrivate } from '../../host/privateDir.js';
+import { probeProcess } from '../../host/proc.js';
 import { AgentSessions, guestExec, guestGetFile, guestPutFile, type QgaClient } from './qga.js';
 import { withQmp, type QmpClient } from './qmp.js';
 import { createDiskOps } from './disks.js';
@@ -41,8 +43,6 @@ import {
   isLiveQemu,
   listVmNames,
   locksDir,
-  mkdirPrivate,
-  probeProcess,
   readPidFile,
   readRecord,
   reconcile,
