@@ -11,6 +11,7 @@ import { LocalVmError } from '../../errors.js';
 import type { VmState } from '../../backend.js';
 import type { Arch, VmSpec } from '../../schema.js';
 import type { ProcessProbe } from '../../host/proc.js';
+import { privateDirExists } from '../../host/privateDir.js';
 import { MAX_SOCKET_PATH } from './cmdline.js';
 
 export { MAX_SOCKET_PATH };
@@ -187,7 +188,13 @@ export async function listVmNames(stateDir: string): Promise<string[]> {
   }
 }
 
-/** Removes control sockets and the pidfile a dead QEMU left behind. */
+/**
+ * Removes control sockets and the pidfile a dead QEMU left behind. Sockets under the run
+ * dir are only touched once that directory is verified ours (HOST_FS when it is not), so
+ * nothing is removed through another user's directory or symlink.
+ */
 export async function removeStaleRuntime(paths: VmPaths): Promise<void> {
-  await Promise.all([paths.qmpSocket, paths.qgaSocket, paths.pidFile].map((p) => rm(p, { force: true })));
+  const sockets =
+    !paths.socketDir || (await privateDirExists(paths.socketDir)) ? [paths.qmpSocket, paths.qgaSocket] : [];
+  await Promise.all([...sockets, paths.pidFile].map((p) => rm(p, { force: true })));
 }
