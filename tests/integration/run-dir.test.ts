@@ -14,17 +14,9 @@ import { loadConfig, type LocalVmConfig } from '../../src/config.js';
 import { isLocalVmError, type LocalVmError } from '../../src/errors.js';
 import { createExecaRunner } from '../../src/runner.js';
 import { parseVmSpec } from '../../src/schema.js';
-import { inCI, missingQemuOrTiny, which } from '../fixtures/tools.js';
+import { missingQemuOrTiny, missingRoot } from '../fixtures/tools.js';
 
-function whyNotRoot(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root to create a second user (useradd)';
-  if (!which('useradd') || !which('userdel') || !which('runuser')) return 'useradd/userdel/runuser not found';
-  return undefined;
-}
-const rootReason = whyNotRoot();
-if (rootReason && inCI) throw new Error(`CI must not skip real tests: ${rootReason}`);
-if (rootReason) console.warn(`skipping: ${rootReason}`);
-const skip = rootReason !== undefined || (await missingQemuOrTiny()) !== undefined;
+const skip = missingRoot('useradd', 'userdel', 'runuser') !== undefined || (await missingQemuOrTiny()) !== undefined;
 
 const OTHER = `lvm-t6-${process.pid}`;
 const runner = createExecaRunner();
