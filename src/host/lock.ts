@@ -8,7 +8,7 @@
 import { link, open, readFile, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { LocalVmError } from '../errors.js';
-import { randomSuffix } from './fs.js';
+import { hostFsError, randomSuffix } from './fs.js';
 import { mkdirPrivate } from './privateDir.js';
 import { processStartTime } from './proc.js';
 
@@ -48,19 +48,28 @@ export async function readLockHolder(path: string): Promise<LockHolder | undefin
 
 let selfStartTime: number | undefined;
 
+/**
+ * Creates the lock file holding `holder`; false when it exists. A file that was created but
+ * could not be written (a full disk) is removed again: nobody could ever read its holder,
+ * so it would only be stolen a second later, or outlive every process.
+ */
 async function tryCreate(path: string, holder: LockHolder): Promise<boolean> {
+  let fh;
   try {
-    const fh = await open(path, 'wx', 0o600);
-    try {
-      await fh.writeFile(JSON.stringify(holder));
-    } finally {
-      await fh.close();
-    }
-    return true;
+    fh = await open(path, 'wx', 0o600);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw error;
+    throw hostFsError(error, `take the lock ${path}`, path);
   }
+  try {
+    await fh.writeFile(JSON.stringify(holder));
+    await fh.close();
+  } catch (error) {
+    await fh.close().catch(() => undefined);
+    await unlink(path).catch(() => undefined);
+    throw hostFsError(error, `take the lock ${path}`, path);
+  }
+  return true;
 }
 
 /**

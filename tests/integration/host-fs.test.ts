@@ -98,6 +98,7 @@ describe.skipIf(skip)('state dir on a full file system (real tmpfs)', () => {
     expect(error.code).toBe('HOST_FS');
     expect(error.details?.errno).toBe('ENOSPC');
     expect(error.hint).toMatch(/free space/);
+    expect(error.message).toContain('.lock');
     expect(tree(config.stateDir)).toEqual(before);
   });
 
@@ -117,6 +118,7 @@ describe.skipIf(skip)('state dir on a full file system (real tmpfs)', () => {
     const before = tree(config.stateDir);
     const error = await refusal(backend.create(spec(`${prefix}fs-c`)));
     expect(error.code).toBe('HOST_FS');
+    expect(error.message).toContain('vm.json');
     expect(tree(config.stateDir)).toEqual(before);
   });
 

@@ -4,7 +4,7 @@
  * readers below them are thin.
  */
 import { createHash } from 'node:crypto';
-import { readFile, readdir, rm } from 'node:fs/promises';
+import { readFile, readdir, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import { LocalVmError } from '../../errors.js';
@@ -12,6 +12,7 @@ import type { VmState } from '../../backend.js';
 import type { Arch, VmSpec } from '../../schema.js';
 import type { ProcessProbe } from '../../host/proc.js';
 import { privateDirExists } from '../../host/privateDir.js';
+import { exists, hostFsError } from '../../host/fs.js';
 import { MAX_SOCKET_PATH } from './cmdline.js';
 
 export { MAX_SOCKET_PATH };
@@ -170,9 +171,20 @@ export async function readRecord(path: string): Promise<VmRecord | undefined> {
   }
 }
 
-/** Writes `vm.json` atomically (temp file + rename), mode 0600. */
+/**
+ * Writes `vm.json` atomically (temp file + rename, the temp file removed on failure), mode
+ * 0600; the previous record stays whole when the write fails. A full disk, read-only mount
+ * or missing permission is HOST_FS. When the very first record of a VM cannot be written,
+ * its directory is removed if it is still empty, so a failed create leaves nothing behind.
+ */
 export async function writeRecord(record: VmRecord): Promise<void> {
-  await writeFileAtomic(record.paths.record, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
+  const path = record.paths.record;
+  try {
+    await writeFileAtomic(path, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
+  } catch (error) {
+    if (!(await exists(path))) await rmdir(record.paths.dir).catch(() => undefined);
+    throw hostFsError(error, `write ${path}`, path);
+  }
 }
 
 /** Names of VM directories under the state root. */
