@@ -1,14 +1,14 @@
-import { mkdtempSync, readFileSync, writeFileSync, readdirSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync, readdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { runCli } from '../../src/cli/program.js';
 import { createRecordingRunner } from '../../src/runner.js';
 import { FakeBackend, fakeClock } from '../fixtures/fakeBackend.js';
+import { testTempDir } from '../fixtures/tempDir.js';
 
 function harness() {
-  const home = mkdtempSync(join(tmpdir(), 'localvm-cli-'));
+  const home = testTempDir('localvm-cli-');
   const backend = new FakeBackend();
   const runner = createRecordingRunner();
   const config = loadConfig({
