@@ -6,10 +6,10 @@
  */
 import { execFileSync } from 'node:child_process';
 import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { release, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createQemuBackend, type QemuBackend } from '../../src/backends/qemu/index.js';
+import { createKvmProbe, createQemuBackend, type QemuBackend } from '../../src/backends/qemu/index.js';
 import { loadConfig, type LocalVmConfig } from '../../src/config.js';
 import { isLocalVmError, type LocalVmError } from '../../src/errors.js';
 import { acquireFileLock } from '../../src/host/lock.js';
@@ -128,5 +128,18 @@ describe.skipIf(skip)('state dir on a full file system (real tmpfs)', () => {
     const error = await refusal(acquireFileLock(path, { timeoutMs: 1_000 }));
     expect(error.code).toBe('HOST_FS');
     expect(readdirSync(join(config.stateDir, 'locks'))).not.toContain('solo.lock');
+  });
+
+  it('a full cache disk does not fail the KVM probe: the verdict is only not cached', async () => {
+    fill(0);
+    const probe = createKvmProbe({
+      runner,
+      cacheDir: join(mnt!, 'cache'),
+      kernelRelease: release(),
+      qemuBinary: 'qemu-system-x86_64',
+    });
+    const verdict = await probe();
+    expect(typeof verdict.usable).toBe('boolean');
+    expect(readdirSync(join(mnt!, 'cache'))).toEqual([]);
   });
 });
