@@ -4,13 +4,14 @@
  * or abort, so KVM is used only when a real probe passes. The verdict is cached per
  * kernel release, since it only changes when the host kernel (or its modules) does.
  */
-import { constants, open, readFile, mkdir } from 'node:fs/promises';
+import { constants, open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import type { CommandRunner } from '../../runner.js';
 import type { Accel, Arch } from '../../schema.js';
 import { tail } from '../../errors.js';
 import { exists } from '../../host/fs.js';
+import { mkdirPrivate } from '../../host/privateDir.js';
 
 export type ConcreteAccel = 'kvm' | 'tcg' | 'hvf';
 
@@ -91,8 +92,11 @@ export function createKvmProbe(deps: KvmProbeDeps): () => Promise<KvmVerdict> {
       // no cache yet
     }
     const verdict = await probeKvmUncached(deps);
-    await mkdir(deps.cacheDir, { recursive: true });
-    await writeFileAtomic(cacheFile, JSON.stringify({ kernelRelease: deps.kernelRelease, verdict }, null, 2));
+    await mkdirPrivate(deps.cacheDir);
+    // Only a cache: a full or read-only disk costs the next start a probe, not this start.
+    await writeFileAtomic(cacheFile, JSON.stringify({ kernelRelease: deps.kernelRelease, verdict }, null, 2)).catch(
+      () => undefined,
+    );
     return verdict;
   };
 }
