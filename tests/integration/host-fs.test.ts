@@ -4,7 +4,7 @@
  * temp file or empty VM directory behind; and leave an existing VM's record as it was.
  * Needs root (mount); skipped otherwise, except in CI.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { release, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
@@ -16,6 +16,7 @@ import { acquireFileLock } from '../../src/host/lock.js';
 import { createExecaRunner } from '../../src/runner.js';
 import { parseVmSpec } from '../../src/schema.js';
 import { missingQemuOrTiny, missingRoot } from '../fixtures/tools.js';
+import { ensureBuilt, repo } from '../fixtures/build.js';
 
 const skip = missingRoot('mount', 'umount') !== undefined || (await missingQemuOrTiny()) !== undefined;
 
@@ -141,5 +142,32 @@ describe.skipIf(skip)('state dir on a full file system (real tmpfs)', () => {
     const verdict = await probe();
     expect(typeof verdict.usable).toBe('boolean');
     expect(readdirSync(join(mnt!, 'cache'))).toEqual([]);
+  });
+
+  it('the CLI says HOST_FS and exits 8, not INTERNAL ("a bug in localvm")', () => {
+    ensureBuilt('dist/cli/main.js');
+    fill(0);
+    const r = spawnSync(process.execPath, [join(repo, 'dist/cli/main.js'), 'create', `${prefix}fs-cli`], {
+      env: { ...process.env, LOCALVM_HOME: config.stateDir, LOCALVM_RUN_DIR: config.runDir },
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(r.stderr).toContain('error [HOST_FS]');
+    expect(r.stderr).not.toMatch(/bug in localvm/);
+    expect(r.status).toBe(8);
+  });
+
+  it('create on a read-only mount: HOST_FS with EROFS, and the record stays readable', async () => {
+    rmSync(join(mnt!, 'filler'), { force: true });
+    execFileSync('mount', ['-o', 'remount,ro', mnt!]);
+    try {
+      const error = await refusal(backend.create(spec(`${prefix}fs-ro`)));
+      expect(error.code).toBe('HOST_FS');
+      expect(error.details?.errno).toBe('EROFS');
+      expect(error.hint).toMatch(/read-only/);
+      expect((await backend.info(EXISTING)).state).toBe('stopped');
+    } finally {
+      execFileSync('mount', ['-o', 'remount,rw', mnt!]);
+    }
   });
 });
