@@ -15,6 +15,8 @@ export const ERROR_CODES = [
   'UNSUPPORTED',
   'TRANSIENT',
   'PROTOCOL',
+  /** The host file system refused (full, quota, read-only, permissions) or a directory is not safe to use. */
+  'HOST_FS',
   'INTERNAL',
 ] as const;
 

@@ -13,6 +13,7 @@ export const EXIT_CODES = {
   CONFLICT: 5,
   TOOL_NOT_FOUND: 6,
   UNSUPPORTED: 7,
+  HOST_FS: 8,
 } as const;
 
 export type ExitCode = (typeof EXIT_CODES)[keyof typeof EXIT_CODES];
@@ -25,6 +26,7 @@ const BY_ERROR_CODE: Partial<Record<ErrorCode, ExitCode>> = {
   ALREADY_EXISTS: EXIT_CODES.CONFLICT,
   TOOL_NOT_FOUND: EXIT_CODES.TOOL_NOT_FOUND,
   UNSUPPORTED: EXIT_CODES.UNSUPPORTED,
+  HOST_FS: EXIT_CODES.HOST_FS,
 };
 
 /** The exit code for an error: its LocalVmError code's, else 1 (generic failure). Pure. */
@@ -43,4 +45,5 @@ export const EXIT_CODES_HELP = `Exit codes:
   5  exists already / exists with a different spec (ALREADY_EXISTS, CONFLICT)
   6  a required tool is missing (TOOL_NOT_FOUND)
   7  not supported by this backend (UNSUPPORTED)
+  8  the host file system refused: full, read-only, no permission, or an unsafe directory (HOST_FS)
   exec and shell exit with the guest command's own exit code once it has run.`;

@@ -4,13 +4,14 @@
  * `<stateDir>/sessions/<session id>.json` BEFORE the create, so the reaper can delete it
  * whatever happens to the run. The decisions (what to reap, when) are pure functions.
  */
-import { processStartTime } from '../backends/qemu/lock.js';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import { LocalVmError } from '../errors.js';
-import { mkdirPrivate } from '../backends/qemu/state.js';
-import { withLock } from '../backends/qemu/lock.js';
+import { mkdirPrivate } from '../host/privateDir.js';
+import { withLock } from '../host/lock.js';
+import { processStartTime } from '../host/proc.js';
+import { onHostFs } from '../host/fs.js';
 
 export const SESSION_VERSION = 1;
 
@@ -130,7 +131,9 @@ export async function readSession(file: string): Promise<SessionRecord | undefin
 }
 
 async function writeSession(file: string, record: SessionRecord): Promise<void> {
-  await writeFileAtomic(file, JSON.stringify(record, null, 2) + '\n', { mode: 0o600 });
+  await onHostFs(`write ${file}`, file, () =>
+    writeFileAtomic(file, JSON.stringify(record, null, 2) + '\n', { mode: 0o600 }),
+  );
 }
 
 /** Changes a session record under its lock file; `change` returns undefined to delete the file. */

@@ -42,6 +42,7 @@ describe('exit codes', () => {
       ['ALREADY_EXISTS', 5],
       ['TOOL_NOT_FOUND', 6],
       ['UNSUPPORTED', 7],
+      ['HOST_FS', 8],
       ['COMMAND_FAILED', 1],
       ['INTERNAL', 1],
       ['TRANSIENT', 1],

@@ -1,5 +1,4 @@
-import { mkdtempSync, readFileSync, writeFileSync, readdirSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync, readdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
@@ -8,9 +7,10 @@ import { createRecordingRunner } from '../../src/runner.js';
 import { createQemuBackend } from '../../src/backends/qemu/backend.js';
 import type { TinyImage } from '../../src/backends/qemu/image/index.js';
 import { FakeBackend, fakeClock } from '../fixtures/fakeBackend.js';
+import { testTempDir } from '../fixtures/tempDir.js';
 
 function harness(options: { realQemu?: boolean } = {}) {
-  const home = mkdtempSync(join(tmpdir(), 'localvm-cli-'));
+  const home = testTempDir('localvm-cli-');
   const backend = new FakeBackend();
   const runner = createRecordingRunner();
   const config = loadConfig({

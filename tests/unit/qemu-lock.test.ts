@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isLocalVmError } from '../../src/errors.js';
-import { acquireFileLock, KeyedMutex, processStartTime, withLock } from '../../src/backends/qemu/lock.js';
+import { acquireFileLock, KeyedMutex, withLock } from '../../src/host/lock.js';
+import { processStartTime } from '../../src/host/proc.js';
 
 let dir: string;
 beforeEach(() => {

@@ -3,12 +3,12 @@ import {
   cmdlineHasName,
   isLiveQemu,
   MAX_SOCKET_PATH,
-  parseProcStat,
   reconcile,
   socketPaths,
   vmPaths,
   type VmRecord,
 } from '../../src/backends/qemu/state.js';
+import { parseProcStat } from '../../src/host/proc.js';
 import { qemuBinaryFor } from '../../src/backends/qemu/layout.js';
 import { parseVmSpec } from '../../src/schema.js';
 

@@ -1,6 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
@@ -22,6 +21,7 @@ import {
 import { runReaper } from '../../src/vitest/reaper.js';
 import { reuseHash, reuseVmName, testPrefix, fixtureEnv, sweepLeftovers } from '../../src/vitest/index.js';
 import { FakeBackend, fakeClock } from '../fixtures/fakeBackend.js';
+import { testTempDir } from '../fixtures/tempDir.js';
 import { specFingerprint, parseVmSpec } from '../../src/schema.js';
 
 const deadPid = () => spawnSync('true').pid ?? 999_999;
@@ -93,7 +93,7 @@ describe('session record logic', () => {
   });
 
   it('updates the session file atomically under its lock, deleting it when asked', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'localvm-session-'));
+    const dir = testTempDir('localvm-session-');
     await Promise.all(
       Array.from({ length: 8 }, (_, i) =>
         updateSession(dir, 's1', (r) => withVm(r ?? newSession('s1', 100, undefined), { name: `vm${i}`, pid: i + 1 })),
@@ -108,7 +108,7 @@ describe('session record logic', () => {
 
 describe('reaper', () => {
   function setup() {
-    const dir = mkdtempSync(join(tmpdir(), 'localvm-reaper-'));
+    const dir = testTempDir('localvm-reaper-');
     const backend = new FakeBackend();
     const ctx = {
       config: loadConfig({ HOME: dir, LOCALVM_HOME: dir, PATH: '' }),
@@ -173,7 +173,7 @@ describe('fixture naming and sweep', () => {
   });
 
   it('sweeps prefixed leftovers but not reused VMs, other prefixes, or live sessions', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'localvm-sweep-'));
+    const dir = testTempDir('localvm-sweep-');
     const backend = new FakeBackend();
     const ctx = {
       config: loadConfig({ HOME: dir, LOCALVM_HOME: dir, PATH: '' }),

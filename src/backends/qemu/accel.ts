@@ -4,13 +4,15 @@
  * or abort, so KVM is used only when a real probe passes. The verdict is cached per
  * kernel release, since it only changes when the host kernel (or its modules) does.
  */
-import { access, constants, open, readFile, mkdir } from 'node:fs/promises';
+import { constants, open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { archFromNode } from '../../host/arch.js';
 import writeFileAtomic from 'write-file-atomic';
 import type { CommandRunner } from '../../runner.js';
 import type { Accel, Arch } from '../../schema.js';
 import { tail } from '../../errors.js';
+import { exists } from '../../host/fs.js';
+import { mkdirPrivate } from '../../host/privateDir.js';
 
 export type ConcreteAccel = 'kvm' | 'tcg' | 'hvf';
 
@@ -73,13 +75,6 @@ async function opensReadWrite(path: string): Promise<string | undefined> {
   }
 }
 
-async function exists(path: string): Promise<boolean> {
-  return access(path).then(
-    () => true,
-    () => false,
-  );
-}
-
 /** The KVM verdict cached in `<cacheDir>/accel.json` for `kernelRelease`; never probes. */
 export async function readKvmVerdict(cacheDir: string, kernelRelease: string): Promise<KvmVerdict | undefined> {
   try {
@@ -105,8 +100,11 @@ export function createKvmProbe(deps: KvmProbeDeps): () => Promise<KvmVerdict> {
     const cached = await readKvmVerdict(deps.cacheDir, deps.kernelRelease);
     if (cached) return cached;
     const verdict = await probeKvmUncached(deps);
-    await mkdir(deps.cacheDir, { recursive: true });
-    await writeFileAtomic(cacheFile, JSON.stringify({ kernelRelease: deps.kernelRelease, verdict }, null, 2));
+    await mkdirPrivate(deps.cacheDir);
+    // Only a cache: a full or read-only disk costs the next start a probe, not this start.
+    await writeFileAtomic(cacheFile, JSON.stringify({ kernelRelease: deps.kernelRelease, verdict }, null, 2)).catch(
+      () => undefined,
+    );
     return verdict;
   };
 }

@@ -6,12 +6,14 @@
 import { mkdir, open, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LocalVmError, tail } from '../../errors.js';
+import { hostFsError } from '../../host/fs.js';
 import { commandError, runChecked } from '../../runner.js';
 import { isTransientLaunchFailure } from './classify.js';
 import type { QemuHost } from './host.js';
 import { killHard, waitGone } from './observe.js';
 import type { QemuStep } from './plan.js';
-import { mkdirPrivate, readPidFile, removeStaleRuntime, writeRecord, type VmRecord } from './state.js';
+import { mkdirPrivate } from '../../host/privateDir.js';
+import { readPidFile, removeStaleRuntime, writeRecord, type VmRecord } from './state.js';
 
 /** Called with each step as it is executed (tests compare what ran with what was planned). */
 export type StepObserver = (step: QemuStep) => void;
@@ -26,7 +28,13 @@ export async function applySteps(
   let undelivered = false;
   for (const step of steps) {
     onStep?.(step);
-    const outcome = await applyStep(host, vm, step, undelivered);
+    let outcome: Outcome;
+    try {
+      outcome = await applyStep(host, vm, step, undelivered);
+    } catch (error) {
+      // A full disk or a read-only mount is the host's state, said as HOST_FS, not a bug.
+      throw hostFsError(error, step.summary);
+    }
     undelivered = outcome === 'undelivered';
     if (outcome === 'insufficient' && step.otherwise) await applySteps(host, vm, step.otherwise, onStep);
   }

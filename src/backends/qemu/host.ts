@@ -20,7 +20,7 @@ import {
 } from './accel.js';
 import { findTinyImage, type TinyImage } from './image/index.js';
 import { qemuBinaryFor } from './layout.js';
-import { withLock } from './lock.js';
+import { withLock } from '../../host/lock.js';
 import { AgentSessions } from './qga.js';
 import { withQmp, type QmpClient } from './qmp.js';
 import { locksDir, vmPaths, type VmPaths } from './state.js';

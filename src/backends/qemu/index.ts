@@ -4,12 +4,12 @@ export { diskLayout, launchFor, qemuBinaryFor, seedDirFor } from './layout.js';
 export { resolveAccel, createKvmProbe, type AccelChoice, type AccelContext, type KvmVerdict } from './accel.js';
 export { QmpClient, withQmp, type QmpEvent } from './qmp.js';
 export { QgaClient, guestExec, guestPutFile, guestGetFile, wrapArgv } from './qga.js';
-export { withLock, acquireFileLock, KeyedMutex } from './lock.js';
+export { withLock, acquireFileLock, KeyedMutex } from '../../host/lock.js';
+export { parseProcStat } from '../../host/proc.js';
 export {
   vmPaths,
   socketPaths,
   reconcile,
-  parseProcStat,
   cmdlineHasName,
   MAX_SOCKET_PATH,
   type VmRecord,

@@ -5,12 +5,12 @@
 import type { VmInfo } from '../../backend.js';
 import { LocalVmError } from '../../errors.js';
 import { exists } from '../../host/fs.js';
+import { probeProcess } from '../../host/proc.js';
 import type { QemuHost } from './host.js';
-import { holderAlive, readLockHolder } from './lock.js';
+import { holderAlive, readLockHolder } from '../../host/lock.js';
 import { QEMU_BACKEND } from './register.js';
 import {
   isLiveQemu,
-  probeProcess,
   readPidFile,
   readRecord,
   reconcile,

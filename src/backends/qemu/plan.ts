@@ -177,6 +177,15 @@ export async function planCreate(host: QemuHost, spec: VmSpec, mode: PlanMode): 
       action: { kind: 'mkdir', path: vmsDir(host.config.stateDir), exclusive: false },
     },
     { summary: `create directory ${p.dir} (mode 0700)`, action: { kind: 'mkdir', path: p.dir, exclusive: true } },
+    // A run dir that is not ours is refused before anything else is written.
+    ...(p.socketDir
+      ? [
+          {
+            summary: `create directory ${p.socketDir} (mode 0700)`,
+            action: { kind: 'mkdir', path: p.socketDir, exclusive: false },
+          } as QemuStep,
+        ]
+      : []),
     { summary: `write ${p.record} (phase creating)`, action: { kind: 'write-record', record } },
     // The console log exists from the start, so `console` works even if QEMU never runs.
     { summary: `create ${p.consoleLog} (mode 0600)`, action: { kind: 'touch', path: p.consoleLog } },

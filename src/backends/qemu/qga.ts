@@ -7,7 +7,7 @@
 import { LocalVmError } from '../../errors.js';
 import type { ExecResult } from '../../backend.js';
 import { JsonLineSocket, newId } from './jsonSocket.js';
-import { acquireFileLock, KeyedMutex } from './lock.js';
+import { acquireFileLock, KeyedMutex } from '../../host/lock.js';
 import { replyError } from './qmp.js';
 
 export interface QgaSyncOptions {

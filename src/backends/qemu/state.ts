@@ -3,13 +3,16 @@
  * parts (stat parsing, socket-path shortening, the reconcile decision) do no I/O; the
  * readers below them are thin.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { readFile, readdir, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import { LocalVmError } from '../../errors.js';
 import type { VmState } from '../../backend.js';
 import type { Arch, VmSpec } from '../../schema.js';
+import type { ProcessProbe } from '../../host/proc.js';
+import { privateDirExists } from '../../host/privateDir.js';
+import { exists, hostFsError } from '../../host/fs.js';
 import { MAX_SOCKET_PATH } from './cmdline.js';
 
 export { MAX_SOCKET_PATH };
@@ -60,34 +63,6 @@ export interface VmRecord {
   paths: VmPaths;
 }
 
-/** The fields of /proc/PID/stat that matter here. */
-export interface ProcStat {
-  pid: number;
-  comm: string;
-  state: string;
-  ppid: number;
-  /** Clock ticks since boot; with the pid, identifies one process across pid reuse. */
-  startTime: number;
-}
-
-/** Parses /proc/PID/stat. `comm` may contain spaces and parentheses, so split at the last `)`. Pure. */
-export function parseProcStat(text: string): ProcStat | undefined {
-  const open = text.indexOf('(');
-  const close = text.lastIndexOf(')');
-  if (open < 1 || close < open) return undefined;
-  const pid = Number(text.slice(0, open).trim());
-  const rest = text
-    .slice(close + 1)
-    .trim()
-    .split(/\s+/);
-  // rest[0] is field 3 (state); starttime is field 22 → rest[19].
-  const state = rest[0];
-  const ppid = Number(rest[1]);
-  const startTime = Number(rest[19]);
-  if (!Number.isInteger(pid) || !state || !Number.isFinite(ppid) || !Number.isFinite(startTime)) return undefined;
-  return { pid, comm: text.slice(open + 1, close), state, ppid, startTime };
-}
-
 /** True when a NUL-separated /proc cmdline has `-name` whose guest name is `name`. Pure. */
 export function cmdlineHasName(cmdline: string, name: string): boolean {
   const args = cmdline.split('\0');
@@ -99,11 +74,6 @@ export function cmdlineHasName(cmdline: string, name: string): boolean {
     if (value.split(',').some((part) => part === `guest=${name}`)) return true;
   }
   return false;
-}
-
-export interface ProcessProbe {
-  stat?: ProcStat | undefined;
-  cmdline?: string | undefined;
 }
 
 /** Alive = exists, not a zombie, and (when a name is given) running that VM's command line. Pure. */
@@ -171,18 +141,6 @@ export function vmPaths(stateDir: string, runDir: string, name: string): VmPaths
 export const vmsDir = (stateDir: string) => join(stateDir, 'vms');
 export const locksDir = (stateDir: string) => join(stateDir, 'locks');
 
-/** Reads /proc/PID/stat and cmdline; undefined when the process does not exist. */
-export async function probeProcess(pid: number | undefined): Promise<ProcessProbe | undefined> {
-  if (pid === undefined || !Number.isInteger(pid) || pid <= 0) return undefined;
-  try {
-    const stat = parseProcStat(await readFile(`/proc/${pid}/stat`, 'utf8'));
-    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => undefined);
-    return { stat, cmdline };
-  } catch {
-    return undefined;
-  }
-}
-
 /** Reads the pid QEMU wrote, if any. */
 export async function readPidFile(path: string): Promise<number | undefined> {
   try {
@@ -213,14 +171,20 @@ export async function readRecord(path: string): Promise<VmRecord | undefined> {
   }
 }
 
-/** Writes `vm.json` atomically (temp file + rename), mode 0600. */
+/**
+ * Writes `vm.json` atomically (temp file + rename, the temp file removed on failure), mode
+ * 0600; the previous record stays whole when the write fails. A full disk, read-only mount
+ * or missing permission is HOST_FS. When the very first record of a VM cannot be written,
+ * its directory is removed if it is still empty, so a failed create leaves nothing behind.
+ */
 export async function writeRecord(record: VmRecord): Promise<void> {
-  await writeFileAtomic(record.paths.record, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
-}
-
-/** Creates `dir` (and parents) with mode 0700. */
-export async function mkdirPrivate(dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const path = record.paths.record;
+  try {
+    await writeFileAtomic(path, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
+  } catch (error) {
+    if (!(await exists(path))) await rmdir(record.paths.dir).catch(() => undefined);
+    throw hostFsError(error, `write ${path}`, path);
+  }
 }
 
 /** Names of VM directories under the state root. */
@@ -236,10 +200,13 @@ export async function listVmNames(stateDir: string): Promise<string[]> {
   }
 }
 
-/** Removes control sockets and the pidfile a dead QEMU left behind. */
+/**
+ * Removes control sockets and the pidfile a dead QEMU left behind. Sockets under the run
+ * dir are only touched once that directory is verified ours (HOST_FS when it is not), so
+ * nothing is removed through another user's directory or symlink.
+ */
 export async function removeStaleRuntime(paths: VmPaths): Promise<void> {
-  await Promise.all([paths.qmpSocket, paths.qgaSocket, paths.pidFile].map((p) => rm(p, { force: true })));
+  const sockets =
+    !paths.socketDir || (await privateDirExists(paths.socketDir)) ? [paths.qmpSocket, paths.qgaSocket] : [];
+  await Promise.all([...sockets, paths.pidFile].map((p) => rm(p, { force: true })));
 }
-
-/** A short random suffix for temp names. */
-export const randomSuffix = () => randomBytes(6).toString('hex');

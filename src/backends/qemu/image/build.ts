@@ -3,6 +3,7 @@
  * static busybox and qemu-guest-agent, built offline from the host's packages into the
  * cache dir and keyed by the hash of everything that goes into it.
  */
+import { mkdirPrivate } from '../../../host/privateDir.js';
 import { randomBytes } from 'node:crypto';
 import { copyFile, mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -132,7 +133,7 @@ export async function buildTinyImage(options: BuildOptions): Promise<TinyImage> 
   for (const tool of ['apt-get', 'dpkg-deb', 'xz', 'cpio']) {
     await step(runner, { file: tool, args: ['--version'] });
   }
-  await mkdir(imagesDir(config), { recursive: true });
+  await mkdirPrivate(imagesDir(config));
   await removeStaleTemps(config);
   const work = join(imagesDir(config), `.tmp-tiny-${inputs.hash}-${process.pid}-${randomBytes(4).toString('hex')}`);
   const out = join(work, 'out');

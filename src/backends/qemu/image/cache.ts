@@ -7,7 +7,7 @@ import { readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { LocalVmConfig } from '../../../config.js';
 import type { KernelPackage } from './kernelPackage.js';
-import { exists } from './steps.js';
+import { readable } from './steps.js';
 
 export interface TinyImage {
   name: 'tiny';
@@ -97,7 +97,7 @@ export async function loadTiny(dir: string): Promise<TinyImage | undefined> {
     builtAt: r.builtAt,
     bootFormat: r.bootFormat,
   };
-  if (!(await exists(image.kernel)) || !(await exists(image.initrd))) return undefined;
+  if (!(await readable(image.kernel)) || !(await readable(image.initrd))) return undefined;
   return image;
 }
 
@@ -172,7 +172,7 @@ export async function findTinyWhere(
  * that looks complete. With `force` the old image is moved aside into `work` first.
  */
 export async function publish(out: string, finalDir: string, work: string, force: boolean): Promise<void> {
-  if (force && (await exists(finalDir))) {
+  if (force && (await readable(finalDir))) {
     // Move the old one aside first: rename cannot replace a non-empty directory.
     await rename(finalDir, join(work, 'previous'));
   }

@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { gzip as gzipCallback, constants as zlibConstants } from 'node:zlib';
 import type { CommandRunner } from '../../../runner.js';
 import { renderInitFiles } from './init.js';
-import { HOST_QEMU_GA, HOST_BUSYBOX, exists, step } from './steps.js';
+import { HOST_QEMU_GA, HOST_BUSYBOX, readable, step } from './steps.js';
 
 const gzip = promisify(gzipCallback);
 
@@ -65,7 +65,7 @@ export async function stageUserland(staging: string, userland: Userland, runner:
   const applets = parseBusyboxApplets((await step(runner, { file: HOST_BUSYBOX, args: ['--list-full'] })).stdout);
   for (const applet of applets) {
     const path = join(staging, applet);
-    if (await exists(path)) continue;
+    if (await readable(path)) continue;
     await mkdir(dirname(path), { recursive: true });
     await symlink(relative(dirname(path), join(staging, 'bin/busybox')), path);
   }

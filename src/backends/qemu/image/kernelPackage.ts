@@ -3,6 +3,7 @@
  * `linux-image-amd64` metapackage currently depends on, fetched with `apt-get download`
  * and unpacked with `dpkg-deb -x` (nothing is installed on the host).
  */
+import { mkdirPrivate } from '../../../host/privateDir.js';
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -96,7 +97,7 @@ export async function resolveKernelPackage(memoDir: string, runner: CommandRunne
       details: { aptCacheOutput: result.stdout.slice(0, 2000) },
     });
   }
-  await mkdir(memoDir, { recursive: true });
+  await mkdirPrivate(memoDir);
   const tmp = `${memoPath}.${process.pid}.tmp`;
   await writeFile(tmp, JSON.stringify({ fingerprint, kernelPackage }) + '\n');
   await rename(tmp, memoPath);

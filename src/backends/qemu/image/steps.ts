@@ -71,7 +71,8 @@ export async function readHostBinary(path: string): Promise<Buffer> {
   }
 }
 
-export async function exists(path: string): Promise<boolean> {
+/** Whether `path` exists and this process can read it. */
+export async function readable(path: string): Promise<boolean> {
   try {
     await access(path, fsConstants.R_OK);
     return true;

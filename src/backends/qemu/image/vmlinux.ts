@@ -6,7 +6,7 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CommandRunner } from '../../../runner.js';
 import { hasPvhNote, isElf } from './elf.js';
-import { exists } from './steps.js';
+import { readable } from './steps.js';
 
 const XZ_MAGIC = Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]);
 
@@ -33,7 +33,7 @@ export async function extractVmlinux(
     await writeFile(xzPath, data.subarray(offset));
     // --single-stream: the bzImage continues after the payload; that tail is not XZ.
     const r = await runner.run({ file: 'xz', args: ['-d', '-f', '--single-stream', xzPath] }, { timeoutMs: 300_000 });
-    if (r.exitCode === 0 && (await exists(outPath))) {
+    if (r.exitCode === 0 && (await readable(outPath))) {
       const vmlinux = await readFile(outPath);
       if (isElf(vmlinux) && hasPvhNote(vmlinux)) return outPath;
     }

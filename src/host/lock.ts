@@ -5,10 +5,12 @@
  * another process) steals the lock. In front of the file sits an in-process mutex, so
  * callers in one process queue on a promise instead of polling the file system.
  */
-import { link, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { link, open, readFile, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { LocalVmError } from '../../errors.js';
-import { parseProcStat, randomSuffix } from './state.js';
+import { LocalVmError } from '../errors.js';
+import { hostFsError, randomSuffix } from './fs.js';
+import { mkdirPrivate } from './privateDir.js';
+import { processStartTime } from './proc.js';
 
 export interface LockHolder {
   pid: number;
@@ -26,17 +28,6 @@ export interface LockOptions {
   maxPollMs?: number;
   /** What the lock is for, written into the lock file (diagnostics). */
   what?: string;
-}
-
-/** Start time of the process `pid`, or undefined when it does not exist (or is a zombie). */
-export async function processStartTime(pid: number): Promise<number | undefined> {
-  try {
-    const stat = parseProcStat(await readFile(`/proc/${pid}/stat`, 'utf8'));
-    if (!stat || stat.state === 'Z' || stat.state === 'X') return undefined;
-    return stat.startTime;
-  } catch {
-    return undefined;
-  }
 }
 
 /** True when the process that wrote `holder` still runs (same pid, same start time). */
@@ -57,19 +48,28 @@ export async function readLockHolder(path: string): Promise<LockHolder | undefin
 
 let selfStartTime: number | undefined;
 
+/**
+ * Creates the lock file holding `holder`; false when it exists. A file that was created but
+ * could not be written (a full disk) is removed again: nobody could ever read its holder,
+ * so it would only be stolen a second later, or outlive every process.
+ */
 async function tryCreate(path: string, holder: LockHolder): Promise<boolean> {
+  let fh;
   try {
-    const fh = await open(path, 'wx', 0o600);
-    try {
-      await fh.writeFile(JSON.stringify(holder));
-    } finally {
-      await fh.close();
-    }
-    return true;
+    fh = await open(path, 'wx', 0o600);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw error;
+    throw hostFsError(error, `take the lock ${path}`, path);
   }
+  try {
+    await fh.writeFile(JSON.stringify(holder));
+    await fh.close();
+  } catch (error) {
+    await fh.close().catch(() => undefined);
+    await unlink(path).catch(() => undefined);
+    throw hostFsError(error, `take the lock ${path}`, path);
+  }
+  return true;
 }
 
 /**
@@ -98,7 +98,7 @@ async function steal(path: string, dead: LockHolder): Promise<void> {
  * a release function. TIMEOUT names the holder pid when it is still held after `timeoutMs`.
  */
 export async function acquireFileLock(path: string, options: LockOptions): Promise<() => Promise<void>> {
-  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  await mkdirPrivate(dirname(path));
   selfStartTime ??= await processStartTime(process.pid);
   const holder: LockHolder = {
     pid: process.pid,
