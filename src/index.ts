@@ -14,6 +14,14 @@ export {
   type OperationContext,
 } from './context.js';
 export * from './operations/vm.js';
+export {
+  ready,
+  waitForVmReady,
+  type ReadinessStrategy,
+  type ReadyCheck,
+  type ReadyOptions,
+  type ReadyResult,
+} from './operations/ready.js';
 export { Connector, connect } from './connector.js';
 export * from './commandBuilder.js';
 export * from './parsers.js';

@@ -28,8 +28,8 @@ export interface PollOptions {
 
 /**
  * Calls `attempt` until it returns a value other than `undefined`, and resolves with it.
- * An attempt that throws ends the poll with that error. The first attempt always runs, no
- * pause reaches past the deadline, and one attempt runs when a pause ends at it.
+ * An attempt that throws ends the poll with that error. The first attempt always runs; no
+ * pause reaches past the deadline, and none is followed by an attempt once it has passed.
  */
 export async function poll<T>(
   attempt: (n: number, deadline: Deadline) => Promise<T | undefined> | T | undefined,
@@ -62,6 +62,9 @@ export async function poll<T>(
       } catch (error) {
         if (!d.timedOut()) throw error;
       }
+      if (parentAborted()) throw parentReason();
+      // A pause that ended at the deadline ends the poll: an attempt now would have no time.
+      if (d.expired()) break;
       interval = Math.min(Math.max(interval, 1) * factor, maxMs);
     }
     if (parentAborted()) throw parentReason();

@@ -90,7 +90,7 @@ describe('poll', () => {
     expect(clock.pending()).toBe(0);
   });
 
-  it('never pauses past the deadline, tries once more at it, then throws its TIMEOUT', async () => {
+  it('never pauses past the deadline, then throws its TIMEOUT', async () => {
     const clock = manualClock();
     const tries: number[] = [];
     const error = await rejection(
@@ -105,7 +105,7 @@ describe('poll', () => {
     expect(error.code).toBe('TIMEOUT');
     expect(error.message).toBe('the port took longer than 100 ms');
     expect(clock.sleeps).toEqual([40, 60]);
-    expect(tries).toEqual([0, 40, 100]);
+    expect(tries).toEqual([0, 40]);
   });
 
   it('throws what onTimeout builds, and what an attempt throws', async () => {

@@ -69,7 +69,7 @@ export async function guestExec(qga: QgaClient, argv: string[], options: GuestEx
       qga.execute('guest-exec', { path: 'kill', arg: ['-KILL', String(pid)] }, 2_000).catch(() => undefined);
     try {
       // Status calls are not cut by the deadline: the connection must stay usable to kill
-      // the process when it passes. The floor lets the last look, at the deadline, finish.
+      // the process when it passes. The floor keeps one made just before it from timing out.
       return await poll(
         async () => {
           const status = (await qga.execute(
