@@ -48,7 +48,10 @@ export interface RetryOptions {
   minTimeoutMs?: number;
   maxTimeoutMs?: number;
   onRetry?: (error: LocalVmError, attempt: number) => void;
-  /** Stops retrying when it aborts (the attempt under way ends on its own timeouts). */
+  /**
+   * Stops retrying when it aborts: no new attempt starts, and the call rejects with the
+   * reason. The attempt under way ends on its own timeouts; if it succeeds, that stands.
+   */
   signal?: AbortSignal | undefined;
 }
 
@@ -97,6 +100,7 @@ export async function createVmWithRetry(
   };
 
   const attempt = async (n: number): Promise<CreateResult> => {
+    if (options.signal?.aborted) throw new AbortError(options.signal.reason as Error);
     attempts = n;
     const existing = await backend.info(spec.name).catch((error: unknown) => {
       if (isLocalVmError(error, 'NOT_FOUND')) return undefined;
@@ -147,7 +151,6 @@ export async function createVmWithRetry(
       maxTimeout: options.maxTimeoutMs ?? 5_000,
       factor: 2,
       randomize: true,
-      signal: options.signal,
       shouldRetry: ({ error }) => isTransient(error),
       onFailedAttempt: ({ error, attemptNumber, retriesLeft }) => {
         if (retriesLeft > 0 && isTransient(error)) {
