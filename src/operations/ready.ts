@@ -1,46 +1,19 @@
 /**
  * Readiness as small strategies (after testcontainers' wait strategies): the backend's own
- * probe, a guest command that exits 0, a TCP connect through a port forward, and `all` of
+ * probe, a guest command that exits 0, a service answering through a port forward (readyPort.ts), and `all` of
  * them. `waitForVmReady` polls them with the injected clock until they all pass, the
  * deadline passes (TIMEOUT with the last probe and the console tail) or the VM stops.
  */
-import { createConnection } from 'node:net';
 import { z } from 'zod';
-import type { Backend, ProbeResult, VmInfo } from '../backend.js';
+import type { ProbeResult, VmInfo } from '../backend.js';
 import { withDefaults, type OperationContext } from '../context.js';
 import { LocalVmError, tail } from '../errors.js';
 import { parseOrThrow, parseVmName, type Probe } from '../schema.js';
-import type { Clock } from '../time/clock.js';
-import { deadline, onAbort, wholeMs, type Deadline } from '../time/deadline.js';
+import { deadline, wholeMs } from '../time/deadline.js';
 import { poll } from '../time/poll.js';
 import { locate, notFound } from './locate.js';
-
-/** What a strategy gets for one check. */
-export interface ReadyCheck {
-  name: string;
-  backend: Backend;
-  /** The VM as it was when the wait began (its port forwards, its spec). */
-  info: VmInfo;
-  clock: Clock;
-  /** The wait's overall deadline; a check never runs past it. */
-  deadline: Deadline;
-  /** How long one probe may take unless the strategy says otherwise. */
-  probeTimeoutMs: number;
-  /** Counts one probe (the total is reported in the result and in a TIMEOUT). */
-  countProbe(): void;
-}
-
-/** One readiness condition. `check` says ready or not and what it saw; it throws only for misuse. */
-export interface ReadinessStrategy {
-  /** For logs and errors: `agent`, `command ["test","-d","/proc/1"]`, `port 80`. */
-  readonly description: string;
-  check(ctx: ReadyCheck): Promise<ProbeResult>;
-}
-
-/** The time one probe gets: its own timeout, never past the overall deadline; whole ms. */
-function probeLimit(ctx: ReadyCheck, own: number | undefined): number {
-  return Math.max(1, Math.min(own ?? ctx.probeTimeoutMs, ctx.deadline.remainingMs()));
-}
+import { probeLimit, type ReadinessStrategy, type ReadyCheck } from './readyCheck.js';
+import { port } from './readyPort.js';
 
 /**
  * The backend's own probe (the guest agent answers; OrbStack: running with an IP). The
@@ -81,78 +54,6 @@ function command(argv: string[], options: { timeoutMs?: number | undefined } = {
   };
 }
 
-/**
- * A TCP connection to the host side of the VM's forward of `guestPort` succeeds and stays
- * open for `settleMs`. QEMU's user-mode network accepts on the host side whatever the
- * guest does and closes the connection when nothing listens in the guest, so an accept
- * alone proves nothing: a connection closed within the settle time is "not listening".
- */
-function port(guestPort: number, options: { timeoutMs?: number; settleMs?: number } = {}): ReadinessStrategy {
-  const settleMs = options.settleMs ?? 250;
-  return {
-    description: `port ${guestPort}`,
-    async check(ctx) {
-      const forward = ctx.info.ports.find((p) => p.guest === guestPort && p.protocol === 'tcp');
-      if (!forward) {
-        const have = ctx.info.ports.map((p) => `${p.host}->${p.guest}/${p.protocol}`).join(', ') || 'none';
-        throw new LocalVmError('VALIDATION', `VM ${ctx.name} has no TCP port forward for guest port ${guestPort}`, {
-          vm: ctx.name,
-          issues: [{ property: 'port', reason: `no forward to guest port ${guestPort} (forwards: ${have})` }],
-          hint: `add one to the spec, e.g. ports: [{ host: 8080, guest: ${guestPort} }]`,
-        });
-      }
-      ctx.countProbe();
-      const host = forward.bind === '0.0.0.0' ? '127.0.0.1' : forward.bind;
-      const limit = deadline(probeLimit(ctx, options.timeoutMs), {
-        what: `connecting to ${host}:${forward.host}`,
-        parent: ctx.deadline.signal,
-      });
-      try {
-        return await tcpProbe(host, forward.host, guestPort, settleMs, limit.signal);
-      } finally {
-        limit.dispose();
-      }
-    },
-  };
-}
-
-function tcpProbe(
-  host: string,
-  hostPort: number,
-  guestPort: number,
-  settleMs: number,
-  signal: AbortSignal,
-): Promise<ProbeResult> {
-  const where = `${host}:${hostPort} (guest port ${guestPort})`;
-  return new Promise<ProbeResult>((resolve) => {
-    if (signal.aborted) {
-      resolve({ ready: false, detail: `${where}: ${(signal.reason as Error | undefined)?.message ?? 'cancelled'}` });
-      return;
-    }
-    let settled: NodeJS.Timeout | undefined;
-    const socket = createConnection({ host, port: hostPort });
-    const done = (result: ProbeResult) => {
-      clearTimeout(settled);
-      detach();
-      socket.destroy();
-      resolve(result);
-    };
-    const detach = onAbort(signal, (reason) =>
-      done({ ready: false, detail: `${where}: ${(reason as Error | undefined)?.message ?? 'cancelled'}` }),
-    );
-    socket.once('connect', () => {
-      settled = setTimeout(() => done({ ready: true, detail: `${where} accepted a connection` }), settleMs);
-    });
-    socket.once('data', () => done({ ready: true, detail: `${where} answered` }));
-    socket.once('error', (err: NodeJS.ErrnoException) =>
-      done({ ready: false, detail: `${where}: ${err.code ?? err.message}` }),
-    );
-    socket.once('close', () =>
-      done({ ready: false, detail: `${where} closed the connection at once: nothing listens in the guest` }),
-    );
-  });
-}
-
 /** Every strategy, in order; the first that is not ready is the verdict. */
 function all(...strategies: ReadinessStrategy[]): ReadinessStrategy {
   return {
@@ -169,6 +70,9 @@ function all(...strategies: ReadinessStrategy[]): ReadinessStrategy {
     },
   };
 }
+
+export type { ReadinessStrategy, ReadyCheck } from './readyCheck.js';
+export type { PortOptions } from './readyPort.js';
 
 export const ready = { agent, command, port, all };
 

@@ -4,21 +4,43 @@ import type { ExecOptions, ExecResult, ProbeResult } from '../../src/backend.js'
 import type { OperationContext } from '../../src/context.js';
 import { ready, waitForVmReady } from '../../src/index.js';
 import { createVm } from '../../src/operations/vm.js';
+import { hasNetwork, listeningPorts } from '../../src/operations/readyPort.js';
 import { FakeBackend, fakeContext } from '../fixtures/fakeBackend.js';
 import { manualClock } from '../fixtures/manualClock.js';
 import { rejection } from '../fixtures/rejection.js';
+
+// Captured from the tiny guest: before its network is up (right after the agent answers),
+// and with `busybox httpd -p 80` running once it is.
+const ROUTE_HEADER =
+  'Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT                                                       \n';
+const ROUTE_UP =
+  ROUTE_HEADER +
+  'eth0\t00000000\t0202000A\t0003\t0\t0\t0\t00000000\t0\t0\t0                                                                               \n' +
+  'eth0\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0                                                                               \n';
+const TCP_EMPTY =
+  '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode                                                     \n';
+const TCP6_HTTPD =
+  '  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n' +
+  '   0: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 10914 1 0000000054c22fc2 100 0 0 10 0\n';
+const guestNet = (tcp: string, route: string) => `${tcp}@@route\n${route}`;
 
 /** The fake backend, recording the time each probe and exec was given. */
 class TimedBackend extends FakeBackend {
   probeLimits: number[] = [];
   execLimits: (number | undefined)[] = [];
+  /** What the guest's /proc/net says (ready.port's look inside). */
+  procNet = guestNet(TCP_EMPTY + TCP6_HTTPD, ROUTE_UP);
   override async probe(name: string, timeoutMs?: number): Promise<ProbeResult> {
     this.probeLimits.push(timeoutMs ?? -1);
     return super.probe(name);
   }
   override async exec(name: string, argv: string[], options?: ExecOptions): Promise<ExecResult> {
     this.execLimits.push(options?.timeoutMs);
-    return super.exec(name, argv, options);
+    const r = await super.exec(name, argv, options);
+    if (argv[0] === '/bin/sh' && argv[2]?.includes('/proc/net/tcp')) {
+      return { ...r, stdout: this.procNet, stdoutBytes: new TextEncoder().encode(this.procNet) };
+    }
+    return r;
   }
 }
 
@@ -90,7 +112,38 @@ describe('ready.command', () => {
   });
 });
 
-describe('ready.port', () => {
+describe('ready.port, inside the guest', () => {
+  it('reads listening ports from /proc/net/tcp and tcp6, and the network from /proc/net/route', () => {
+    expect([...listeningPorts(TCP_EMPTY + TCP6_HTTPD)]).toEqual([80]);
+    expect(listeningPorts(TCP_EMPTY).size).toBe(0);
+    const established =
+      '   1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 0 1\n';
+    expect(listeningPorts(TCP_EMPTY + established).size).toBe(0);
+    expect(hasNetwork(ROUTE_UP)).toBe(true);
+    expect(hasNetwork(ROUTE_HEADER)).toBe(false);
+    expect(hasNetwork('Iface\tDestination\nlo\t0000007F\n')).toBe(false);
+  });
+
+  it('is not ready while nothing listens in the guest, whatever the host side does', async () => {
+    const { backend, ctx } = setup();
+    backend.procNet = guestNet(TCP_EMPTY, ROUTE_UP);
+    const port = await listen();
+    await createVm({ name: 'web', ports: [{ host: port, guest: 80 }] }, ctx);
+    const error = await rejection(waitForVmReady('web', { strategies: ready.port(80), timeoutMs: 100 }, ctx));
+    expect(error.details?.lastProbe).toBe('nothing listens on guest port 80');
+  });
+
+  it('is not ready while the guest network is down: the forward would accept and hang', async () => {
+    const { backend, ctx } = setup();
+    backend.procNet = guestNet(TCP_EMPTY + TCP6_HTTPD, ROUTE_HEADER);
+    const port = await listen();
+    await createVm({ name: 'web', ports: [{ host: port, guest: 80 }] }, ctx);
+    const error = await rejection(waitForVmReady('web', { strategies: ready.port(80), timeoutMs: 100 }, ctx));
+    expect(error.details?.lastProbe).toBe('guest port 80 listens, but the guest network is not up yet');
+  });
+});
+
+describe('ready.port, through the forward', () => {
   it('is ready once the host side of the forward accepts and keeps the connection', async () => {
     const { ctx } = setup();
     const port = await listen();
@@ -99,7 +152,7 @@ describe('ready.port', () => {
     expect(r.probes).toBe(1);
   });
 
-  it('a forward whose connection is closed at once (nothing listens in the guest) is not ready', async () => {
+  it('a forward whose connection is closed at once is not ready', async () => {
     const { ctx } = setup();
     const port = await listen((sock) => sock.destroy());
     await createVm({ name: 'web', ports: [{ host: port, guest: 80 }] }, ctx);
@@ -107,16 +160,16 @@ describe('ready.port', () => {
       waitForVmReady('web', { strategies: ready.port(80, { settleMs: 200 }), timeoutMs: 100 }, ctx),
     );
     expect(error.code).toBe('TIMEOUT');
-    expect(error.details?.lastProbe).toMatch(/closed the connection at once: nothing listens in the guest/);
+    expect(error.details?.lastProbe).toMatch(/closed the connection at once|ECONNRESET/);
   });
 
   it('a refused connection is not ready and says so', async () => {
     const { ctx } = setup();
     const port = await closedPort();
-    await createVm({ name: 'web', ports: [{ host: port, guest: 8080 }] }, ctx);
-    const error = await rejection(waitForVmReady('web', { strategies: ready.port(8080), timeoutMs: 100 }, ctx));
+    await createVm({ name: 'web', ports: [{ host: port, guest: 80 }] }, ctx);
+    const error = await rejection(waitForVmReady('web', { strategies: ready.port(80), timeoutMs: 100 }, ctx));
     expect(error.code).toBe('TIMEOUT');
-    expect(error.details?.lastProbe).toBe(`127.0.0.1:${port} (guest port 8080): ECONNREFUSED`);
+    expect(error.details?.lastProbe).toBe(`127.0.0.1:${port} (guest port 80): ECONNREFUSED`);
   });
 
   it('a VM without a forward for the port is a VALIDATION error at once', async () => {
