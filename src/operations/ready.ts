@@ -1,7 +1,7 @@
 /**
  * Readiness as small strategies (after testcontainers' wait strategies): the backend's own
- * probe, a guest command that exits 0, a service answering through a port forward (readyPort.ts), and `all` of
- * them. `waitForVmReady` polls them with the injected clock until they all pass, the
+ * probe, a guest command that exits 0, a service answering through a port forward
+ * (readyPort.ts), and `all` of them. `waitForVmReady` polls them with the injected clock until they all pass, the
  * deadline passes (TIMEOUT with the last probe and the console tail) or the VM stops.
  */
 import { z } from 'zod';
