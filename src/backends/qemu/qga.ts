@@ -4,7 +4,10 @@
  * next client: so every session starts with `guest-sync` carrying a random id, and every
  * reply is matched by id; everything else is stale and dropped.
  */
+import type { ExecResult } from '../../backend.js';
+import { LocalVmError } from '../../errors.js';
 import { deadline, withDeadline } from '../../time/deadline.js';
+import { poll } from '../../time/poll.js';
 import { JsonLineSocket, newId } from './jsonSocket.js';
 import { acquireFileLock, KeyedMutex } from './lock.js';
 import { replyError } from './qmp.js';
@@ -200,13 +203,116 @@ export class AgentSessions {
   }
 }
 
-// Commands and file transfer over a client live in their own room; imported from here too.
-export {
-  GET_CHUNK,
-  guestExec,
-  guestGetFile,
-  guestPutFile,
-  PUT_CHUNK,
-  wrapArgv,
-  type GuestExecOptions,
-} from './qgaGuest.js';
+export interface GuestExecOptions {
+  env?: Record<string, string> | undefined;
+  cwd?: string | undefined;
+  /** Run as this guest user (through `su`), default the agent's user (root). */
+  user?: string | undefined;
+  stdin?: string | Uint8Array | undefined;
+  timeoutMs: number;
+  /** Ends the run early: the guest process is killed and the call rejects with the reason. */
+  signal?: AbortSignal | undefined;
+  /** Called once the guest pid is known (tests, logs). */
+  onPid?: (pid: number) => void;
+}
+
+/**
+ * The argv actually run for `argv` with `cwd`/`env`/`user`. Pure. Wrappers inherit the
+ * agent's environment, and every value travels as its own argv element, never as script text.
+ */
+export function wrapArgv(argv: string[], options: Pick<GuestExecOptions, 'env' | 'cwd' | 'user'>): string[] {
+  let out = argv;
+  const env = Object.entries(options.env ?? {});
+  // guest-exec's own `env` replaces the whole environment (no PATH, no HOME); `env K=V`
+  // adds to the agent's environment instead, which is what a caller expects.
+  if (env.length > 0) out = ['env', ...env.map(([k, v]) => `${k}=${v}`), ...out];
+  // guest-exec has no working-directory argument; the directory travels as "$1", never
+  // spliced into the script text.
+  if (options.cwd !== undefined)
+    out = ['/bin/sh', '-c', 'cd "$1" || exit 126; shift; exec "$@"', 'sh', options.cwd, ...out];
+  if (options.user !== undefined && options.user !== 'root') {
+    out = ['su', '-s', '/bin/sh', options.user, '-c', 'exec "$@"', 'sh', ...out];
+  }
+  return out;
+}
+
+const toBytes = (b64: unknown): Uint8Array => (typeof b64 === 'string' ? Buffer.from(b64, 'base64') : new Uint8Array());
+
+/** The least time one guest-exec-status call gets (it answers in about a millisecond). */
+const STATUS_FLOOR_MS = 1_000;
+
+/**
+ * `guest-exec` with captured output, then `guest-exec-status` polled with a short
+ * adaptive interval. On timeout, or when `signal` aborts, the guest process is killed
+ * (best effort) and TIMEOUT (or the signal's reason) thrown.
+ */
+export async function guestExec(qga: QgaClient, argv: string[], options: GuestExecOptions): Promise<ExecResult> {
+  const started = performance.now();
+  const full = wrapArgv(argv, options);
+  const [path, ...arg] = full;
+  if (path === undefined) throw new LocalVmError('VALIDATION', 'exec needs a command');
+  const args: Record<string, unknown> = { path, arg, 'capture-output': true };
+  if (options.stdin !== undefined) args['input-data'] = Buffer.from(options.stdin).toString('base64');
+  const limit = deadline(options.timeoutMs, { what: `${argv.join(' ')} in the guest`, parent: options.signal });
+  try {
+    const reply = (await qga.execute('guest-exec', args, limit.remainingMs(), limit.signal)) as { pid?: number };
+    const pid = reply.pid;
+    if (typeof pid !== 'number')
+      throw new LocalVmError('PROTOCOL', `guest-exec returned no pid: ${JSON.stringify(reply)}`);
+    options.onPid?.(pid);
+    const kill = () =>
+      qga.execute('guest-exec', { path: 'kill', arg: ['-KILL', String(pid)] }, 2_000).catch(() => undefined);
+    try {
+      // Status calls are not cut by the deadline: the connection must stay usable to kill
+      // the process when it passes. The floor keeps one made just before it from timing out.
+      return await poll(
+        async () => {
+          const status = (await qga.execute(
+            'guest-exec-status',
+            { pid },
+            Math.max(STATUS_FLOOR_MS, limit.remainingMs()),
+          )) as {
+            exited?: boolean;
+            exitcode?: number;
+            signal?: number;
+            'out-data'?: string;
+            'err-data'?: string;
+          };
+          if (!status.exited) return undefined;
+          const stdoutBytes = toBytes(status['out-data']);
+          const stderrBytes = toBytes(status['err-data']);
+          const signal = status.signal;
+          return {
+            exitCode: status.exitcode ?? (signal !== undefined ? 128 + signal : -1),
+            signal,
+            stdout: Buffer.from(stdoutBytes).toString('utf8'),
+            stderr: Buffer.from(stderrBytes).toString('utf8'),
+            stdoutBytes,
+            stderrBytes,
+            durationMs: performance.now() - started,
+          } satisfies ExecResult;
+        },
+        {
+          what: `${argv.join(' ')} in the guest`,
+          deadline: limit,
+          initialMs: 1,
+          factor: 2,
+          maxMs: 50,
+          onTimeout: () =>
+            new LocalVmError('TIMEOUT', `${argv.join(' ')} did not finish in ${limit.ms} ms`, {
+              details: { guestPid: pid, argv },
+            }),
+        },
+      );
+    } catch (error) {
+      // Timed out or cancelled: the process must not run on in the guest.
+      if (limit.expired() && qga.open) await kill();
+      throw error;
+    }
+  } finally {
+    limit.dispose();
+  }
+}
+
+// File transfer over a client lives in its own room; imported from here too.
+export { GET_CHUNK, guestGetFile, guestPutFile, PUT_CHUNK } from './qgaFiles.js';
