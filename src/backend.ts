@@ -46,6 +46,8 @@ export interface ExecOptions {
   stdin?: string | Uint8Array | undefined;
   timeoutMs?: number | undefined;
   user?: string | undefined;
+  /** Cancels the command (a backend that honours it kills it) and rejects with the reason. */
+  signal?: AbortSignal | undefined;
 }
 
 export interface ExecResult {
@@ -71,6 +73,8 @@ export interface StopOptions {
 export interface PutFileOptions {
   /** File mode, e.g. 0o644. */
   mode?: number | undefined;
+  /** Cancels the transfer (a backend that honours it drops it) and rejects with the reason. */
+  signal?: AbortSignal | undefined;
 }
 
 /** One readiness probe's verdict: ready or not, and what it saw (for timeout errors). */

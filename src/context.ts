@@ -15,17 +15,9 @@ import { loadConfig, type LocalVmConfig } from './config.js';
 import { LocalVmError } from './errors.js';
 import { createExecaRunner, type CommandRunner } from './runner.js';
 import type { BackendName } from './schema.js';
+import { realClock, type Clock } from './time/clock.js';
 
-/** Time, injected so polling and retries are testable without real sleeps. */
-export interface Clock {
-  now(): number;
-  sleep(ms: number): Promise<void>;
-}
-
-export const realClock: Clock = {
-  now: () => performance.now(),
-  sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
-};
+export { realClock, type Clock } from './time/clock.js';
 
 export interface OperationContext {
   config: LocalVmConfig;

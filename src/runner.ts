@@ -13,10 +13,15 @@ export interface Command {
 export interface RunOptions {
   /** Bytes or text written to stdin, then stdin is closed. */
   input?: string | Uint8Array | undefined;
+  /** Kills the process after this long; the result then says `timedOut` (it does not reject). */
   timeoutMs?: number | undefined;
   /** Added to the inherited environment. */
   env?: Record<string, string | undefined> | undefined;
   cwd?: string | undefined;
+  /**
+   * Cancels the run: the process is killed (SIGTERM, then SIGKILL) and `run` rejects with
+   * the signal's reason, e.g. the TIMEOUT of a deadline (see src/time/deadline.ts).
+   */
   signal?: AbortSignal | undefined;
 }
 
@@ -82,6 +87,8 @@ export function commandError(result: RunResult, message?: string): LocalVmError 
 export function createExecaRunner(): CommandRunner {
   return {
     async run(cmd, options = {}) {
+      // An aborted operation starts nothing new.
+      options.signal?.throwIfAborted();
       const { execa } = await import('execa');
       const started = performance.now();
       try {
@@ -98,6 +105,8 @@ export function createExecaRunner(): CommandRunner {
           // QEMU daemonizes: its grandchild keeps no handle on our pipes, so waiting is safe.
           windowsHide: true,
         });
+        // execa killed it for the signal: the caller's reason is the answer, not an exit code.
+        if (r.isCanceled && options.signal?.aborted) throw options.signal.reason;
         const errno = (r as { code?: string }).code;
         if (errno === 'ENOENT' && r.exitCode === undefined) {
           throw new LocalVmError('TOOL_NOT_FOUND', `${cmd.file} was not found on PATH`, {
@@ -117,6 +126,7 @@ export function createExecaRunner(): CommandRunner {
         };
       } catch (error) {
         if (error instanceof LocalVmError) throw error;
+        if (options.signal?.aborted && error === options.signal.reason) throw error;
         throw new LocalVmError('COMMAND_FAILED', `could not run ${cmd.file}: ${(error as Error).message}`, {
           cause: error,
           command: { file: cmd.file, args: cmd.args },

@@ -259,6 +259,8 @@ export const execOptionsSchema = z.object(
       .refine((s) => s.startsWith('/') && noNul(s), 'must be an absolute path without NUL')
       .optional(),
     stdin: z.union([z.string(), z.instanceof(Uint8Array)], 'must be a string or a Uint8Array').optional(),
+    // Ends the command early (a deadline of the caller's): passed through untouched.
+    signal: z.instanceof(AbortSignal, { error: 'must be an AbortSignal' }).optional(),
     timeoutMs: z
       .number('must be a number')
       .int('must be a whole number of milliseconds')

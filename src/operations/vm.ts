@@ -3,43 +3,24 @@
  * the Pulumi provider and the vitest fixtures. Input is validated here, at the boundary.
  */
 import pRetry, { AbortError } from 'p-retry';
-import type { Backend, StopOptions, VmInfo, ProbeResult } from '../backend.js';
+import type { Backend, StopOptions, VmInfo } from '../backend.js';
 import { availableBackends, resolveBackend, withDefaults, type OperationContext } from '../context.js';
-import { LocalVmError, isLocalVmError, isTransient, tail } from '../errors.js';
-import {
-  parseOrThrow,
-  parseVmName,
-  parseVmSpec,
-  specFingerprint,
-  type Probe,
-  type VmSpec,
-  type VmSpecInput,
-} from '../schema.js';
+import { LocalVmError, isLocalVmError, isTransient } from '../errors.js';
+import { locate, notFound } from './locate.js';
+import { parseOrThrow, parseVmName, parseVmSpec, specFingerprint, type VmSpec, type VmSpecInput } from '../schema.js';
 import { z } from 'zod';
 
 export { defaultContext, resolveBackend, realClock, type Clock, type OperationContext } from '../context.js';
+export {
+  ready,
+  waitForVmReady,
+  type ReadinessStrategy,
+  type ReadyCheck,
+  type ReadyOptions,
+  type ReadyResult,
+} from './ready.js';
 
 type Ctx = Partial<OperationContext> | undefined;
-
-/** The backend that owns the VM `name`, with its info; undefined when no backend knows it. */
-async function locate(name: string, ctx: OperationContext): Promise<{ backend: Backend; info: VmInfo } | undefined> {
-  for (const backend of await availableBackends(ctx)) {
-    try {
-      return { backend, info: await backend.info(name) };
-    } catch (error) {
-      if (isLocalVmError(error, 'NOT_FOUND')) continue;
-      throw error;
-    }
-  }
-  return undefined;
-}
-
-function notFound(name: string): LocalVmError {
-  return new LocalVmError('NOT_FOUND', `no VM named ${name}`, {
-    vm: name,
-    hint: 'localvm list shows the VMs that exist',
-  });
-}
 
 /** The backend that owns an existing VM. Throws NOT_FOUND when none does. */
 export async function backendOf(name: string, ctx?: Ctx): Promise<Backend> {
@@ -67,6 +48,11 @@ export interface RetryOptions {
   minTimeoutMs?: number;
   maxTimeoutMs?: number;
   onRetry?: (error: LocalVmError, attempt: number) => void;
+  /**
+   * Stops retrying when it aborts: no new attempt starts, and the call rejects with the
+   * reason. The attempt under way ends on its own timeouts; if it succeeds, that stands.
+   */
+  signal?: AbortSignal | undefined;
 }
 
 export interface CreateResult {
@@ -114,6 +100,7 @@ export async function createVmWithRetry(
   };
 
   const attempt = async (n: number): Promise<CreateResult> => {
+    if (options.signal?.aborted) throw new AbortError(options.signal.reason as Error);
     attempts = n;
     const existing = await backend.info(spec.name).catch((error: unknown) => {
       if (isLocalVmError(error, 'NOT_FOUND')) return undefined;
@@ -176,140 +163,6 @@ export async function createVmWithRetry(
     if (isLocalVmError(error)) throw error;
     throw new LocalVmError('INTERNAL', `create ${spec.name} failed: ${(error as Error).message}`, { cause: error });
   }
-}
-
-export interface ReadyOptions {
-  /** Overall deadline (default: the VM spec's `timeouts.readyMs`, else 120 s). */
-  timeoutMs?: number;
-  /** Commands that must exit 0 in the guest after the backend's own probe passes. */
-  probes?: Probe[];
-  /** First pause between probes; it grows by 1.5× up to `maxIntervalMs`. */
-  initialIntervalMs?: number;
-  maxIntervalMs?: number;
-  /**
-   * How long one probe may take (default 10 s, or the probe's own `timeoutMs`); raced
-   * against the overall deadline. The agent probe is event-driven — a guest-sync sent
-   * before the agent is up is answered the moment it starts — so a long probe detects
-   * readiness with no polling delay, while reconnecting after a short one costs time.
-   */
-  probeTimeoutMs?: number;
-}
-
-export interface ReadyResult {
-  name: string;
-  durationMs: number;
-  /** Probes made, backend and user probes together. */
-  probes: number;
-  info: VmInfo;
-}
-
-const readyOptionsSchema = z
-  .object({
-    timeoutMs: z.number().int().positive().optional(),
-    probes: z
-      .array(z.object({ argv: z.array(z.string()).min(1), timeoutMs: z.number().int().positive().optional() }))
-      .optional(),
-    initialIntervalMs: z.number().int().nonnegative().optional(),
-    maxIntervalMs: z.number().int().positive().optional(),
-    probeTimeoutMs: z.number().int().positive().optional(),
-  })
-  .strict();
-
-/** Resolves `promise`, or rejects with TIMEOUT after `ms` (the promise is left to settle). */
-async function raceTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new LocalVmError('TIMEOUT', `${what} took longer than ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/**
- * Waits until the VM answers: the backend's own probe (guest agent, or running + IP),
- * then each user probe. Polling starts fast and backs off to a cap; every probe has its
- * own timeout raced against the deadline. A TIMEOUT error says what the last probe saw
- * and carries the console tail. A VM that stops while we wait fails at once.
- */
-export async function waitForVmReady(name: string, options: ReadyOptions = {}, ctx?: Ctx): Promise<ReadyResult> {
-  parseVmName(name);
-  const opts = parseOrThrow(readyOptionsSchema, options, 'ready options');
-  const c = withDefaults(ctx);
-  const found = await locate(name, c);
-  if (!found) throw notFound(name);
-  const { backend } = found;
-  const timeoutMs = opts.timeoutMs ?? found.info.spec?.timeouts.readyMs ?? 120_000;
-  const userProbes = opts.probes ?? found.info.spec?.readiness ?? [];
-  const probeTimeoutMs = opts.probeTimeoutMs ?? 10_000;
-  const maxInterval = opts.maxIntervalMs ?? 500;
-  let interval = opts.initialIntervalMs ?? 20;
-
-  const started = c.clock.now();
-  const deadline = started + timeoutMs;
-  let probes = 0;
-  let last: ProbeResult = { ready: false, detail: 'no probe has run yet' };
-
-  const probeOnce = async (): Promise<ProbeResult> => {
-    const remaining = Math.max(1, deadline - c.clock.now());
-    const limit = Math.min(probeTimeoutMs, remaining);
-    probes++;
-    const base = await raceTimeout(backend.probe(name, limit), limit + 250, 'readiness probe').catch(
-      (error: unknown): ProbeResult => ({ ready: false, detail: `probe failed: ${(error as Error).message}` }),
-    );
-    if (!base.ready) return base;
-    for (const probe of userProbes) {
-      const left = Math.max(1, deadline - c.clock.now());
-      const probeLimit = Math.min(probe.timeoutMs ?? probeTimeoutMs, left);
-      probes++;
-      try {
-        const r = await raceTimeout(
-          backend.exec(name, probe.argv, { timeoutMs: probeLimit }),
-          probeLimit + 250,
-          'user probe',
-        );
-        if (r.exitCode !== 0) {
-          return {
-            ready: false,
-            detail: `probe ${JSON.stringify(probe.argv)} exited ${r.exitCode}${r.stderr ? `: ${tail(r.stderr, 3, 300)}` : ''}`,
-          };
-        }
-      } catch (error) {
-        return { ready: false, detail: `probe ${JSON.stringify(probe.argv)} failed: ${(error as Error).message}` };
-      }
-    }
-    return { ready: true, detail: base.detail };
-  };
-
-  while (true) {
-    last = await probeOnce();
-    if (last.ready) {
-      const info = await backend.info(name);
-      return { name, durationMs: c.clock.now() - started, probes, info };
-    }
-    const info = await backend.info(name);
-    if (info.state === 'stopped') {
-      const consoleTail = await backend.consoleTail?.(name, 20).catch(() => '');
-      throw new LocalVmError(
-        'COMMAND_FAILED',
-        `VM ${name} stopped while waiting for it to be ready${info.reason ? ` (${info.reason})` : ''}${info.lastError ? `: ${info.lastError}` : ''}`,
-        { vm: name, transient: true, details: { lastProbe: last.detail, consoleTail } },
-      );
-    }
-    const now = c.clock.now();
-    if (now >= deadline) break;
-    await c.clock.sleep(Math.min(interval, deadline - now));
-    interval = Math.min(Math.max(interval, 1) * 1.5, maxInterval);
-  }
-  const consoleTail = (await backend.consoleTail?.(name, 15).catch(() => '')) ?? '';
-  throw new LocalVmError(
-    'TIMEOUT',
-    `VM ${name} was not ready after ${Math.round(timeoutMs / 1000)} s (${probes} probes); last probe: ${last.detail}` +
-      (consoleTail ? `\nconsole tail:\n${consoleTail}` : ''),
-    { vm: name, details: { lastProbe: last.detail, probes, consoleTail } },
-  );
 }
 
 /** Starts a VM; a running VM is left alone. */

@@ -2,16 +2,19 @@
  * The I/O half of the Pulumi provider. The serialized provider objects (providers.ts) load
  * this module at call time inside the provider host and call these functions with no
  * context (the default: environment config, real runner); tests pass their own context.
- * Every function bounds its own run time: the engine does not always honour customTimeouts.
+ * Every function bounds its own run time (the engine does not always honour
+ * customTimeouts): with a deadline whose signal is passed down, so a timed-out step stops
+ * its work, and otherwise with the timeouts of the operations it runs.
  */
 import { readFile } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import type { ExecResult, VmInfo } from '../backend.js';
 import { connect } from '../connector.js';
-import type { OperationContext } from '../context.js';
+import { realClock, type OperationContext } from '../context.js';
 import { LocalVmError, isLocalVmError, tail } from '../errors.js';
 import { createVmWithRetry, deleteVm, findVm, updateVm, vmInfo, waitForVmReady } from '../operations/vm.js';
 import { specFingerprint, type VmSpec } from '../schema.js';
+import { withDeadline } from '../time/deadline.js';
 import {
   checkVm,
   checkVmCommand,
@@ -64,22 +67,11 @@ const NOT_READY = 'starting';
 const GRACE_MS = 15_000;
 
 /**
- * Rejects with TIMEOUT when `work` takes longer than `ms`. The work itself keeps running;
- * callers whose work leaves something behind clean up after it (see vmCreate).
+ * Runs `work` under a deadline of `ms` and hands it the signal: when the deadline passes
+ * the work is cancelled (and rejects with TIMEOUT), not left running behind our back.
  */
-async function withTimeout<T>(work: Promise<T>, ms: number, what: string, vm?: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new LocalVmError('TIMEOUT', `${what} did not finish within ${Math.round(ms / 1000)} s`, { vm })),
-      ms,
-    );
-  });
-  try {
-    return await Promise.race([work, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+function bounded<T>(ms: number, what: string, vm: string, ctx: Ctx, work: (signal: AbortSignal) => Promise<T>) {
+  return withDeadline(ms, { what, vm, clock: ctx?.clock ?? realClock }, (d) => work(d.signal));
 }
 
 /**
@@ -154,30 +146,26 @@ export async function vmDiff(_id: string, olds: Props, news: Props): Promise<Dif
  * that was created but never became ready is reported as a partial create, so the engine
  * keeps it in state and the next `up` retries readiness instead of leaking it.
  */
+/** Waits for the VM with the spec's readiness, bounded by its readyMs (plus grace for the last probe). */
+function waitReady(name: string, spec: VmSpec, ctx: Ctx) {
+  return bounded(spec.timeouts.readyMs + GRACE_MS, `readiness of VM ${name}`, name, ctx, (signal) =>
+    waitForVmReady(name, { timeoutMs: spec.timeouts.readyMs, probes: spec.readiness, signal }, ctx),
+  );
+}
+
 export async function vmCreate(inputs: Props, ctx?: Ctx): Promise<CreateReply> {
   return guarded(async () => {
     const spec = vmSpecOf(inputs);
-    const creating = createVmWithRetry(spec, { retries: 2 }, ctx);
-    let created;
+    // A failed create removes what it made (createVmWithRetry); the deadline stops its retries.
+    const created = await bounded(
+      spec.timeouts.createMs + GRACE_MS,
+      `create of VM ${spec.name}`,
+      spec.name,
+      ctx,
+      (signal) => createVmWithRetry(spec, { retries: 2, signal }, ctx),
+    );
     try {
-      created = await withTimeout(creating, spec.timeouts.createMs + GRACE_MS, `create of VM ${spec.name}`, spec.name);
-    } catch (error) {
-      if (isLocalVmError(error, 'TIMEOUT')) {
-        // The create may still finish after we gave up: remove what it makes.
-        void creating.then(
-          () => deleteVm(spec.name, ctx),
-          () => undefined,
-        );
-      }
-      throw error;
-    }
-    try {
-      const ready = await withTimeout(
-        waitForVmReady(spec.name, { timeoutMs: spec.timeouts.readyMs, probes: spec.readiness }, ctx),
-        spec.timeouts.readyMs + GRACE_MS,
-        `readiness of VM ${spec.name}`,
-        spec.name,
-      );
+      const ready = await waitReady(spec.name, spec, ctx);
       return { id: spec.name, outs: vmOuts(inputs, spec, ready.info) };
     } catch (error) {
       const reason = providerError(error).message;
@@ -196,7 +184,8 @@ export async function vmCreate(inputs: Props, ctx?: Ctx): Promise<CreateReply> {
  */
 export async function vmRead(id: string, props: Props, ctx?: Ctx): Promise<ReadReply> {
   return guarded(async () => {
-    const info = await withTimeout(findVm(id, ctx), 60_000, `read of VM ${id}`, id);
+    // Bounded by the backend's own query timeouts.
+    const info = await findVm(id, ctx);
     if (!info) return {};
     return {
       id,
@@ -225,33 +214,27 @@ export async function vmUpdate(id: string, olds: Props, news: Props, ctx?: Ctx):
   return guarded(async () => {
     const spec = vmSpecOf(news);
     const { updates } = diffVm(olds, news);
-    const budget = spec.timeouts.stopMs + spec.timeouts.createMs + GRACE_MS;
     const touches = vmUpdateTouchesMachine(updates);
+    // Bounded by the spec's stop and create timeouts, which the backend applies.
     if (touches) {
-      await withTimeout(updateVm(spec, ctx), budget, `update of VM ${id}`, id);
+      await updateVm(spec, ctx);
     } else if (olds.state !== NOT_READY) {
       // Metadata only: the VM is left exactly as it is, even stopped.
-      const info = await withTimeout(vmInfo(id, ctx), 60_000, `read of VM ${id}`, id);
+      const info = await vmInfo(id, ctx);
       return { outs: vmOuts(news, spec, info) };
     }
     // Changed, or created without ever becoming ready (the engine retries such a create
     // as an update): it must answer before the update counts as done.
-    const ready = await withTimeout(
-      waitForVmReady(id, { timeoutMs: spec.timeouts.readyMs, probes: spec.readiness }, ctx),
-      spec.timeouts.readyMs + GRACE_MS,
-      `readiness of VM ${id}`,
-      id,
-    );
+    const ready = await waitReady(id, spec, ctx);
     return { outs: vmOuts(news, spec, ready.info) };
   });
 }
 
 /** `delete` for Vm. Idempotent: a VM that is already gone is success. */
-export async function vmDelete(id: string, props: Props, ctx?: Ctx): Promise<void> {
+export async function vmDelete(id: string, _props: Props, ctx?: Ctx): Promise<void> {
   return guarded(async () => {
-    const stopMs = typeof props.timeouts === 'object' && props.timeouts !== null ? (props.timeouts as Props).stopMs : 0;
-    const budget = (typeof stopMs === 'number' ? stopMs : 15_000) + 60_000;
-    await withTimeout(deleteVm(id, ctx), budget, `delete of VM ${id}`, id);
+    // Bounded by the VM's own stop timeout (then a forced stop), which the backend applies.
+    await deleteVm(id, ctx);
   });
 }
 
@@ -265,9 +248,10 @@ async function runInVm(
   ctx: Ctx,
 ): Promise<ExecResult> {
   const conn = await connect(vm, ctx);
-  const execOptions = { env: options.env, stdin: options.stdin, cwd: options.cwd, timeoutMs };
-  const run = typeof command === 'string' ? conn.shell(command, execOptions) : conn.exec(command, execOptions);
-  return withTimeout(run, timeoutMs + GRACE_MS, `command in VM ${vm}`, vm);
+  return bounded(timeoutMs + GRACE_MS, `command in VM ${vm}`, vm, ctx, (signal) => {
+    const execOptions = { env: options.env, stdin: options.stdin, cwd: options.cwd, timeoutMs, signal };
+    return typeof command === 'string' ? conn.shell(command, execOptions) : conn.exec(command, execOptions);
+  });
 }
 
 function failIfNonZero(vm: string, command: CommandInput, result: ExecResult, allowFailure: boolean): void {
@@ -379,7 +363,9 @@ export async function vmFileCreate(inputs: Props, ctx?: Ctx): Promise<CreateRepl
     const f = vmFileOf(inputs);
     const bytes = await fileContent(f);
     const conn = await connect(f.vm, ctx);
-    await withTimeout(conn.putFile(f.path, bytes, { mode: f.mode }), f.timeoutMs, `write of ${f.path} in VM ${f.vm}`);
+    await bounded(f.timeoutMs, `write of ${f.path} in VM ${f.vm}`, f.vm, ctx, (signal) =>
+      conn.putFile(f.path, bytes, { mode: f.mode, signal }),
+    );
     return { id: `${f.vm}:${f.path}`, outs: plain({ ...inputs, sha256: sha256(bytes) }) };
   });
 }

@@ -13,6 +13,7 @@ import { loadConfig } from '../config.js';
 import { createExecaRunner } from '../runner.js';
 import { deleteVm } from '../operations/vm.js';
 import type { OperationContext } from '../context.js';
+import { poll } from '../time/poll.js';
 import { processAlive, readSession, reaperStep, updateSession, withoutVm, type SessionVm } from './session.js';
 
 export interface ReaperOptions {
@@ -33,45 +34,49 @@ export async function runReaper(file: string, options: ReaperOptions = {}): Prom
   let deathSeenAt: number | undefined;
   const alive = new Map<string, boolean>();
   const reaped: SessionVm[] = [];
-  while (true) {
-    const record = await readSession(file).catch(() => undefined);
-    const runnerAlive = record ? await processAlive(record.pid, record.startTime) : false;
-    if (record && !runnerAlive) deathSeenAt ??= performance.now();
-    alive.clear();
-    for (const vm of record?.vms ?? []) alive.set(vm.name, await processAlive(vm.pid, vm.startTime));
-    const step = reaperStep({
-      record,
-      runnerAlive,
-      workerAlive: (vm: SessionVm) => alive.get(vm.name) ?? false,
-      sinceRunnerDeathMs: deathSeenAt === undefined ? 0 : performance.now() - deathSeenAt,
-      workerGraceMs: grace,
-    });
-    if (step.action === 'exit') {
-      if (record) await rm(file, { force: true });
-      return step.why;
-    }
-    if (step.action === 'reap') {
-      for (const name of step.vms) {
-        try {
-          const { deleted } = await deleteVm(name, options.ctx);
-          log(`runner ${record?.pid} gone: ${deleted ? 'deleted' : 'no VM named'} ${name}`);
-        } catch (error) {
-          log(`runner ${record?.pid} gone: deleting ${name} failed: ${(error as Error).message}`);
+  // Real time on purpose: the reaper watches real processes, whatever clock the context has.
+  return poll(
+    async (): Promise<string | undefined> => {
+      const record = await readSession(file).catch(() => undefined);
+      const runnerAlive = record ? await processAlive(record.pid, record.startTime) : false;
+      if (record && !runnerAlive) deathSeenAt ??= performance.now();
+      alive.clear();
+      for (const vm of record?.vms ?? []) alive.set(vm.name, await processAlive(vm.pid, vm.startTime));
+      const step = reaperStep({
+        record,
+        runnerAlive,
+        workerAlive: (vm: SessionVm) => alive.get(vm.name) ?? false,
+        sinceRunnerDeathMs: deathSeenAt === undefined ? 0 : performance.now() - deathSeenAt,
+        workerGraceMs: grace,
+      });
+      if (step.action === 'exit') {
+        if (record) await rm(file, { force: true });
+        return step.why;
+      }
+      if (step.action === 'reap') {
+        for (const name of step.vms) {
+          try {
+            const { deleted } = await deleteVm(name, options.ctx);
+            log(`runner ${record?.pid} gone: ${deleted ? 'deleted' : 'no VM named'} ${name}`);
+          } catch (error) {
+            log(`runner ${record?.pid} gone: deleting ${name} failed: ${(error as Error).message}`);
+          }
+          await updateSession(stateDir, id, (r) => (r ? withoutVm(r, name) : r));
         }
-        await updateSession(stateDir, id, (r) => (r ? withoutVm(r, name) : r));
+        for (const name of step.vms) {
+          const vm = record?.vms.find((v) => v.name === name);
+          if (vm) reaped.push(vm);
+        }
+        if (step.then === 'exit') {
+          await rm(file, { force: true });
+          await linger(reaped, options.ctx, interval, log);
+          return `runner gone, reaped ${reaped.map((v) => v.name).join(', ')}`;
+        }
       }
-      for (const name of step.vms) {
-        const vm = record?.vms.find((v) => v.name === name);
-        if (vm) reaped.push(vm);
-      }
-      if (step.then === 'exit') {
-        await rm(file, { force: true });
-        await linger(reaped, options.ctx, interval, log);
-        return `runner gone, reaped ${reaped.map((v) => v.name).join(', ')}`;
-      }
-    }
-    await new Promise((r) => setTimeout(r, interval));
-  }
+      return undefined;
+    },
+    { what: `the reaper of ${file}`, initialMs: interval, factor: 1, maxMs: interval },
+  );
 }
 
 /**
@@ -85,19 +90,32 @@ async function linger(
   interval: number,
   log: (line: string) => void,
 ) {
-  const until = performance.now() + 600_000;
   let live = vms;
-  while (performance.now() < until) {
-    const next: SessionVm[] = [];
-    for (const vm of live) if (await processAlive(vm.pid, vm.startTime)) next.push(vm);
-    live = next;
-    if (live.length === 0) return;
-    await new Promise((r) => setTimeout(r, interval));
-    for (const vm of live) {
-      const { deleted } = await deleteVm(vm.name, ctx).catch(() => ({ deleted: false }));
-      if (deleted) log(`worker ${vm.pid} brought ${vm.name} back: deleted it again`);
-    }
-  }
+  const done = new Error('linger over');
+  await poll(
+    async (n) => {
+      if (n > 1) {
+        for (const vm of live) {
+          const { deleted } = await deleteVm(vm.name, ctx).catch(() => ({ deleted: false }));
+          if (deleted) log(`worker ${vm.pid} brought ${vm.name} back: deleted it again`);
+        }
+      }
+      const next: SessionVm[] = [];
+      for (const vm of live) if (await processAlive(vm.pid, vm.startTime)) next.push(vm);
+      live = next;
+      return live.length === 0 ? true : undefined;
+    },
+    {
+      what: 'lingering workers',
+      timeoutMs: 600_000,
+      initialMs: interval,
+      factor: 1,
+      maxMs: interval,
+      onTimeout: () => done,
+    },
+  ).catch((error: unknown) => {
+    if (error !== done) throw error;
+  });
 }
 
 async function main(): Promise<void> {

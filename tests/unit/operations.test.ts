@@ -201,3 +201,34 @@ describe('delete, update, list, cleanup', () => {
     expect(backend.calls).toContain('exec web /bin/sh -c echo hi');
   });
 });
+
+describe('createVmWithRetry and a signal', () => {
+  it('starts no new attempt once the signal aborted, and rejects with its reason', async () => {
+    const { backend, ctx } = setup();
+    backend.createFailures = [new LocalVmError('TRANSIENT', 'port busy')];
+    const controller = new AbortController();
+    const why = new LocalVmError('TIMEOUT', 'create of VM web took longer than 10 ms');
+    const error = await rejection(
+      createVmWithRetry(
+        { name: 'web' },
+        { ...fast, signal: controller.signal, onRetry: () => controller.abort(why) },
+        ctx,
+      ),
+    );
+    expect(error).toBe(why);
+    expect(backend.calls.filter((c) => c.startsWith('create '))).toHaveLength(1);
+  });
+
+  it('an attempt that succeeds while the signal aborts stands: the VM is not lost behind a TIMEOUT', async () => {
+    const { backend, ctx } = setup();
+    const controller = new AbortController();
+    const create = backend.create.bind(backend);
+    backend.create = async (spec) => {
+      const info = await create(spec);
+      controller.abort(new LocalVmError('TIMEOUT', 'too late'));
+      return info;
+    };
+    const result = await createVmWithRetry({ name: 'web' }, { ...fast, signal: controller.signal }, ctx);
+    expect(result).toMatchObject({ adopted: false, attempts: 1 });
+  });
+});

@@ -11,7 +11,9 @@ import type { OperationContext } from '../../src/context.js';
 import { createRecordingRunner } from '../../src/runner.js';
 import * as impl from '../../src/provider/impl.js';
 import { sha256 } from '../../src/provider/logic.js';
+import type { ExecOptions, ExecResult, PutFileOptions } from '../../src/backend.js';
 import { FakeBackend, fakeClock } from '../fixtures/fakeBackend.js';
+import { manualClock } from '../fixtures/manualClock.js';
 
 let dir: string;
 let fake: FakeBackend;
@@ -216,5 +218,70 @@ describe('VmFile', () => {
     expect((await impl.vmFileDiff(f.id, f.outs, inputs)).changes).toBe(false);
     writeFileSync(source, 'v2');
     expect((await impl.vmFileDiff(f.id, f.outs, inputs)).replaces).toEqual(['source']);
+  });
+});
+
+describe('deadlines passed down', () => {
+  /** A backend whose exec and putFile hang until their signal aborts, recording the reason. */
+  class HangingBackend extends FakeBackend {
+    aborted: unknown[] = [];
+    started = 0;
+    private hang(signal: AbortSignal | undefined): Promise<never> {
+      this.started++;
+      return new Promise<never>((_, reject) =>
+        signal?.addEventListener('abort', () => {
+          this.aborted.push(signal.reason);
+          reject(signal.reason);
+        }),
+      );
+    }
+    override exec(_name: string, _argv: string[], options?: ExecOptions): Promise<ExecResult> {
+      return this.hang(options?.signal);
+    }
+    override putFile(_name: string, _path: string, _content: Uint8Array, options?: PutFileOptions): Promise<void> {
+      return this.hang(options?.signal);
+    }
+  }
+
+  async function hangingSetup() {
+    const backend = new HangingBackend();
+    const clock = manualClock();
+    const c: OperationContext = { ...ctx, clock, backends: { qemu: backend } };
+    const { inputs } = await impl.vmCheck({}, { name: 'web', image: 'tiny', providerVersion: '0.1.0' });
+    await impl.vmCreate(inputs, c);
+    return { backend, clock, c };
+  }
+
+  const until = async (cond: () => boolean) => {
+    while (!cond()) await new Promise((r) => setTimeout(r, 1));
+  };
+
+  it('a command that outlasts timeoutMs plus the grace is cancelled, not left running', async () => {
+    const { backend, clock, c } = await hangingSetup();
+    const { inputs } = await impl.vmCommandCheck({}, { vm: 'web', create: ['sleep', '1000'], timeoutMs: 1_000 });
+    const running = impl.vmCommandCreate(inputs, c).then(
+      () => new Error('resolved'),
+      (e: unknown) => e as Error,
+    );
+    await until(() => backend.started === 1);
+    clock.advance(15_999);
+    expect(backend.aborted).toEqual([]);
+    clock.advance(1);
+    const error = await running;
+    expect(error.message).toBe('TIMEOUT: command in VM web took longer than 16000 ms');
+    expect(backend.aborted).toHaveLength(1);
+  });
+
+  it('a file write that outlasts its timeoutMs is cancelled', async () => {
+    const { backend, clock, c } = await hangingSetup();
+    const { inputs } = await impl.vmFileCheck({}, { vm: 'web', path: '/etc/motd', content: 'hi', timeoutMs: 500 });
+    const writing = impl.vmFileCreate(inputs, c).then(
+      () => new Error('resolved'),
+      (e: unknown) => e as Error,
+    );
+    await until(() => backend.started === 1);
+    clock.advance(500);
+    expect((await writing).message).toBe('TIMEOUT: write of /etc/motd in VM web took longer than 500 ms');
+    expect(backend.aborted).toHaveLength(1);
   });
 });

@@ -304,6 +304,60 @@ describe('guest agent client', () => {
   });
 });
 
+describe('cancelling through a signal', () => {
+  it('an aborted QMP command drops the connection and rejects with the abort reason, at once', async () => {
+    const mute = await fake((msg, sock) => {
+      if (msg.execute === 'qmp_capabilities') send(sock, { return: {}, id: msg.id });
+    }, greet);
+    const qmp = await QmpClient.connect(mute.path);
+    const controller = new AbortController();
+    const why = new Error('the caller gave up');
+    setTimeout(() => controller.abort(why), 30);
+    const started = performance.now();
+    await expect(qmp.execute('query-status', undefined, 10_000, controller.signal)).rejects.toBe(why);
+    expect(performance.now() - started).toBeLessThan(1_000);
+    await mute.closedByClient;
+    // Nothing more is sent on an abandoned connection.
+    await expect(qmp.execute('query-status', undefined, 1_000)).rejects.toBe(why);
+  });
+
+  it('an already-aborted signal does not even connect', async () => {
+    let connections = 0;
+    const f = await fake(agentHandler(), () => connections++);
+    const controller = new AbortController();
+    controller.abort(new Error('no'));
+    await expect(QgaClient.connect(f.path, { timeoutMs: 1_000, signal: controller.signal })).rejects.toThrow('no');
+    await new Promise((r) => setTimeout(r, 20));
+    expect(connections).toBe(0);
+  });
+
+  it('an aborted guest exec kills the guest process and rejects with the abort reason', async () => {
+    const f = await fake(
+      agentHandler((msg, sock) => {
+        if (msg.execute === 'guest-exec')
+          return send(sock, { return: { pid: msg.arguments?.path === 'kill' ? 2 : 9 }, id: msg.id });
+        if (msg.execute === 'guest-exec-status') return send(sock, { return: { exited: false }, id: msg.id });
+      }),
+    );
+    const qga = await QgaClient.connect(f.path, { timeoutMs: 1_000 });
+    const controller = new AbortController();
+    const why = new Error('cancelled');
+    setTimeout(() => controller.abort(why), 50);
+    await expect(guestExec(qga, ['sleep', '100'], { timeoutMs: 10_000, signal: controller.signal })).rejects.toBe(why);
+    qga.close();
+    const kill = f.received.find((m) => m.execute === 'guest-exec' && m.arguments?.path === 'kill');
+    expect(kill?.arguments?.arg).toEqual(['-KILL', '9']);
+  });
+
+  it('timeouts say whole milliseconds, never raw floats', async () => {
+    const f = await fake(() => undefined);
+    const error = await QgaClient.connect(f.path, { timeoutMs: 120.4730389999895 }).catch((e: unknown) => e);
+    expect(isLocalVmError(error, 'TIMEOUT')).toBe(true);
+    expect((error as Error).message).toMatch(/ 120 ms/);
+    expect((error as Error).message).not.toMatch(/\d\.\d/);
+  });
+});
+
 describe('wrapArgv', () => {
   it('leaves a plain argv alone and never splices values into script text', () => {
     expect(wrapArgv(['ls', '-l'], {})).toEqual(['ls', '-l']);

@@ -110,6 +110,7 @@ export function createOrbstackBackend(options: OrbstackBackendOptions): Backend 
     const result = await run(orb.run({ machine: name, argv: full, user: o.user, workdir: o.cwd }), {
       timeoutMs: o.timeoutMs ?? 60_000,
       input: o.stdin,
+      signal: o.signal,
     });
     const failure = orbctlRunFailure(result, name);
     if (failure) {

@@ -17,10 +17,11 @@ async function withAgent<T>(
   name: string,
   timeoutMs: number,
   fn: (qga: QgaClient) => Promise<T>,
+  signal?: AbortSignal,
 ): Promise<T> {
   const { record } = await requireRunning(host, name);
   try {
-    return await host.sessions.run(record.paths.qgaSocket, host.lockPath(name, 'qga'), timeoutMs, fn);
+    return await host.sessions.run(record.paths.qgaSocket, host.lockPath(name, 'qga'), timeoutMs, fn, signal);
   } catch (error) {
     if (isLocalVmError(error, 'COMMAND_FAILED') || isLocalVmError(error, 'VALIDATION')) throw error;
     const now = await observe(host, name);
@@ -57,8 +58,13 @@ export function agentTransport(host: QemuHost, name: string): GuestTransport {
     async exec(argv, o: ExecOptions = {}) {
       if (argv.length === 0) throw new LocalVmError('VALIDATION', 'exec needs a command', { vm: name });
       const timeoutMs = o.timeoutMs ?? (await execTimeout());
-      return withAgent(host, name, timeoutMs, (qga) =>
-        guestExec(qga, argv, { env: o.env, cwd: o.cwd, user: o.user, stdin: o.stdin, timeoutMs }),
+      return withAgent(
+        host,
+        name,
+        timeoutMs,
+        (qga) =>
+          guestExec(qga, argv, { env: o.env, cwd: o.cwd, user: o.user, stdin: o.stdin, timeoutMs, signal: o.signal }),
+        o.signal,
       );
     },
 

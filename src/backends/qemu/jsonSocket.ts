@@ -1,17 +1,19 @@
 /**
  * A newline-delimited JSON connection over a unix socket: the transport under both QMP
- * and the guest agent. Short-lived by design (connect, talk, close); every wait has its
- * own deadline, and a timeout destroys the connection so a late reply can never be read
- * as the answer to a later question on the same socket.
+ * and the guest agent. Short-lived by design (connect, talk, close); every wait takes an
+ * AbortSignal (a deadline's, usually), and an abort destroys the connection so a late
+ * reply can never be read as the answer to a later question on the same socket.
  */
 import { createConnection, type Socket } from 'node:net';
 import { LocalVmError } from '../../errors.js';
+import { deadline, onAbort } from '../../time/deadline.js';
 
 export type JsonMessage = Record<string, unknown>;
 
 /** Why a connection ended, kept so every later wait fails with the same, precise error. */
 interface Closed {
-  error: LocalVmError;
+  /** A LocalVmError, or the reason of the signal that abandoned the connection. */
+  error: unknown;
 }
 
 export class JsonLineSocket {
@@ -33,23 +35,28 @@ export class JsonLineSocket {
 
   /**
    * Connects to the unix socket at `path`. Rejects with TRANSIENT when nothing listens
-   * (ENOENT/ECONNREFUSED: the VM is not up yet, or just went away) and TIMEOUT after
-   * `timeoutMs`.
+   * (ENOENT/ECONNREFUSED: the VM is not up yet, or just went away), TIMEOUT after
+   * `timeoutMs`, and with the reason of `signal` when it aborts first.
    */
-  static connect(path: string, timeoutMs: number): Promise<JsonLineSocket> {
-    return new Promise((resolve, reject) => {
+  static connect(path: string, timeoutMs: number, signal?: AbortSignal): Promise<JsonLineSocket> {
+    const limit = deadline(timeoutMs, { what: `connecting to ${path}`, parent: signal, details: { socket: path } });
+    return new Promise<JsonLineSocket>((resolve, reject) => {
+      if (limit.signal.aborted) {
+        reject(limit.signal.reason);
+        return;
+      }
       const socket = createConnection({ path });
-      const timer = setTimeout(() => {
+      const detach = onAbort(limit.signal, (reason) => {
         socket.destroy();
-        reject(new LocalVmError('TIMEOUT', `connecting to ${path} took more than ${timeoutMs} ms`));
-      }, timeoutMs);
+        reject(reason);
+      });
       socket.once('connect', () => {
-        clearTimeout(timer);
+        detach();
         socket.removeAllListeners('error');
         resolve(new JsonLineSocket(socket, path));
       });
       socket.once('error', (err: NodeJS.ErrnoException) => {
-        clearTimeout(timer);
+        detach();
         socket.destroy();
         reject(
           new LocalVmError('TRANSIENT', `socket ${path} is not accepting connections (${err.code ?? err.message})`, {
@@ -58,7 +65,7 @@ export class JsonLineSocket {
           }),
         );
       });
-    });
+    }).finally(() => limit.dispose());
   }
 
   /** Writes one message followed by a newline. */
@@ -68,32 +75,28 @@ export class JsonLineSocket {
   }
 
   /**
-   * The next message, or TIMEOUT (which also destroys the connection) when none arrives
-   * before `deadline` (a `performance.now()` value). Rejects with PROTOCOL when the peer
-   * closed the connection.
+   * The next message. When `signal` aborts first (a deadline: TIMEOUT) the connection is
+   * abandoned (destroyed) and the call rejects with the signal's reason. Rejects with
+   * PROTOCOL when the peer closed the connection.
    */
-  async receive(deadline: number, what = 'a reply'): Promise<JsonMessage> {
+  async receive(signal: AbortSignal): Promise<JsonMessage> {
     while (true) {
       const next = this.queue.shift();
       if (next) return next;
       if (this.closed) throw this.closed.error;
-      const remaining = deadline - performance.now();
-      if (remaining <= 0) {
-        const error = new LocalVmError('TIMEOUT', `no ${what} on ${this.path} in time`, {
-          details: { socket: this.path },
-        });
-        this.markClosed(error);
+      if (signal.aborted) {
+        this.markClosed(signal.reason);
         this.socket.destroy();
-        throw error;
+        throw signal.reason;
       }
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
+        const detach = onAbort(signal, () => {
           this.waiter = undefined;
           resolve();
-        }, remaining);
+        });
         this.waiter = {
           resolve: () => {
-            clearTimeout(timer);
+            detach();
             this.waiter = undefined;
             resolve();
           },
@@ -161,7 +164,7 @@ export class JsonLineSocket {
     );
   }
 
-  private markClosed(error: LocalVmError): void {
+  private markClosed(error: unknown): void {
     if (!this.closed) this.closed = { error };
     this.waiter?.resolve();
   }

@@ -3,7 +3,8 @@
  * writes. Also the waits and kills that act on what was observed.
  */
 import type { VmInfo } from '../../backend.js';
-import { LocalVmError } from '../../errors.js';
+import { isLocalVmError, LocalVmError } from '../../errors.js';
+import { poll } from '../../time/poll.js';
 import { exists } from '../../host/fs.js';
 import { probeProcess } from '../../host/proc.js';
 import type { QemuHost } from './host.js';
@@ -111,18 +112,15 @@ export async function requireRunning(host: QemuHost, name: string): Promise<{ o:
   return found;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 /** Waits until QEMU `pid` of VM `name` is gone (or a zombie); false at the timeout. */
 export async function waitGone(name: string, pid: number | undefined, timeoutMs: number): Promise<boolean> {
-  const deadline = performance.now() + timeoutMs;
-  let interval = 2;
-  while (true) {
-    if (!isLiveQemu(await probeProcess(pid), name)) return true;
-    if (performance.now() >= deadline) return false;
-    await sleep(interval);
-    interval = Math.min(interval * 2, 50);
-  }
+  const gone = async () => (!isLiveQemu(await probeProcess(pid), name) ? true : undefined);
+  return poll(gone, { what: `QEMU ${pid} of ${name} to exit`, timeoutMs, initialMs: 2, maxMs: 50 }).catch(
+    (error: unknown) => {
+      if (isLocalVmError(error, 'TIMEOUT')) return false;
+      throw error;
+    },
+  );
 }
 
 /** SIGKILLs QEMU `pid` if it is still VM `name`'s, and waits until it is gone. */

@@ -4,8 +4,10 @@
  * next client: so every session starts with `guest-sync` carrying a random id, and every
  * reply is matched by id; everything else is stale and dropped.
  */
-import { LocalVmError } from '../../errors.js';
 import type { ExecResult } from '../../backend.js';
+import { LocalVmError } from '../../errors.js';
+import { deadline, withDeadline } from '../../time/deadline.js';
+import { poll } from '../../time/poll.js';
 import { JsonLineSocket, newId } from './jsonSocket.js';
 import { acquireFileLock, KeyedMutex } from '../../host/lock.js';
 import { replyError } from './qmp.js';
@@ -13,6 +15,8 @@ import { replyError } from './qmp.js';
 export interface QgaSyncOptions {
   /** How long to wait for the connection and for the sync reply. */
   timeoutMs: number;
+  /** Abandons the connection when it aborts. */
+  signal?: AbortSignal | undefined;
 }
 
 export class QgaClient {
@@ -23,42 +27,61 @@ export class QgaClient {
    * TIMEOUT when the agent does not answer `guest-sync` in time (it is not up yet).
    */
   static async connect(path: string, options: QgaSyncOptions): Promise<QgaClient> {
-    const conn = await JsonLineSocket.connect(path, options.timeoutMs);
-    const client = new QgaClient(conn);
+    const limit = deadline(options.timeoutMs, {
+      what: `guest agent on ${path}`,
+      parent: options.signal,
+      details: { socket: path },
+    });
     try {
-      await client.sync(options.timeoutMs);
-      return client;
-    } catch (error) {
-      conn.close();
-      throw error;
+      const conn = await JsonLineSocket.connect(path, limit.remainingMs(), limit.signal);
+      const client = new QgaClient(conn);
+      try {
+        await client.sync(limit.remainingMs(), limit.signal);
+        return client;
+      } catch (error) {
+        conn.close();
+        throw error;
+      }
+    } finally {
+      limit.dispose();
     }
   }
 
   /** `guest-sync` with a random numeric id; returns once the matching reply came back. */
-  async sync(timeoutMs: number): Promise<void> {
+  async sync(timeoutMs: number, signal?: AbortSignal): Promise<void> {
     const id = Math.floor(Math.random() * 2 ** 31);
-    const deadline = performance.now() + timeoutMs;
-    this.conn.send({ execute: 'guest-sync', arguments: { id } });
-    while (true) {
-      const msg = await this.conn.receive(deadline, `guest-sync reply (${timeoutMs} ms)`);
-      if (msg.return === id) return;
-    }
+    const what = `guest-sync on ${this.conn.path}`;
+    await withDeadline(timeoutMs, { what, parent: signal, details: { socket: this.conn.path } }, async (limit) => {
+      this.conn.send({ execute: 'guest-sync', arguments: { id } });
+      while (true) {
+        const msg = await this.conn.receive(limit.signal);
+        if (msg.return === id) return;
+      }
+    });
   }
 
   /**
    * Runs one agent command; resolves with its `return`. Error replies → COMMAND_FAILED
-   * with class and description; no reply in `timeoutMs` → TIMEOUT (connection dropped).
+   * with class and description; no reply in `timeoutMs` → TIMEOUT, an abort of `signal` →
+   * its reason (both drop the connection).
    */
-  async execute(command: string, args?: Record<string, unknown>, timeoutMs = 10_000): Promise<unknown> {
+  async execute(
+    command: string,
+    args?: Record<string, unknown>,
+    timeoutMs = 10_000,
+    signal?: AbortSignal,
+  ): Promise<unknown> {
     const id = newId('qga');
-    const deadline = performance.now() + timeoutMs;
-    this.conn.send(args === undefined ? { execute: command, id } : { execute: command, arguments: args, id });
-    while (true) {
-      const msg = await this.conn.receive(deadline, `reply to ${command}`);
-      if (msg.id !== id) continue;
-      if ('error' in msg) throw replyError('QGA', command, msg.error);
-      return msg.return;
-    }
+    const what = `guest agent ${command} on ${this.conn.path}`;
+    return withDeadline(timeoutMs, { what, parent: signal, details: { socket: this.conn.path } }, async (limit) => {
+      this.conn.send(args === undefined ? { execute: command, id } : { execute: command, arguments: args, id });
+      while (true) {
+        const msg = await this.conn.receive(limit.signal);
+        if (msg.id !== id) continue;
+        if ('error' in msg) throw replyError('QGA', command, msg.error);
+        return msg.return;
+      }
+    });
   }
 
   /** False once the connection broke (timeout, peer closed): it must not be reused. */
@@ -106,27 +129,38 @@ export class AgentSessions {
     lockPath: string,
     timeoutMs: number,
     fn: (qga: QgaClient) => Promise<T>,
+    signal?: AbortSignal,
   ): Promise<T> {
-    const started = performance.now();
-    return this.mutex.run(socketPath, async () => {
-      let session = this.take(socketPath);
-      if (!session) {
-        const left = () => Math.max(1, timeoutMs - (performance.now() - started));
-        const releaseLock = await acquireFileLock(lockPath, { timeoutMs: left(), what: 'guest agent session' });
-        try {
-          session = { qga: await QgaClient.connect(socketPath, { timeoutMs: left() }), releaseLock };
-        } catch (error) {
-          await releaseLock();
-          throw error;
+    const limit = deadline(timeoutMs, { what: `guest agent session on ${socketPath}`, parent: signal });
+    try {
+      return await this.mutex.run(socketPath, async () => {
+        let session = this.take(socketPath);
+        if (!session) {
+          limit.check();
+          const releaseLock = await acquireFileLock(lockPath, {
+            timeoutMs: Math.max(1, limit.remainingMs()),
+            what: 'guest agent session',
+          });
+          try {
+            session = {
+              qga: await QgaClient.connect(socketPath, { timeoutMs: limit.remainingMs(), signal: limit.signal }),
+              releaseLock,
+            };
+          } catch (error) {
+            await releaseLock();
+            throw error;
+          }
         }
-      }
-      session.qga.hold(true);
-      try {
-        return await fn(session.qga);
-      } finally {
-        this.park(socketPath, session.qga, session.releaseLock);
-      }
-    });
+        session.qga.hold(true);
+        try {
+          return await fn(session.qga);
+        } finally {
+          this.park(socketPath, session.qga, session.releaseLock);
+        }
+      });
+    } finally {
+      limit.dispose();
+    }
   }
 
   /** Closes the idle connection to `socketPath` (if any) and releases its lock: before stop/delete. */
@@ -176,6 +210,8 @@ export interface GuestExecOptions {
   user?: string | undefined;
   stdin?: string | Uint8Array | undefined;
   timeoutMs: number;
+  /** Ends the run early: the guest process is killed and the call rejects with the reason. */
+  signal?: AbortSignal | undefined;
   /** Called once the guest pid is known (tests, logs). */
   onPid?: (pid: number) => void;
 }
@@ -202,9 +238,13 @@ export function wrapArgv(argv: string[], options: Pick<GuestExecOptions, 'env' |
 
 const toBytes = (b64: unknown): Uint8Array => (typeof b64 === 'string' ? Buffer.from(b64, 'base64') : new Uint8Array());
 
+/** The least time one guest-exec-status call gets (it answers in about a millisecond). */
+const STATUS_FLOOR_MS = 1_000;
+
 /**
  * `guest-exec` with captured output, then `guest-exec-status` polled with a short
- * adaptive interval. On timeout the guest process is killed (best effort) and TIMEOUT thrown.
+ * adaptive interval. On timeout, or when `signal` aborts, the guest process is killed
+ * (best effort) and TIMEOUT (or the signal's reason) thrown.
  */
 export async function guestExec(qga: QgaClient, argv: string[], options: GuestExecOptions): Promise<ExecResult> {
   const started = performance.now();
@@ -213,107 +253,66 @@ export async function guestExec(qga: QgaClient, argv: string[], options: GuestEx
   if (path === undefined) throw new LocalVmError('VALIDATION', 'exec needs a command');
   const args: Record<string, unknown> = { path, arg, 'capture-output': true };
   if (options.stdin !== undefined) args['input-data'] = Buffer.from(options.stdin).toString('base64');
-  const deadline = started + options.timeoutMs;
-  const reply = (await qga.execute('guest-exec', args, Math.max(1, deadline - performance.now()))) as { pid?: number };
-  const pid = reply.pid;
-  if (typeof pid !== 'number')
-    throw new LocalVmError('PROTOCOL', `guest-exec returned no pid: ${JSON.stringify(reply)}`);
-  options.onPid?.(pid);
-  let interval = 1;
-  while (true) {
-    const status = (await qga.execute('guest-exec-status', { pid }, Math.max(1, deadline - performance.now()))) as {
-      exited?: boolean;
-      exitcode?: number;
-      signal?: number;
-      'out-data'?: string;
-      'err-data'?: string;
-    };
-    if (status.exited) {
-      const stdoutBytes = toBytes(status['out-data']);
-      const stderrBytes = toBytes(status['err-data']);
-      const signal = status.signal;
-      return {
-        exitCode: status.exitcode ?? (signal !== undefined ? 128 + signal : -1),
-        signal,
-        stdout: Buffer.from(stdoutBytes).toString('utf8'),
-        stderr: Buffer.from(stderrBytes).toString('utf8'),
-        stdoutBytes,
-        stderrBytes,
-        durationMs: performance.now() - started,
-      };
-    }
-    const remaining = deadline - performance.now();
-    if (remaining <= 0) {
-      await qga.execute('guest-exec', { path: 'kill', arg: ['-KILL', String(pid)] }, 2_000).catch(() => undefined);
-      throw new LocalVmError('TIMEOUT', `${argv.join(' ')} did not finish in ${options.timeoutMs} ms`, {
-        details: { guestPid: pid, argv },
-      });
-    }
-    await new Promise((r) => setTimeout(r, Math.min(interval, remaining)));
-    interval = Math.min(interval * 2, 50);
-  }
-}
-
-/** Bytes per guest-file-write; base64 makes the JSON line 4/3 of this. */
-export const PUT_CHUNK = 48 * 1024;
-/** Bytes per guest-file-read. */
-export const GET_CHUNK = 1024 * 1024;
-
-/** Writes `content` to `guestPath` (created or truncated) through guest-file-*. */
-export async function guestPutFile(
-  qga: QgaClient,
-  guestPath: string,
-  content: Uint8Array,
-  timeoutMs: number,
-  chunk = PUT_CHUNK,
-): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  const left = () => Math.max(1, deadline - performance.now());
-  const handle = await qga.execute('guest-file-open', { path: guestPath, mode: 'wb' }, left());
+  const limit = deadline(options.timeoutMs, { what: `${argv.join(' ')} in the guest`, parent: options.signal });
   try {
-    const buf = Buffer.from(content.buffer, content.byteOffset, content.byteLength);
-    for (let off = 0; off < buf.length; off += chunk) {
-      const piece = buf.subarray(off, off + chunk);
-      const r = (await qga.execute('guest-file-write', { handle, 'buf-b64': piece.toString('base64') }, left())) as {
-        count?: number;
-      };
-      if (r.count !== piece.length) {
-        throw new LocalVmError('COMMAND_FAILED', `short write to ${guestPath}: ${r.count} of ${piece.length} bytes`);
-      }
+    const reply = (await qga.execute('guest-exec', args, limit.remainingMs(), limit.signal)) as { pid?: number };
+    const pid = reply.pid;
+    if (typeof pid !== 'number')
+      throw new LocalVmError('PROTOCOL', `guest-exec returned no pid: ${JSON.stringify(reply)}`);
+    options.onPid?.(pid);
+    const kill = () =>
+      qga.execute('guest-exec', { path: 'kill', arg: ['-KILL', String(pid)] }, 2_000).catch(() => undefined);
+    try {
+      // Status calls are not cut by the deadline: the connection must stay usable to kill
+      // the process when it passes. The floor keeps one made just before it from timing out.
+      return await poll(
+        async () => {
+          const status = (await qga.execute(
+            'guest-exec-status',
+            { pid },
+            Math.max(STATUS_FLOOR_MS, limit.remainingMs()),
+          )) as {
+            exited?: boolean;
+            exitcode?: number;
+            signal?: number;
+            'out-data'?: string;
+            'err-data'?: string;
+          };
+          if (!status.exited) return undefined;
+          const stdoutBytes = toBytes(status['out-data']);
+          const stderrBytes = toBytes(status['err-data']);
+          const signal = status.signal;
+          return {
+            exitCode: status.exitcode ?? (signal !== undefined ? 128 + signal : -1),
+            signal,
+            stdout: Buffer.from(stdoutBytes).toString('utf8'),
+            stderr: Buffer.from(stderrBytes).toString('utf8'),
+            stdoutBytes,
+            stderrBytes,
+            durationMs: performance.now() - started,
+          } satisfies ExecResult;
+        },
+        {
+          what: `${argv.join(' ')} in the guest`,
+          deadline: limit,
+          initialMs: 1,
+          factor: 2,
+          maxMs: 50,
+          onTimeout: () =>
+            new LocalVmError('TIMEOUT', `${argv.join(' ')} did not finish in ${limit.ms} ms`, {
+              details: { guestPid: pid, argv },
+            }),
+        },
+      );
+    } catch (error) {
+      // Timed out or cancelled: the process must not run on in the guest.
+      if (limit.expired() && qga.open) await kill();
+      throw error;
     }
-  } catch (error) {
-    // The original failure matters, not whether the handle could still be closed.
-    await qga.execute('guest-file-close', { handle }, 1_000).catch(() => undefined);
-    throw error;
+  } finally {
+    limit.dispose();
   }
-  await qga.execute('guest-file-close', { handle }, left());
 }
 
-/** Reads the whole of `guestPath` through guest-file-*. */
-export async function guestGetFile(
-  qga: QgaClient,
-  guestPath: string,
-  timeoutMs: number,
-  chunk = GET_CHUNK,
-): Promise<Uint8Array> {
-  const deadline = performance.now() + timeoutMs;
-  const left = () => Math.max(1, deadline - performance.now());
-  const handle = await qga.execute('guest-file-open', { path: guestPath, mode: 'rb' }, left());
-  const parts: Buffer[] = [];
-  try {
-    while (true) {
-      const r = (await qga.execute('guest-file-read', { handle, count: chunk }, left())) as {
-        'buf-b64'?: string;
-        eof?: boolean;
-        count?: number;
-      };
-      if (r['buf-b64']) parts.push(Buffer.from(r['buf-b64'], 'base64'));
-      if (r.eof || !r.count) break;
-    }
-  } catch (error) {
-    await qga.execute('guest-file-close', { handle }, 1_000).catch(() => undefined);
-    throw error;
-  }
-  await qga.execute('guest-file-close', { handle }, left());
-  return new Uint8Array(Buffer.concat(parts));
-}
+// File transfer over a client lives in its own room; imported from here too.
+export { GET_CHUNK, guestGetFile, guestPutFile, PUT_CHUNK } from './qgaFiles.js';

@@ -3,6 +3,7 @@
  * Asynchronous events that arrive in between are collected, never mistaken for replies.
  */
 import { LocalVmError } from '../../errors.js';
+import { deadline, withDeadline } from '../../time/deadline.js';
 import { JsonLineSocket, newId, type JsonMessage } from './jsonSocket.js';
 
 export interface QmpEvent {
@@ -14,6 +15,8 @@ export interface QmpEvent {
 export interface QmpOptions {
   /** Deadline for connect + greeting + capabilities negotiation. */
   connectTimeoutMs?: number;
+  /** Abandons the handshake (closing the connection) when it aborts. */
+  signal?: AbortSignal | undefined;
 }
 
 /** The error for a QMP/QGA `{"error": {class, desc}}` reply. */
@@ -35,59 +38,84 @@ export class QmpClient {
 
   /** Connects, reads the greeting and leaves capabilities-negotiation mode. */
   static async connect(path: string, options: QmpOptions = {}): Promise<QmpClient> {
-    const timeoutMs = options.connectTimeoutMs ?? 5_000;
-    const deadline = performance.now() + timeoutMs;
-    const conn = await JsonLineSocket.connect(path, timeoutMs);
-    const client = new QmpClient(conn);
+    const limit = deadline(options.connectTimeoutMs ?? 5_000, {
+      what: `QMP handshake on ${path}`,
+      parent: options.signal,
+      details: { socket: path },
+    });
     try {
-      const greeting = await conn.receive(deadline, 'QMP greeting');
-      if (typeof greeting.QMP !== 'object' || greeting.QMP === null) {
-        throw new LocalVmError('PROTOCOL', `${path} did not greet like QMP: ${JSON.stringify(greeting).slice(0, 200)}`);
+      const conn = await JsonLineSocket.connect(path, limit.remainingMs(), limit.signal);
+      const client = new QmpClient(conn);
+      try {
+        const greeting = await conn.receive(limit.signal);
+        if (typeof greeting.QMP !== 'object' || greeting.QMP === null) {
+          throw new LocalVmError(
+            'PROTOCOL',
+            `${path} did not greet like QMP: ${JSON.stringify(greeting).slice(0, 200)}`,
+          );
+        }
+        client.greeting = greeting;
+        await client.execute('qmp_capabilities', undefined, limit.remainingMs(), limit.signal);
+        return client;
+      } catch (error) {
+        conn.close();
+        throw error;
       }
-      client.greeting = greeting;
-      await client.execute('qmp_capabilities', undefined, Math.max(1, deadline - performance.now()));
-      return client;
-    } catch (error) {
-      conn.close();
-      throw error;
+    } finally {
+      limit.dispose();
     }
   }
 
   /**
    * Runs `command` and resolves with its `return` value. A QMP error reply becomes
-   * COMMAND_FAILED carrying the error class and description; no reply → TIMEOUT.
+   * COMMAND_FAILED carrying the error class and description; no reply in `timeoutMs` →
+   * TIMEOUT, and an abort of `signal` → its reason (both drop the connection).
    */
-  async execute(command: string, args?: Record<string, unknown>, timeoutMs = 10_000): Promise<unknown> {
+  async execute(
+    command: string,
+    args?: Record<string, unknown>,
+    timeoutMs = 10_000,
+    signal?: AbortSignal,
+  ): Promise<unknown> {
     const id = newId('qmp');
-    const deadline = performance.now() + timeoutMs;
-    this.conn.send(args === undefined ? { execute: command, id } : { execute: command, arguments: args, id });
-    while (true) {
-      const msg = await this.conn.receive(deadline, `reply to QMP ${command}`);
-      if (typeof msg.event === 'string') {
-        this.events.push(msg as unknown as QmpEvent);
-        continue;
+    const what = `QMP ${command} on ${this.conn.path}`;
+    return withDeadline(timeoutMs, { what, parent: signal, details: { socket: this.conn.path } }, async (limit) => {
+      this.conn.send(args === undefined ? { execute: command, id } : { execute: command, arguments: args, id });
+      while (true) {
+        const msg = await this.conn.receive(limit.signal);
+        if (typeof msg.event === 'string') {
+          this.events.push(msg as unknown as QmpEvent);
+          continue;
+        }
+        if (msg.id !== id) continue;
+        if ('error' in msg) throw replyError('QMP', command, msg.error);
+        if (!('return' in msg)) {
+          throw new LocalVmError('PROTOCOL', `QMP ${command}: reply without return or error`, {
+            details: { reply: msg },
+          });
+        }
+        return msg.return;
       }
-      if (msg.id !== id) continue;
-      if ('error' in msg) throw replyError('QMP', command, msg.error);
-      if (!('return' in msg)) {
-        throw new LocalVmError('PROTOCOL', `QMP ${command}: reply without return or error`, {
-          details: { reply: msg },
-        });
-      }
-      return msg.return;
-    }
+    });
   }
 
   /** Waits for an event named `name` (already received or arriving before the deadline). */
-  async waitEvent(name: string, timeoutMs: number, match?: (e: QmpEvent) => boolean): Promise<QmpEvent> {
-    const deadline = performance.now() + timeoutMs;
+  async waitEvent(
+    name: string,
+    timeoutMs: number,
+    match?: (e: QmpEvent) => boolean,
+    signal?: AbortSignal,
+  ): Promise<QmpEvent> {
     const hit = (e: QmpEvent) => e.event === name && (!match || match(e));
-    while (true) {
-      const seen = this.events.findIndex(hit);
-      if (seen !== -1) return this.events.splice(seen, 1)[0] as QmpEvent;
-      const msg = await this.conn.receive(deadline, `QMP event ${name}`);
-      if (typeof msg.event === 'string') this.events.push(msg as unknown as QmpEvent);
-    }
+    const what = `QMP event ${name} on ${this.conn.path}`;
+    return withDeadline(timeoutMs, { what, parent: signal, details: { socket: this.conn.path } }, async (limit) => {
+      while (true) {
+        const seen = this.events.findIndex(hit);
+        if (seen !== -1) return this.events.splice(seen, 1)[0] as QmpEvent;
+        const msg = await this.conn.receive(limit.signal);
+        if (typeof msg.event === 'string') this.events.push(msg as unknown as QmpEvent);
+      }
+    });
   }
 
   close(): void {
