@@ -23,6 +23,7 @@ import { findTinyImage } from '../src/backends/qemu/image/index.js';
 import { createVm, deleteVm, startVm, stopVm, vmInfo, waitForVmReady } from '../src/operations/vm.js';
 import { createExecaRunner } from '../src/runner.js';
 import { getBackend, realClock, type OperationContext } from '../src/context.js';
+import type { GuestTransport } from '../src/transport.js';
 
 const args = process.argv.slice(2);
 const runs = Number(args.find((a) => !a.startsWith('--')) ?? 5);
@@ -144,17 +145,21 @@ async function main() {
   // resolving ready) to waitForVmReady returning. The answering probe is connected before the
   // agent starts (it waits on a queued guest-sync), so that moment is the agent's first answer.
   const backend = await getBackend('qemu', ctx);
-  const probe = backend.probe.bind(backend);
+  const guest = backend.guest.bind(backend);
   let answeredAt = 0;
   let answerWait = 0;
-  backend.probe = async (n, t) => {
+  const timedProbe = (transport: GuestTransport) => async (t: number) => {
     const s = performance.now();
-    const r = await probe(n, t);
+    const r = await transport.probe(t);
     if (r.ready) {
       answeredAt = performance.now();
       answerWait = answeredAt - s;
     }
     return r;
+  };
+  backend.guest = (name) => {
+    const transport = guest(name);
+    return { ...transport, probe: timedProbe(transport) };
   };
   const detection: number[] = [];
   const answeringProbeWaited: number[] = [];

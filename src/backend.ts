@@ -109,11 +109,6 @@ export interface Backend {
   list(): Promise<VmInfo[]>;
   /** Throws NOT_FOUND when there is no such VM. */
   info(name: string): Promise<VmInfo>;
-  exec(name: string, argv: string[], options?: ExecOptions): Promise<ExecResult>;
-  putFile(name: string, guestPath: string, content: Uint8Array, options?: PutFileOptions): Promise<void>;
-  getFile(name: string, guestPath: string): Promise<Uint8Array>;
-  /** One readiness probe of the backend's own kind (agent ping; running + IP). */
-  probe(name: string, timeoutMs: number): Promise<ProbeResult>;
   /** The last lines the guest printed on its console, when the backend has one. */
   consoleTail?(name: string, lines?: number): Promise<string>;
   /**

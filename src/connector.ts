@@ -32,19 +32,19 @@ export class Connector {
   /** Runs `argv` in the guest (no shell). Resolves whatever the exit code; TIMEOUT past `timeoutMs`. */
   async exec(argv: string[], options?: ExecOptions): Promise<ExecResult> {
     const call = parseExec(argv, options);
-    return this.backend.exec(this.name, call.argv, call.options);
+    return this.backend.guest(this.name).exec(call.argv, call.options);
   }
 
   /** Runs a shell script in the guest as the explicit argv `/bin/sh -c script`. */
   async shell(script: string, options?: ExecOptions): Promise<ExecResult> {
     const call = parseShell(script, options);
-    return this.backend.exec(this.name, ['/bin/sh', '-c', call.script], call.options);
+    return this.backend.guest(this.name).exec(['/bin/sh', '-c', call.script], call.options);
   }
 
   /** Writes `content` to `path` in the guest, byte-exact. */
   async putFile(path: string, content: Uint8Array | string, options?: PutFileOptions): Promise<void> {
     const bytes = typeof content === 'string' ? new TextEncoder().encode(content) : content;
-    return this.backend.putFile(this.name, guestPath(path), bytes, options);
+    return this.backend.guest(this.name).putFile(guestPath(path), bytes, options);
   }
 
   /** Copies a host file into the guest. */
@@ -54,7 +54,7 @@ export class Connector {
 
   /** Reads a file from the guest, byte-exact. */
   async getFile(path: string): Promise<Uint8Array> {
-    return this.backend.getFile(this.name, guestPath(path));
+    return this.backend.guest(this.name).getFile(guestPath(path));
   }
 
   /** Copies a guest file to the host. */

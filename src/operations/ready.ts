@@ -25,10 +25,13 @@ function agent(options: { timeoutMs?: number } = {}): ReadinessStrategy {
     description: 'agent',
     async check(ctx) {
       ctx.countProbe();
-      return ctx.backend.probe(ctx.name, probeLimit(ctx, options.timeoutMs)).catch((error: unknown): ProbeResult => ({
-        ready: false,
-        detail: `probe failed: ${(error as Error).message}`,
-      }));
+      return ctx.backend
+        .guest(ctx.name)
+        .probe(probeLimit(ctx, options.timeoutMs))
+        .catch((error: unknown): ProbeResult => ({
+          ready: false,
+          detail: `probe failed: ${(error as Error).message}`,
+        }));
     },
   };
 }
@@ -41,7 +44,7 @@ function command(argv: string[], options: { timeoutMs?: number | undefined } = {
     async check(ctx) {
       ctx.countProbe();
       try {
-        const r = await ctx.backend.exec(ctx.name, argv, { timeoutMs: probeLimit(ctx, options.timeoutMs) });
+        const r = await ctx.backend.guest(ctx.name).exec(argv, { timeoutMs: probeLimit(ctx, options.timeoutMs) });
         if (r.exitCode === 0) return { ready: true, detail: `probe ${shown} exited 0` };
         return {
           ready: false,

@@ -54,7 +54,7 @@ const GUEST_SCRIPT =
 async function guestSide(ctx: ReadyCheck, guestPort: number, timeoutMs: number): Promise<ProbeResult | undefined> {
   let r;
   try {
-    r = await ctx.backend.exec(ctx.name, ['/bin/sh', '-c', GUEST_SCRIPT], { timeoutMs });
+    r = await ctx.backend.guest(ctx.name).exec(['/bin/sh', '-c', GUEST_SCRIPT], { timeoutMs });
   } catch (error) {
     return {
       ready: false,

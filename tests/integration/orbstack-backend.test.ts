@@ -65,7 +65,7 @@ describe('orbstack backend against the orbctl simulator', () => {
     expect(stopped.ip4).toBeUndefined();
     expect((await backend.start(s.name)).state).toBe('running');
     expect((await backend.restart(s.name)).state).toBe('running');
-    expect(await backend.probe(s.name, 5_000)).toMatchObject({ ready: true });
+    expect(await backend.guest(s.name).probe(5_000)).toMatchObject({ ready: true });
 
     const createArgv = (await callsOf(stateDir, 'create')).at(-1)?.argv;
     expect(createArgv).toEqual(['create', '-a', 'arm64', '-u', 'dev', 'ubuntu:noble', s.name]);
@@ -87,7 +87,7 @@ describe('orbstack backend against the orbctl simulator', () => {
   it('passes user-data through a private temp file', async () => {
     const s = spec('cloud', { userData: '#cloud-config\npackages: [jq]\n' });
     await backend.create(s);
-    const r = await backend.exec(s.name, ['cat', '/var/lib/cloud/instance/user-data.txt']);
+    const r = await backend.guest(s.name).exec(['cat', '/var/lib/cloud/instance/user-data.txt']);
     expect(r.stdout).toBe('#cloud-config\npackages: [jq]\n');
     await backend.delete(s.name);
   });
@@ -102,32 +102,32 @@ describe('orbstack backend against the orbctl simulator', () => {
     });
 
     it('reports exit codes, stdout and stderr', async () => {
-      const r = await backend.exec(s.name, ['sh', '-c', 'echo out; echo err >&2; exit 7']);
+      const r = await backend.guest(s.name).exec(['sh', '-c', 'echo out; echo err >&2; exit 7']);
       expect(r).toMatchObject({ exitCode: 7, stdout: 'out\n', stderr: 'err\n' });
       expect(Buffer.from(r.stdoutBytes).toString()).toBe('out\n');
-      expect((await backend.exec(s.name, ['true'])).exitCode).toBe(0);
+      expect((await backend.guest(s.name).exec(['true'])).exitCode).toBe(0);
     });
 
     it('a guest "not found" stays the guest command result', async () => {
-      const r = await backend.exec(s.name, ['sh', '-c', 'no-such-command-xyz']);
+      const r = await backend.guest(s.name).exec(['sh', '-c', 'no-such-command-xyz']);
       expect(r.exitCode).toBe(127);
       expect(r.stderr).toMatch(/not found/);
     });
 
     it('feeds stdin, applies cwd and env', async () => {
-      expect((await backend.exec(s.name, ['cat'], { stdin: 'from stdin' })).stdout).toBe('from stdin');
-      await backend.exec(s.name, ['mkdir', '-p', 'work']);
-      const r = await backend.exec(s.name, ['sh', '-c', 'echo "$GREETING" > here.txt'], {
+      expect((await backend.guest(s.name).exec(['cat'], { stdin: 'from stdin' })).stdout).toBe('from stdin');
+      await backend.guest(s.name).exec(['mkdir', '-p', 'work']);
+      const r = await backend.guest(s.name).exec(['sh', '-c', 'echo "$GREETING" > here.txt'], {
         cwd: '/tmp',
         env: { GREETING: 'hi there' },
       });
       expect(r.exitCode).toBe(0);
-      expect(Buffer.from(await backend.getFile(s.name, '/tmp/here.txt')).toString()).toBe('hi there\n');
+      expect(Buffer.from(await backend.guest(s.name).getFile('/tmp/here.txt')).toString()).toBe('hi there\n');
     });
 
     it('times out as TIMEOUT', async () => {
       const started = performance.now();
-      const error = await rejection(backend.exec(s.name, ['sleep', '30'], { timeoutMs: 500 }));
+      const error = await rejection(backend.guest(s.name).exec(['sleep', '30'], { timeoutMs: 500 }));
       expect(error.code).toBe('TIMEOUT');
       expect(error.transient).toBe(true);
       expect(performance.now() - started).toBeLessThan(10_000);
@@ -135,17 +135,17 @@ describe('orbstack backend against the orbctl simulator', () => {
 
     it('round-trips a binary file byte for byte, with its mode', async () => {
       const content = new Uint8Array(randomBytes(256 * 1024));
-      await backend.putFile(s.name, '/tmp/blob.bin', content, { mode: 0o640 });
-      const back = await backend.getFile(s.name, '/tmp/blob.bin');
+      await backend.guest(s.name).putFile('/tmp/blob.bin', content, { mode: 0o640 });
+      const back = await backend.guest(s.name).getFile('/tmp/blob.bin');
       const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
       expect(sha(back)).toBe(sha(content));
       expect(back.byteLength).toBe(content.byteLength);
-      const mode = await backend.exec(s.name, ['stat', '-c', '%a', '/tmp/blob.bin'], { cwd: '/' });
+      const mode = await backend.guest(s.name).exec(['stat', '-c', '%a', '/tmp/blob.bin'], { cwd: '/' });
       expect(mode.stdout.trim()).toBe('640');
     });
 
     it('exec on a missing machine is NOT_FOUND', async () => {
-      expect((await rejection(backend.exec(PREFIX + 'missing', ['true']))).code).toBe('NOT_FOUND');
+      expect((await rejection(backend.guest(PREFIX + 'missing').exec(['true']))).code).toBe('NOT_FOUND');
     });
   });
 
@@ -200,7 +200,7 @@ describe('orbstack backend against the orbctl simulator', () => {
       const info = await backend.create(s);
       expect(info.state).toBe('running');
       expect(info.ip4).toBeUndefined();
-      const probe = await backend.probe(s.name, 2_000);
+      const probe = await backend.guest(s.name).probe(2_000);
       expect(probe.ready).toBe(false);
       expect(probe.detail).toMatch(/running/);
       expect(probe.detail).toMatch(/ip4/);
@@ -212,7 +212,7 @@ describe('orbstack backend against the orbctl simulator', () => {
       const error = await rejection(backend.list());
       expect(error.code).toBe('TRANSIENT');
       expect(isTransient(error)).toBe(true);
-      const probe = await backend.probe(PREFIX + 'any', 1_000);
+      const probe = await backend.guest(PREFIX + 'any').probe(1_000);
       expect(probe).toMatchObject({ ready: false });
       await clearFaults(stateDir);
       await expect(backend.list()).resolves.toBeInstanceOf(Array);
@@ -248,7 +248,7 @@ describe('orbstack backend against the orbctl simulator', () => {
     const s = spec('bare');
     const info = await bare.create(s);
     expect(info).toMatchObject({ state: 'running', image: 'ubuntu:noble', ip4: undefined });
-    expect(await bare.probe(s.name, 5_000)).toMatchObject({ ready: true });
+    expect(await bare.guest(s.name).probe(5_000)).toMatchObject({ ready: true });
     await bare.delete(s.name);
   });
 });

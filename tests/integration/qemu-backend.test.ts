@@ -48,7 +48,7 @@ async function waitReady(name: string, timeoutMs = 90_000): Promise<number> {
   const started = performance.now();
   let last = '';
   while (performance.now() - started < timeoutMs) {
-    const p = await backend.probe(name, 2_000);
+    const p = await backend.guest(name).probe(2_000);
     if (p.ready) return performance.now() - started;
     last = p.detail;
     if (p.detail.startsWith('process not running')) break;
@@ -107,7 +107,7 @@ describe.skipIf(skip)('QEMU backend (real QEMU)', () => {
   });
 
   it('execs with exit codes, stderr, env, stdin and cwd', async () => {
-    const r = await backend.exec(MAIN, ['sh', '-c', 'echo "out:$GREETING"; pwd; cat; echo oops >&2; exit 3'], {
+    const r = await backend.guest(MAIN).exec(['sh', '-c', 'echo "out:$GREETING"; pwd; cat; echo oops >&2; exit 3'], {
       env: { GREETING: 'hello world' },
       cwd: '/proc',
       stdin: 'from stdin\n',
@@ -116,42 +116,42 @@ describe.skipIf(skip)('QEMU backend (real QEMU)', () => {
     expect(r.stdout).toBe('out:hello world\n/proc\nfrom stdin\n');
     expect(r.stderr).toBe('oops\n');
     expect(Buffer.from(r.stdoutBytes).toString()).toBe(r.stdout);
-    expect((await backend.exec(MAIN, ['false'])).exitCode).toBe(1);
+    expect((await backend.guest(MAIN).exec(['false'])).exitCode).toBe(1);
     const times: number[] = [];
     for (let i = 0; i < 7; i++) {
       const t = performance.now();
-      expect((await backend.exec(MAIN, ['true'])).exitCode).toBe(0);
+      expect((await backend.guest(MAIN).exec(['true'])).exitCode).toBe(0);
       times.push(performance.now() - t);
     }
     measured['exec `true` round trip (median of 7)'] = `${times.sort((a, b) => a - b)[3]!.toFixed(1)} ms`;
   });
 
   it('times out a guest command that runs too long', async () => {
-    await expectCode(backend.exec(MAIN, ['sleep', '30'], { timeoutMs: 300 }), 'TIMEOUT');
+    await expectCode(backend.guest(MAIN).exec(['sleep', '30'], { timeoutMs: 300 }), 'TIMEOUT');
     // The agent is usable right after.
-    expect((await backend.exec(MAIN, ['echo', 'ok'])).stdout).toBe('ok\n');
+    expect((await backend.guest(MAIN).exec(['echo', 'ok'])).stdout).toBe('ok\n');
   });
 
   it('round-trips a 1 MiB random binary file byte-exactly, with its mode', async () => {
     const data = randomBytes(1024 * 1024);
     let t = performance.now();
-    await backend.putFile(MAIN, '/tmp/blob.bin', data, { mode: 0o640 });
+    await backend.guest(MAIN).putFile('/tmp/blob.bin', data, { mode: 0o640 });
     measured['put 1 MiB'] = `${Math.round(performance.now() - t)} ms`;
     t = performance.now();
-    const back = await backend.getFile(MAIN, '/tmp/blob.bin');
+    const back = await backend.guest(MAIN).getFile('/tmp/blob.bin');
     measured['get 1 MiB'] = `${Math.round(performance.now() - t)} ms`;
     const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
     expect(sha(back)).toBe(sha(data));
-    const guest = await backend.exec(MAIN, ['sh', '-c', 'stat -c %a /tmp/blob.bin; sha256sum /tmp/blob.bin']);
+    const guest = await backend.guest(MAIN).exec(['sh', '-c', 'stat -c %a /tmp/blob.bin; sha256sum /tmp/blob.bin']);
     expect(guest.stdout).toBe(`640\n${sha(data)}  /tmp/blob.bin\n`);
-    await expectCode(backend.getFile(MAIN, '/no/such/file'), 'COMMAND_FAILED');
+    await expectCode(backend.guest(MAIN).getFile('/no/such/file'), 'COMMAND_FAILED');
   });
 
   it('passes raw QMP through and serializes concurrent agent sessions', async () => {
     expect(await backend.qmp(MAIN, 'query-status')).toMatchObject({ status: 'running', running: true });
     await expectCode(backend.qmp(MAIN, 'no-such-command'), 'COMMAND_FAILED');
     const results = await Promise.all(
-      Array.from({ length: 6 }, (_, i) => backend.exec(MAIN, ['sh', '-c', `echo ${i}`])),
+      Array.from({ length: 6 }, (_, i) => backend.guest(MAIN).exec(['sh', '-c', `echo ${i}`])),
     );
     expect(results.map((r) => r.stdout)).toEqual(['0\n', '1\n', '2\n', '3\n', '4\n', '5\n']);
   });
@@ -190,7 +190,7 @@ describe.skipIf(skip)('QEMU backend (real QEMU)', () => {
     expect(info).toMatchObject({ state: 'stopped', reason: 'create-failed' });
     expect(info.lastError).toMatch(/QEMU/);
     expect(qemuPids(name)).toEqual([]);
-    expect((await backend.probe(name, 200)).detail).toBe('process not running (create-failed)');
+    expect((await backend.guest(name).probe(200)).detail).toBe('process not running (create-failed)');
     await backend.delete(name);
     expect(existsSync(join(config.stateDir, 'vms', name))).toBe(false);
   });
@@ -244,7 +244,7 @@ describe.skipIf(skip)('QEMU backend (real QEMU)', () => {
     expect((await backend.info(other)).state).toBe('stopped');
     expect(qemuPids(other)).toEqual([]);
     await waitReady(child);
-    expect((await backend.exec(child, ['echo', 'alive'])).stdout).toBe('alive\n');
+    expect((await backend.guest(child).exec(['echo', 'alive'])).stdout).toBe('alive\n');
     expect((await backend.info(MAIN)).state).toBe('running');
     await backend.delete(other);
     await backend.delete(child);
@@ -289,13 +289,13 @@ describe.skipIf(skip)('QEMU backend (real QEMU)', () => {
       info = await backend.info(MAIN);
     }
     expect(info).toMatchObject({ state: 'stopped', reason: 'crashed' });
-    expect((await backend.probe(MAIN, 500)).detail).toMatch(/process not running \(crashed\)/);
-    await expectCode(backend.exec(MAIN, ['true']), 'CONFLICT');
+    expect((await backend.guest(MAIN).probe(500)).detail).toMatch(/process not running \(crashed\)/);
+    await expectCode(backend.guest(MAIN).exec(['true']), 'CONFLICT');
     const restarted = await backend.start(MAIN);
     expect(restarted.state).toBe('running');
     expect(restarted.pid).not.toBe(pid);
     await waitReady(MAIN);
-    expect((await backend.exec(MAIN, ['echo', 'back'])).stdout).toBe('back\n');
+    expect((await backend.guest(MAIN).exec(['echo', 'back'])).stdout).toBe('back\n');
   });
 
   it('deletes idempotently, killing the process', async () => {

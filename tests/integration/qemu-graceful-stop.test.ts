@@ -47,7 +47,7 @@ async function waitReady(backend: QemuBackend, name: string): Promise<void> {
   const deadline = performance.now() + 90_000;
   let detail = '';
   while (performance.now() < deadline) {
-    const p = await backend.probe(name, 2_000);
+    const p = await backend.guest(name).probe(2_000);
     if (p.ready) return;
     detail = p.detail;
     await new Promise((r) => setTimeout(r, 50));
@@ -92,7 +92,7 @@ describe.skipIf(skip)('graceful stop of tiny (real QEMU)', () => {
     const pid = info.pid as number;
     await waitReady(backend, NAME);
     // Give the background module loading and acpid every chance to finish.
-    expect((await backend.exec(NAME, ['sleep', '2'])).exitCode).toBe(0);
+    expect((await backend.guest(NAME).exec(['sleep', '2'])).exitCode).toBe(0);
 
     logs.length = 0;
     await backend.stop(NAME, { timeoutMs: 10_000 });

@@ -208,13 +208,15 @@ describe('orbstack backend argv', () => {
 
   it('exec: -u, -w, env via `env`, stdin and timeout go to the runner; guest exit codes are results', async () => {
     const fake = fakeRunner({ run: { exitCode: 3, stdout: 'o', stderr: 'e' } });
-    const r = await backendWith(fake.runner).exec('lvtest-web', ['ls', '-l'], {
-      user: 'root',
-      cwd: '/srv',
-      env: { A: '1', B: 'x y' },
-      stdin: 'in',
-      timeoutMs: 999,
-    });
+    const r = await backendWith(fake.runner)
+      .guest('lvtest-web')
+      .exec(['ls', '-l'], {
+        user: 'root',
+        cwd: '/srv',
+        env: { A: '1', B: 'x y' },
+        stdin: 'in',
+        timeoutMs: 999,
+      });
     expect(fake.argv()).toEqual([
       ['run', '-m', 'lvtest-web', '-u', 'root', '-w', '/srv', 'env', 'A=1', 'B=x y', 'ls', '-l'],
     ]);
@@ -224,9 +226,9 @@ describe('orbstack backend argv', () => {
 
   it('exec timeout is TIMEOUT; a missing machine is NOT_FOUND', async () => {
     const slow = fakeRunner({ run: { exitCode: -1, timedOut: true } });
-    expect((await rejection(backendWith(slow.runner).exec('lvtest-web', ['sleep', '9']))).code).toBe('TIMEOUT');
+    expect((await rejection(backendWith(slow.runner).guest('lvtest-web').exec(['sleep', '9']))).code).toBe('TIMEOUT');
     const missing = fakeRunner({ run: { exitCode: 1, stderr: 'machine not found: lvtest-web\n' } });
-    expect((await rejection(backendWith(missing.runner).exec('lvtest-web', ['true']))).code).toBe('NOT_FOUND');
+    expect((await rejection(backendWith(missing.runner).guest('lvtest-web').exec(['true']))).code).toBe('NOT_FOUND');
   });
 
   it('putFile pushes a temp file then chmods; getFile pulls into a temp file', async () => {
@@ -243,8 +245,8 @@ describe('orbstack backend argv', () => {
       },
     });
     const b = backendWith(fake.runner);
-    await b.putFile('lvtest-web', '/etc/motd', new TextEncoder().encode('hello'), { mode: 0o644 });
-    const got = await b.getFile('lvtest-web', '/etc/motd');
+    await b.guest('lvtest-web').putFile('/etc/motd', new TextEncoder().encode('hello'), { mode: 0o644 });
+    const got = await b.guest('lvtest-web').getFile('/etc/motd');
     const argv = fake.argv();
     expect(argv[0]?.slice(0, 3)).toEqual(['push', '-m', 'lvtest-web']);
     expect(argv[0]?.[4]).toBe('/etc/motd');
@@ -256,7 +258,7 @@ describe('orbstack backend argv', () => {
 
   it('probe: not ready while stopped or without ip4, then `run true` decides', async () => {
     const stopped = fakeRunner({ info: { stdout: INFO_STOPPED } });
-    expect(await backendWith(stopped.runner).probe('lvtest-web', 500)).toEqual({
+    expect(await backendWith(stopped.runner).guest('lvtest-web').probe(500)).toEqual({
       ready: false,
       detail: 'state stopped',
     });
@@ -264,26 +266,26 @@ describe('orbstack backend argv', () => {
 
     const noIp = INFO_RUNNING.replace(/,\s*"ip4": "[^"]*"/, '');
     const waiting = fakeRunner({ info: { stdout: noIp } });
-    const probe = await backendWith(waiting.runner).probe('lvtest-web', 500);
+    const probe = await backendWith(waiting.runner).guest('lvtest-web').probe(500);
     expect(probe.ready).toBe(false);
     expect(probe.detail).toMatch(/running.*no ip4/);
 
     const ready = fakeRunner({ info: { stdout: INFO_RUNNING } });
-    expect((await backendWith(ready.runner).probe('lvtest-web', 500)).ready).toBe(true);
+    expect((await backendWith(ready.runner).guest('lvtest-web').probe(500)).ready).toBe(true);
     expect(ready.argv()[1]).toEqual(['run', '-m', 'lvtest-web', 'true']);
     expect(ready.calls[1]?.options.timeoutMs).toBe(500);
 
     const bare = fakeRunner({ info: { stdout: INFO_BARE }, run: { exitCode: 1, stderr: 'not yet\n' } });
-    const bareProbe = await backendWith(bare.runner).probe('lvtest-web', 500);
+    const bareProbe = await backendWith(bare.runner).guest('lvtest-web').probe(500);
     expect(bareProbe.ready).toBe(false);
     expect(bareProbe.detail).toMatch(/run true/);
   });
 
   it('probe: a transient info failure is "not ready", NOT_FOUND is thrown', async () => {
     const down = fakeRunner({ info: { exitCode: 1, stderr: 'OrbStack is not running\n' } });
-    expect((await backendWith(down.runner).probe('lvtest-web', 500)).ready).toBe(false);
+    expect((await backendWith(down.runner).guest('lvtest-web').probe(500)).ready).toBe(false);
     const gone = fakeRunner({ info: { exitCode: 1, stderr: 'machine not found: lvtest-web\n' } });
-    expect((await rejection(backendWith(gone.runner).probe('lvtest-web', 500))).code).toBe('NOT_FOUND');
+    expect((await rejection(backendWith(gone.runner).guest('lvtest-web').probe(500))).code).toBe('NOT_FOUND');
   });
 
   it('has no QMP or snapshot capability', () => {

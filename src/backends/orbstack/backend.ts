@@ -266,10 +266,6 @@ export function createOrbstackBackend(options: OrbstackBackendOptions): Backend 
     },
 
     info,
-    exec: (name, argv, o) => exec(name, argv, o),
-    putFile,
-    getFile,
-    probe,
   };
   return backend;
 }

@@ -54,10 +54,6 @@ export function createQemuBackend(options: QemuBackendOptions & { onStep?: StepO
     },
 
     guest,
-    exec: (name, argv, o) => guest(name).exec(argv, o),
-    putFile: (name, path, content, o) => guest(name).putFile(path, content, o),
-    getFile: (name, path) => guest(name).getFile(path),
-    probe: (name, timeoutMs) => guest(name).probe(timeoutMs),
     consoleTail: (name, lines) => consoleTail(host, name, lines),
 
     async qmp(name, command, args) {
