@@ -49,7 +49,8 @@ describe.skipIf(skip)('readiness strategies on real QEMU', () => {
   });
 
   it('ready.port is not ready while nothing listens in the guest', async () => {
-    const error = await rejection(waitForVmReady(VM, { strategies: ready.port(80), timeoutMs: 2_000 }, ctx));
+    // Long enough for a probe to finish on a loaded machine: the verdict must come from inside the guest.
+    const error = await rejection(waitForVmReady(VM, { strategies: ready.port(80), timeoutMs: 8_000 }, ctx));
     expect(error.code).toBe('TIMEOUT');
     expect(error.details?.lastProbe).toMatch(/^(nothing listens on guest port 80|guest port 80 listens, but)/);
   });
