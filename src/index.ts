@@ -18,14 +18,6 @@ export {
   type BackendHost,
   type Availability,
 } from './backends/registry.js';
-export {
-  ready,
-  waitForVmReady,
-  type ReadinessStrategy,
-  type ReadyCheck,
-  type ReadyOptions,
-  type ReadyResult,
-} from './operations/ready.js';
 export { Connector, connect } from './connector.js';
 export * from './backends/orbstack/cmdline.js';
 export {
