@@ -4,12 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(qemu-system-x86 qemu-utils busybox-static qemu-guest-agent cpio xz-utils)
+PACKAGES=(qemu-system-x86 qemu-utils busybox-static qemu-guest-agent cpio xz-utils genisoimage)
 
 missing=()
 for tool in qemu-system-x86_64 qemu-img busybox qemu-ga cpio xz; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
+# The cloud-init seed is an ISO image: any one of these tools writes it.
+command -v xorriso >/dev/null 2>&1 || command -v genisoimage >/dev/null 2>&1 || command -v mkisofs >/dev/null 2>&1 ||
+  missing+=(genisoimage)
 if ((${#missing[@]})); then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
     echo "==> installing ${PACKAGES[*]} (missing: ${missing[*]})"
@@ -23,7 +26,7 @@ if ((${#missing[@]})); then
     echo "missing: ${missing[*]}. On macOS: brew install qemu (the tiny image is built on Debian; use your own qcow2 image or OrbStack)" >&2
     exit 1
   else
-    echo "missing: ${missing[*]}. Install QEMU (qemu-system-x86_64, qemu-img), busybox (static), qemu-guest-agent, cpio and xz with your package manager." >&2
+    echo "missing: ${missing[*]}. Install QEMU (qemu-system-x86_64, qemu-img), busybox (static), qemu-guest-agent, cpio, xz and an ISO tool (xorriso or genisoimage) with your package manager." >&2
     exit 1
   fi
 fi

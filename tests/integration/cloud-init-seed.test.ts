@@ -1,8 +1,8 @@
 /**
- * cloud-init user-data on QEMU: delivered as a NoCloud seed, a read-only FAT disk labelled
- * `cidata` holding user-data and meta-data, which is where cloud images look for it. The
- * tiny guest has no cloud-init and no vfat driver, so the test reads the raw disk in the
- * guest: the label (vvfat puts the FAT volume in a partition) and the files' bytes must be there.
+ * cloud-init user-data on QEMU: delivered as a NoCloud seed, a read-only ISO 9660 disk
+ * labelled `cidata` holding user-data and meta-data, which is where cloud images look for
+ * it. The tiny guest has no cloud-init and no iso9660 driver, so the test reads the raw disk
+ * in the guest: the volume label and the files' bytes must be there.
  */
 import { readFile, stat, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -41,21 +41,26 @@ describe.skipIf(skip)('cloud-init NoCloud seed on QEMU', () => {
     expect((await stat(join(seed, 'user-data'))).mode & 0o777).toBe(0o600);
     expect(await readFile(join(seed, 'meta-data'), 'utf8')).toMatch(new RegExp(`^instance-id: ${name}-[0-9a-f]{16}\n`));
     const cmdline = (await readFile(`/proc/${(await vmInfo(name, ctx)).pid}/cmdline`, 'utf8')).split('\0');
-    expect(cmdline).toContain(`driver=vvfat,node-name=seed0,dir=${seed},label=cidata,read-only=on`);
+    const iso = join(home, 'vms', name, 'seed.iso');
+    expect((await stat(iso)).mode & 0o777).toBe(0o600);
+    expect(cmdline).toContain(`file=${iso},format=raw,if=none,id=seed0,readonly=on`);
+    // The root disk (none here: tiny boots a kernel) is the only boot candidate; the seed never is.
+    expect(cmdline.filter((a) => a.includes('bootindex'))).toEqual([]);
   });
 
   it('shows the guest a disk labelled cidata that holds user-data and meta-data', async () => {
     const vm = await connect(name, ctx);
     const r = await vm.shell(
       'for i in $(seq 100); do [ -b /dev/vda ] && break; sleep 0.1; done; ' +
-        'head -c 65536 /dev/vda | grep -a -c -i cidata; ' +
+        // ISO 9660: the primary volume descriptor at 32 KiB, its volume id at byte 40 of it.
+        'dd if=/dev/vda bs=1 skip=32808 count=6 2>/dev/null; echo; ' +
         `head -c 8388608 /dev/vda | grep -a -c '${marker}'; ` +
         `head -c 8388608 /dev/vda | grep -a -c 'instance-id: ${name}-'`,
       { timeoutMs: 60_000 },
     );
     expect({ exitCode: r.exitCode, lines: r.stdout.trim().split('\n') }).toEqual({
       exitCode: 0,
-      lines: ['1', '1', '1'],
+      lines: ['cidata', '1', '1'],
     });
   });
 });

@@ -1,3 +1,4 @@
+import { findIsoTool, seedIsoCommand } from '../../src/backends/qemu/seed.js';
 import { describe, expect, it } from 'vitest';
 import { assertNoDuplicateFlags, buildQemuCommand, type QemuLaunch } from '../../src/backends/qemu/cmdline.js';
 import { createOrbctl, orbctl } from '../../src/backends/orbstack/cmdline.js';
@@ -319,7 +320,9 @@ describe('buildQemuCommand', () => {
         '1',
         ...COMMON,
         '-drive',
-        'file=/state/vm1/root.qcow2,format=qcow2,if=virtio',
+        'file=/state/vm1/root.qcow2,format=qcow2,if=none,id=root',
+        '-device',
+        'virtio-blk-pci,drive=root,bootindex=0',
         ...TAIL,
         ...NET,
         ...DAEMON,
@@ -605,6 +608,33 @@ describe('buildQemuCommand: cloud-init seed', () => {
     expect(buildQemuCommand(launch()).args).not.toContain('-blockdev');
   });
 
+  it('attaches an ISO seed read-only in preference to the directory, and never as a boot candidate', () => {
+    const { args } = buildQemuCommand(launch({ seedDir: '/run/lv/vm1/seed', seedImage: '/run/lv/vm1/seed.iso' }));
+    const at = args.indexOf('file=/run/lv/vm1/seed.iso,format=raw,if=none,id=seed0,readonly=on');
+    expect(args.slice(at - 1, at + 3)).toEqual([
+      '-drive',
+      'file=/run/lv/vm1/seed.iso,format=raw,if=none,id=seed0,readonly=on',
+      '-device',
+      'virtio-blk-pci,drive=seed0',
+    ]);
+    expect(args).not.toContain('-blockdev');
+    expect(args.filter((a) => a.includes('bootindex'))).toEqual([]);
+  });
+
+  it('gives only the root disk a bootindex, whatever extra disks and seed come after it', () => {
+    const { args } = buildQemuCommand(
+      launch({
+        boot: { kind: 'disk', image: '/s/root.qcow2', format: 'qcow2' },
+        disks: [{ id: 'disk-data', path: '/s/data.qcow2', format: 'qcow2' }],
+        seedImage: '/s/seed.iso',
+      }),
+    );
+    expect(args.filter((a) => a.includes('bootindex'))).toEqual(['virtio-blk-pci,drive=root,bootindex=0']);
+    expect(
+      codeOf(() => buildQemuCommand(launch({ disks: [{ id: 'root', path: '/d.qcow2', format: 'qcow2' }] }))).code,
+    ).toBe('VALIDATION');
+  });
+
   it('refuses a seed path whose comma would break the option string, and the seed0 disk id', () => {
     expect(codeOf(() => buildQemuCommand(launch({ seedDir: '/run/a,b/seed' })))).toEqual({
       code: 'VALIDATION',
@@ -613,5 +643,32 @@ describe('buildQemuCommand: cloud-init seed', () => {
     expect(
       codeOf(() => buildQemuCommand(launch({ disks: [{ id: 'seed0', path: '/d.qcow2', format: 'qcow2' }] }))).code,
     ).toBe('VALIDATION');
+  });
+});
+
+describe('cloud-init seed ISO', () => {
+  it('writes user-data and meta-data into an ISO labelled cidata with the mkisofs flags of each tool', () => {
+    expect(seedIsoCommand({ file: '/usr/bin/genisoimage', prefix: [] }, '/vm/seed', '/vm/seed.iso')).toEqual({
+      file: '/usr/bin/genisoimage',
+      args: [
+        '-quiet',
+        '-output',
+        '/vm/seed.iso',
+        '-volid',
+        'cidata',
+        '-joliet',
+        '-rock',
+        '/vm/seed/user-data',
+        '/vm/seed/meta-data',
+      ],
+    });
+    expect(seedIsoCommand({ file: 'xorriso', prefix: ['-as', 'mkisofs'] }, '/s', '/s.iso').args.slice(0, 2)).toEqual([
+      '-as',
+      'mkisofs',
+    ]);
+  });
+
+  it('finds an ISO tool on the configured PATH, or none', () => {
+    expect(findIsoTool({ searchPath: '/nonexistent' })).toBeUndefined();
   });
 });

@@ -41,6 +41,8 @@ export interface QemuLaunch {
    * read-only FAT disk labelled `cidata` (the NoCloud seed cloud images look for).
    */
   seedDir?: string;
+  /** The seed as an ISO 9660 image labelled `cidata` (preferred over `seedDir`: every QEMU reads it). */
+  seedImage?: string;
   /**
    * A qcow2 that holds `savevm` state: a drive with no guest device (`if=none`), so the
    * guest sees no extra disk while snapshots of a diskless (kernel-booted) VM still work.
@@ -168,7 +170,7 @@ export function positiveInt(property: string, value: number): string {
 // QEMU ids: a letter, then letters, digits, "-", "." and "_" (qemu_opts id_wellformed).
 const QEMU_ID = /^[A-Za-z][A-Za-z0-9_.-]{0,127}$/;
 // Ids the builder itself uses for the network and agent channel.
-const RESERVED_IDS: ReadonlySet<string> = new Set(['n0', 'qga0', 'seed0', 'vmstate']);
+const RESERVED_IDS: ReadonlySet<string> = new Set(['n0', 'qga0', 'seed0', 'vmstate', 'root']);
 
 // Shape only: the schema checks the address properly; this keeps option syntax out.
 const IPV4 = /^\d{1,3}(?:\.\d{1,3}){3}$/;
@@ -231,9 +233,13 @@ export function buildQemuCommand(launch: QemuLaunch): Command {
     // The kernel command line is one opaque argv element: commas (console=ttyS0,115200) are fine.
     if (boot.append !== undefined) args.push('-append', boot.append);
   } else if (boot.kind === 'disk') {
+    // The root disk always boots: SeaBIOS follows PCI slot order unless a bootindex says
+    // otherwise, and a seed or extra disk with a boot signature would be tried first.
     args.push(
       '-drive',
-      `file=${optionValue('boot.image', boot.image)},format=${imageFormat('boot.format', boot.format)},if=virtio`,
+      `file=${optionValue('boot.image', boot.image)},format=${imageFormat('boot.format', boot.format)},if=none,id=root`,
+      '-device',
+      'virtio-blk-pci,drive=root,bootindex=0',
     );
   } else {
     throw invalid('boot.kind', 'must be kernel or disk');
@@ -275,8 +281,15 @@ export function buildQemuCommand(launch: QemuLaunch): Command {
     args.push('-drive', `file=${optionValue('stateDisk', launch.stateDisk)},format=qcow2,if=none,id=vmstate`);
   }
 
-  if (launch.seedDir !== undefined) {
-    // QEMU's vvfat driver presents the directory as a FAT disk: no mkfs or ISO tool needed.
+  if (launch.seedImage !== undefined) {
+    args.push(
+      '-drive',
+      `file=${optionValue('seedImage', launch.seedImage)},format=raw,if=none,id=seed0,readonly=on`,
+      '-device',
+      'virtio-blk-pci,drive=seed0',
+    );
+  } else if (launch.seedDir !== undefined) {
+    // Without an ISO tool on the host, QEMU's vvfat driver shows the directory as a FAT disk.
     args.push(
       '-blockdev',
       `driver=vvfat,node-name=seed0,dir=${optionValue('seedDir', launch.seedDir)},label=cidata,read-only=on`,

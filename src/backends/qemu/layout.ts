@@ -43,6 +43,7 @@ export interface LaunchInputs {
   boot: BootRecord;
   disks: QemuLaunch['disks'];
   seedDir?: string | undefined;
+  seedImage?: string | undefined;
   stateDisk?: string | undefined;
   paths: VmPaths;
 }
@@ -69,6 +70,7 @@ export function launchFor(vm: LaunchInputs, accel: QemuAccel, qemuBinary: string
     isolated: vm.spec.isolated,
     disks: vm.disks,
     ...(vm.seedDir ? { seedDir: vm.seedDir } : {}),
+    ...(vm.seedImage ? { seedImage: vm.seedImage } : {}),
     ...(vm.stateDisk ? { stateDisk: vm.stateDisk } : {}),
     paths: { dir: p.dir, qmpSocket: p.qmpSocket, qgaSocket: p.qgaSocket, consoleLog: p.consoleLog, pidFile: p.pidFile },
     qemuBinary: qemuBinaryFor(qemuBinary, vm.arch),

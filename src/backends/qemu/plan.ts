@@ -9,7 +9,7 @@ import { LocalVmError } from '../../errors.js';
 import { exists } from '../../host/fs.js';
 import { parseQemuImgInfo } from '../../parsers.js';
 import type { Plan, PlanStep } from '../../plan.js';
-import { runChecked } from '../../runner.js';
+import { runChecked, type Command } from '../../runner.js';
 import { specFingerprint, type VmSpec } from '../../schema.js';
 import type { AccelChoice } from './accel.js';
 import { buildQemuCommand } from './cmdline.js';
@@ -18,6 +18,7 @@ import { diskLayout, launchFor, seedDirFor, STATE_DISK_BYTES, stateDiskFor } fro
 import { observe, type Observed } from './observe.js';
 import { qemuImg } from './qemuImg.js';
 import { QEMU_BACKEND } from './register.js';
+import { findIsoTool, seedImageFor, seedIsoCommand } from './seed.js';
 import { RECORD_VERSION, vmsDir, type BootRecord, type VmPaths, type VmRecord } from './state.js';
 
 /** What a step does, for the executor. Kept out of `summary`: records hold user-data. */
@@ -66,6 +67,11 @@ const IMG_TIMEOUT_MS = 60_000;
 const REPRESS_MS = 1_000;
 
 const note = (summary: string): QemuStep => ({ summary, action: { kind: 'none' } });
+const runStep = (command: Command): QemuStep => ({
+  summary: `${command.file} ${command.args.join(' ')}`,
+  command,
+  action: { kind: 'run', timeoutMs: IMG_TIMEOUT_MS },
+});
 
 function alreadyExists(name: string): LocalVmError {
   return new LocalVmError('ALREADY_EXISTS', `a QEMU VM named ${name} already exists`, {
@@ -156,6 +162,7 @@ export async function planCreate(host: QemuHost, spec: VmSpec, mode: PlanMode): 
   const { boot, image } = await resolveBoot(host, spec);
   const backingFormat = image ? await imageFormat(host, name, image) : undefined;
   const disks = diskLayout(spec, p.dir);
+  const isoTool = spec.userData !== undefined ? findIsoTool(host.config) : undefined;
   const record: VmRecord = {
     version: RECORD_VERSION,
     name,
@@ -168,6 +175,7 @@ export async function planCreate(host: QemuHost, spec: VmSpec, mode: PlanMode): 
     arch: spec.arch ?? host.hostArch,
     disks,
     seedDir: seedDirFor(spec, p.dir),
+    seedImage: spec.userData !== undefined && isoTool ? seedImageFor(p.dir) : undefined,
     stateDisk: stateDiskFor(p.dir),
     paths: p,
   };
@@ -202,11 +210,14 @@ export async function planCreate(host: QemuHost, spec: VmSpec, mode: PlanMode): 
       },
     });
   }
-  const img = (command: ReturnType<typeof qemuImg.create>): QemuStep => ({
-    summary: `${command.file} ${command.args.join(' ')}`,
-    command,
-    action: { kind: 'run', timeoutMs: IMG_TIMEOUT_MS },
-  });
+  if (record.seedDir && record.seedImage && isoTool) {
+    // Created 0600 first: the ISO tool rewrites the file and keeps its mode.
+    steps.push(
+      { summary: `create ${record.seedImage} (mode 0600)`, action: { kind: 'touch', path: record.seedImage } },
+      runStep(seedIsoCommand(isoTool, record.seedDir, record.seedImage)),
+    );
+  }
+  const img = runStep;
   if (image && backingFormat) {
     steps.push(
       img(

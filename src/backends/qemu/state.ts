@@ -53,6 +53,8 @@ export interface VmRecord {
   disks: { id: string; path: string; format: 'qcow2' | 'raw' }[];
   /** cloud-init NoCloud seed directory (user-data, meta-data), when the spec has userData. */
   seedDir?: string | undefined;
+  /** The seed as an ISO image built from seedDir (records from before ISO seeds have none: vvfat). */
+  seedImage?: string | undefined;
   /** The qcow2 holding `savevm` state (see layout.ts); snapshots need it. */
   stateDisk?: string | undefined;
   startedAt?: string | undefined;
