@@ -57,6 +57,20 @@ describe('checkImageBytes', () => {
       found: expect.stringMatching(/GPT/),
     });
     expect(checkImageBytes(Buffer.alloc(IMAGE_HEAD_BYTES), MIN_RAW_BYTES)).toMatchObject({ ok: true, format: 'raw' });
+    const superblocks: [Buffer, RegExp][] = [
+      [head([0, 'XFSB']), /XFS/],
+      [head([0x10040, '_BHRfS_M']), /btrfs/],
+      [head([0, 'hsqs']), /squashfs/],
+      [head([0x8001, 'CD001']), /ISO 9660/],
+      [head([512, 'LABELONE']), /LVM/],
+    ];
+    for (const [bytes, found] of superblocks) {
+      expect(checkImageBytes(bytes, 8 * MiB)).toMatchObject({
+        ok: true,
+        format: 'raw',
+        found: expect.stringMatching(found),
+      });
+    }
   });
 
   it('refuses a text file such as /etc/passwd, without quoting it', () => {

@@ -92,7 +92,8 @@ export function checkImageBytes(head: Uint8Array, size: number): ImageVerdict {
     if (at(head, offset, magic)) return { ok: false, found: what, hint };
   }
   const content = rawContent(head);
-  const rawHint = `a raw image must be a whole disk; if this one is, convert it: qemu-img convert -f raw -O qcow2 FILE FILE.qcow2`;
+  const rawHint =
+    'give a qcow2 or raw disk image; a raw disk localvm does not recognise is taken once converted: qemu-img convert -f raw -O qcow2 FILE FILE.qcow2';
   if (size < MIN_RAW_BYTES) {
     return {
       ok: false,
