@@ -109,6 +109,23 @@ describe.skipIf(skip)('hostile input (real QEMU)', () => {
     }
   });
 
+  test('kernel and initrd that are not regular files say what they are, naming the field', async () => {
+    const name = `hostile-${randomBytes(3).toString('hex')}`;
+    try {
+      const kernel = await refusal(createVm({ name, backend: 'qemu', kernel: '/dev/zero' }));
+      expect([kernel.code, kernel.message]).toEqual([
+        'VALIDATION',
+        'kernel /dev/zero is a character device, not a regular file',
+      ]);
+      expect(kernel.issues?.map((i) => i.property)).toEqual(['kernel']);
+      const initrd = await refusal(createVm({ name, backend: 'qemu', kernel: '/etc/hostname', initrd: '/tmp' }));
+      expect([initrd.code, initrd.message]).toEqual(['VALIDATION', 'initrd /tmp is a directory']);
+      expect(existsSync(join(loadConfig().stateDir, 'vms', name))).toBe(false);
+    } finally {
+      await deleteVm(name);
+    }
+  });
+
   test('real disk images are accepted: qcow2 and blank raw by qemu-img, ext4 by mke2fs', async () => {
     const root = testTempDir('localvm-hostile-');
     const images: [string, 'qcow2' | 'raw'][] = [];

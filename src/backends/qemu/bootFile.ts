@@ -8,13 +8,14 @@ import { open, stat, type FileHandle } from 'node:fs/promises';
 import { LocalVmError } from '../../errors.js';
 import { checkImageBytes, IMAGE_HEAD_BYTES } from './imageCheck.js';
 
-/** What a path that is not a regular file is, for the refusal. Pure. */
-export function fileKind(st: Stats): string {
+/** What a path that is not a regular file is, for the refusal of `property` (image, kernel, initrd). Pure. */
+export function fileKind(st: Stats, property: string): string {
   if (st.isDirectory()) return 'is a directory';
-  if (st.isCharacterDevice()) return 'is a character device, not a disk image file';
-  if (st.isBlockDevice()) return 'is a block device, not a disk image file';
-  if (st.isFIFO()) return 'is a named pipe, not a disk image file';
-  if (st.isSocket()) return 'is a socket, not a disk image file';
+  const not = property === 'image' ? 'not a disk image file' : 'not a regular file';
+  if (st.isCharacterDevice()) return `is a character device, ${not}`;
+  if (st.isBlockDevice()) return `is a block device, ${not}`;
+  if (st.isFIFO()) return `is a named pipe, ${not}`;
+  if (st.isSocket()) return `is a socket, ${not}`;
   return 'is not a regular file';
 }
 
@@ -41,7 +42,7 @@ export async function checkBootFile(vm: string, property: string, path: string):
     }
     throw invalid(vm, property, path, `cannot be read (${errnoOf(error)})`);
   }
-  if (!st.isFile()) throw invalid(vm, property, path, fileKind(st));
+  if (!st.isFile()) throw invalid(vm, property, path, fileKind(st, property));
   return st;
 }
 
