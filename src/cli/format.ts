@@ -6,6 +6,7 @@ import { flattenPlan, type Plan } from '../plan.js';
 import type { DiskInfo, Snapshot, VmInfo } from '../backend.js';
 import { isLocalVmError } from '../errors.js';
 import type { Command } from '../runner.js';
+import { formatDuration } from '../time/format.js';
 
 /** The `--json` shape of a VM: stable field names, absent values as null. */
 export interface VmJson {
@@ -175,10 +176,8 @@ export function formatPlan(plan: Plan, json: boolean): string {
     .join('');
 }
 
-/** Whole milliseconds under 10 s, then seconds with one decimal. */
-export function formatDuration(ms: number): string {
-  return ms < 10_000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
-}
+/** A duration for people: whole milliseconds or whole seconds (the one helper in src/time). */
+export { formatDuration } from '../time/format.js';
 
 /**
  * An error for people: `error [CODE]: message`, then `hint: ...`, validation issues, the

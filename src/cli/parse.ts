@@ -33,6 +33,30 @@ export function parseMemoryArg(value: string): number {
   return bytes / (1024 * 1024);
 }
 
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000 };
+
+/**
+ * A duration flag (`--ready-timeout`): milliseconds as a whole number (`500`, `500ms`), or
+ * seconds or minutes (`30s`, `0.5s`, `2m`) that come to whole milliseconds; 1 ms to `maxMs`.
+ */
+export function parseDurationArg(property: string, value: string, maxMs = 3_600_000): number {
+  const m = /^(\d{1,9})(?:\.(\d{1,3}))?(ms|s|m)?$/.exec(value.trim());
+  const example = 'e.g. 500ms, 30s or 2m (a bare number is milliseconds)';
+  if (!m) throw usage(property, `must be a duration, got ${JSON.stringify(value)}`, example);
+  const [, whole = '', fraction = '', unit = 'ms'] = m;
+  // Integer arithmetic, so 1.1s is exactly 1100 ms.
+  const scaled = Number(whole + fraction) * (DURATION_UNITS[unit] ?? 1);
+  const divisor = 10 ** fraction.length;
+  if (scaled % divisor !== 0) {
+    throw usage(property, `must come to whole milliseconds, got ${JSON.stringify(value)}`, example);
+  }
+  const ms = scaled / divisor;
+  if (ms < 1 || ms > maxMs) {
+    throw usage(property, `must be 1 ms to ${maxMs / 60_000} minutes, got ${JSON.stringify(value)}`);
+  }
+  return ms;
+}
+
 export interface PortArg {
   host: number;
   guest: number;

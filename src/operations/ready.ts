@@ -10,6 +10,7 @@ import { withDefaults, type OperationContext } from '../context.js';
 import { LocalVmError, tail } from '../errors.js';
 import { parseOrThrow, parseVmName, type Probe } from '../schema.js';
 import { deadline, wholeMs } from '../time/deadline.js';
+import { formatDuration } from '../time/format.js';
 import { poll } from '../time/poll.js';
 import { locate, notFound } from './locate.js';
 import { probeLimit, type ReadinessStrategy, type ReadyCheck } from './readyCheck.js';
@@ -198,7 +199,7 @@ export async function waitForVmReady(
           const consoleTail = (await backend.consoleTail?.(name, 15).catch(() => '')) ?? '';
           return new LocalVmError(
             'TIMEOUT',
-            `VM ${name} was not ready after ${Math.round(timeoutMs / 1000)} s (${count} probes); last probe: ${last.detail}` +
+            `VM ${name} was not ready after ${formatDuration(timeoutMs)} (${count} probes); last probe: ${last.detail}` +
               (consoleTail ? `\nconsole tail:\n${consoleTail}` : ''),
             {
               vm: name,

@@ -1,6 +1,19 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
+import { isLocalVmError } from '../../src/errors.js';
+import { testTempDir } from '../fixtures/tempDir.js';
+
+function refusal(fn: () => unknown): { code: string; message: string; issues?: { property: string }[] } {
+  try {
+    fn();
+  } catch (error) {
+    expect(isLocalVmError(error), String(error)).toBe(true);
+    return error as { code: string; message: string };
+  }
+  throw new Error('expected a refusal');
+}
 
 describe('loadConfig', () => {
   it('reads LOCALVM_HOME, LOCALVM_CACHE and LOCALVM_RUN_DIR as given when absolute', () => {
@@ -44,5 +57,35 @@ describe('loadConfig', () => {
 
   it('lets overrides win', () => {
     expect(loadConfig({ LOCALVM_HOME: 'rel' }, { stateDir: '/given' }).stateDir).toBe('/given');
+  });
+
+  it('refuses a directory setting that is a file, or below one, naming the variable', () => {
+    const root = testTempDir('lvm-config-');
+    const file = join(root, 'file');
+    writeFileSync(file, '');
+    for (const [variable, value] of [
+      ['LOCALVM_HOME', file],
+      ['LOCALVM_HOME', join(file, 'deeper', 'still')],
+      ['LOCALVM_CACHE', file],
+      ['LOCALVM_RUN_DIR', file],
+    ] as const) {
+      const error = refusal(() => loadConfig({ [variable]: value }));
+      expect(error.code).toBe('VALIDATION');
+      expect(error.issues?.map((i) => i.property)).toEqual([variable]);
+      expect(error.message).toContain(`${file}`);
+    }
+    // The defaults are checked too, and say which variable moves them.
+    const home = join(root, 'home');
+    mkdirSync(join(home, '.local', 'state'), { recursive: true });
+    writeFileSync(join(home, '.local', 'state', 'localvm'), '');
+    expect(refusal(() => loadConfig({ HOME: home })).message).toMatch(/the default; set LOCALVM_HOME/);
+  });
+
+  it('accepts directories, missing ones, and overrides over a bad variable', () => {
+    const root = testTempDir('lvm-config-');
+    expect(loadConfig({ LOCALVM_HOME: root, LOCALVM_CACHE: join(root, 'missing', 'cache') }).stateDir).toBe(root);
+    const file = join(root, 'file');
+    writeFileSync(file, '');
+    expect(loadConfig({ LOCALVM_HOME: file }, { stateDir: root }).stateDir).toBe(root);
   });
 });

@@ -27,6 +27,7 @@ import { classifyOrbctlFailure, orbctlRunFailure } from './classify.js';
 import { planOrb, USER_DATA_FILE, type OrbStep } from './plan.js';
 import { orbMatchesSpec, reportsIp, toVmInfo } from './spec.js';
 import type { Plan, PlanRequest } from '../../plan.js';
+import { formatMs } from '../../time/format.js';
 import { applyMode, type GuestTransport } from '../../transport.js';
 import { ENV_NAME_PATTERN } from '../../schema.js';
 
@@ -169,7 +170,9 @@ export function createOrbstackBackend(options: OrbstackBackendOptions): Backend 
     const r = await run(orb.run({ machine: name, argv: ['true'] }), { timeoutMs });
     if (r.exitCode === 0 && !r.timedOut)
       return { ready: true, detail: `state running, ip4 ${raw.ip4 ?? 'not reported'}` };
-    const why = r.timedOut ? `timed out after ${timeoutMs} ms` : `exit ${r.exitCode}: ${r.stderr.trim().slice(-200)}`;
+    const why = r.timedOut
+      ? `timed out after ${formatMs(timeoutMs)}`
+      : `exit ${r.exitCode}: ${r.stderr.trim().slice(-200)}`;
     return { ready: false, detail: `state running, \`orbctl run true\` ${why}` };
   }
 

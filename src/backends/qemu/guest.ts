@@ -6,6 +6,7 @@
 import { open } from 'node:fs/promises';
 import type { ExecOptions, ProbeResult, PutFileOptions } from '../../backend.js';
 import { isLocalVmError, LocalVmError, tail } from '../../errors.js';
+import { formatMs } from '../../time/format.js';
 import { applyMode, type GuestTransport } from '../../transport.js';
 import type { QemuHost } from './host.js';
 import { observe, requireRecord, requireRunning } from './observe.js';
@@ -92,7 +93,7 @@ export function agentTransport(host: QemuHost, name: string): GuestTransport {
         await host.sessions.run(o.paths.qgaSocket, host.lockPath(name, 'qga'), timeoutMs, (qga) =>
           qga.execute('guest-ping', undefined, Math.max(1, timeoutMs - (performance.now() - started))),
         );
-        return { ready: true, detail: `agent answered in ${Math.round(performance.now() - started)} ms` };
+        return { ready: true, detail: `agent answered in ${formatMs(performance.now() - started)}` };
       } catch (error) {
         const now = await observe(host, name);
         if (now.state.state !== 'running')
@@ -102,7 +103,7 @@ export function agentTransport(host: QemuHost, name: string): GuestTransport {
           return { ready: false, detail: `agent socket not accepting${errno ? ` (${errno})` : ''}` };
         }
         if (isLocalVmError(error, 'TIMEOUT') && error.details?.lock === undefined) {
-          return { ready: false, detail: `no reply in ${Math.round(timeoutMs)} ms` };
+          return { ready: false, detail: `no reply in ${formatMs(timeoutMs)}` };
         }
         return { ready: false, detail: (error as Error).message };
       }

@@ -3,7 +3,6 @@
  * (the record, the process, the image's format as `qemu-img info` reports it, the cached
  * accelerator verdict). `apply.ts` executes exactly these steps; `--dry-run` prints them.
  */
-import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { LocalVmError } from '../../errors.js';
 import { exists } from '../../host/fs.js';
@@ -13,6 +12,7 @@ import { runChecked, type Command } from '../../runner.js';
 import { specFingerprint, type VmSpec } from '../../schema.js';
 import type { AccelChoice } from './accel.js';
 import { buildQemuCommand } from './cmdline.js';
+import { checkBootFile, checkDiskImage } from './bootFile.js';
 import type { QemuHost } from './host.js';
 import { diskLayout, launchFor, seedDirFor, STATE_DISK_BYTES, stateDiskFor } from './layout.js';
 import { observe, type Observed } from './observe.js';
@@ -80,12 +80,11 @@ function alreadyExists(name: string): LocalVmError {
   });
 }
 
-/** Where the VM boots from, and the user image to put an overlay on; every file checked. */
+/** Where the VM boots from, and the user image to put an overlay on; every boot file a regular file. */
 async function resolveBoot(host: QemuHost, spec: VmSpec): Promise<{ boot: BootRecord; image?: string }> {
   if (spec.kernel) {
-    for (const f of [spec.kernel, ...(spec.initrd ? [spec.initrd] : [])]) {
-      if (!(await exists(f))) throw new LocalVmError('NOT_FOUND', `${f} does not exist`, { vm: spec.name });
-    }
+    await checkBootFile(spec.name, 'kernel', spec.kernel);
+    if (spec.initrd) await checkBootFile(spec.name, 'initrd', spec.initrd);
     return { boot: { kind: 'kernel', kernel: spec.kernel, initrd: spec.initrd, append: spec.append } };
   }
   if (spec.image === 'tiny') {
@@ -99,24 +98,33 @@ async function resolveBoot(host: QemuHost, spec: VmSpec): Promise<{ boot: BootRe
     return { boot: { kind: 'kernel', kernel: tiny.kernel, initrd: tiny.initrd, append: spec.append ?? tiny.append } };
   }
   const image = resolve(spec.image);
-  const st = await stat(image).catch(() => undefined);
-  if (!st?.isFile()) {
-    throw new LocalVmError('NOT_FOUND', `image ${image} does not exist`, {
-      vm: spec.name,
-      hint: 'give `tiny`, or the path of a qcow2/raw disk image',
-    });
-  }
+  await checkBootFile(spec.name, 'image', image);
   return { boot: { kind: 'disk', image: '', format: 'qcow2' }, image };
 }
 
-/** The image's real format, as qemu-img reads it (read-only, `--force-share`). */
+/**
+ * The image's real format, as qemu-img reads it (read-only, `--force-share`), which must be
+ * the one its bytes show (imageCheck.ts): qemu-img calls any file it cannot name raw, so
+ * without this `--image /etc/passwd` would boot as a raw disk.
+ */
 async function imageFormat(host: QemuHost, name: string, image: string): Promise<'qcow2' | 'raw'> {
+  const sniffed = await checkDiskImage(name, image);
   const info = parseQemuImgInfo((await runChecked(host.runner, qemuImg.info(image), { timeoutMs: 30_000 })).stdout);
   if (info.format !== 'qcow2' && info.format !== 'raw') {
     throw new LocalVmError('VALIDATION', `image ${image} is ${info.format}; qcow2 or raw expected`, {
       vm: name,
       issues: [{ property: 'image', reason: `unsupported format ${info.format}` }],
     });
+  }
+  if (info.format !== sniffed) {
+    throw new LocalVmError(
+      'VALIDATION',
+      `image ${image} looks like ${sniffed} but qemu-img reads it as ${info.format}`,
+      {
+        vm: name,
+        issues: [{ property: 'image', reason: `qemu-img reads it as ${info.format}, its first bytes say ${sniffed}` }],
+      },
+    );
   }
   return info.format;
 }

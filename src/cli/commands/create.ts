@@ -1,10 +1,16 @@
-/** `localvm create NAME`: create a VM (retrying transient failures) and wait until it is ready. */
+/**
+ * `localvm create NAME`: create a VM (retrying transient failures) and wait until it is ready.
+ * A VM that is not ready in time is kept, not deleted: a first boot on a loaded machine may
+ * just be slow, and the console shows what it is doing. The error says so and how to delete it.
+ */
 import type { Command as Commander } from 'commander';
+import type { OperationContext } from '../../context.js';
+import { isLocalVmError, LocalVmError } from '../../errors.js';
 import { planCreateVm } from '../../operations/plan.js';
-import { createVmWithRetry, waitForVmReady } from '../../operations/vm.js';
+import { createVmWithRetry, findVm, waitForVmReady } from '../../operations/vm.js';
 import { parseVmSpec } from '../../schema.js';
 import { formatCreated, formatPlan, vmToJson } from '../format.js';
-import { buildCreateSpec, parseBackendArg } from '../parse.js';
+import { buildCreateSpec, parseBackendArg, parseDurationArg } from '../parse.js';
 import type { CliSession } from '../shared.js';
 
 interface CreateOptions {
@@ -13,6 +19,37 @@ interface CreateOptions {
   cpus?: string;
   port?: string[];
   wait: boolean;
+  readyTimeout?: string;
+}
+
+const KEPT_HELP = `
+If the VM is not ready in time (--ready-timeout, default the spec's timeouts.readyMs,
+120 s), it is kept as it is — a first boot may just be slow — and the error (exit 4 on a
+timeout) says so: see its console with \`localvm console NAME\`, remove it with
+\`localvm delete NAME\`. With --json the error carries "vm" and "details.left"
+("running" or "stopped").`;
+
+/**
+ * The error of a readiness wait that failed, saying that the VM `name` is kept in state
+ * `left` and how to look at it or delete it. Same code, so the exit code stays (4 on TIMEOUT).
+ */
+export function keptError(error: LocalVmError, name: string, left: string): LocalVmError {
+  const [first = '', ...rest] = error.message.split('\n');
+  const kept = left === 'running' ? `${name} is kept and still running` : `${name} is kept (${left})`;
+  return new LocalVmError(error.code, [`${first}; ${kept}`, ...rest].join('\n'), {
+    cause: error,
+    vm: name,
+    hint: `see what it is doing with \`localvm console ${name}\`; remove it with \`localvm delete ${name}\``,
+    transient: error.transient,
+    details: { ...error.details, left },
+  });
+}
+
+/** `error` of the readiness wait, with what was left of the VM when something was. */
+async function afterFailedWait(error: unknown, name: string, ctx: OperationContext): Promise<unknown> {
+  if (!isLocalVmError(error)) return error;
+  const info = await findVm(name, ctx).catch(() => undefined);
+  return info ? keptError(error, name, info.state) : error;
 }
 
 export function registerCreate(program: Commander, cli: CliSession): void {
@@ -28,10 +65,14 @@ export function registerCreate(program: Commander, cli: CliSession): void {
       v,
     ])
     .option('--no-wait', 'return once the VM is started, without waiting for the guest agent')
+    .option('--ready-timeout <duration>', "how long to wait until ready: 500ms, 30s, 2m (default the spec's, 120 s)")
+    .addHelpText('after', KEPT_HELP)
     .action(async (name: string, opts: CreateOptions, cmd: Commander) => {
       const ctx = cli.contextFor(cmd);
       const backendArg = parseBackendArg(cli.globals(cmd).backend);
       const spec = parseVmSpec(buildCreateSpec(name, opts, backendArg));
+      const readyTimeoutMs =
+        opts.readyTimeout === undefined ? undefined : parseDurationArg('ready-timeout', opts.readyTimeout);
       if (cli.globals(cmd).dryRun) {
         cli.out(formatPlan(await planCreateVm(spec, ctx), cli.json(cmd)));
         return;
@@ -49,11 +90,15 @@ export function registerCreate(program: Commander, cli: CliSession): void {
       let readyMs: number | null = null;
       let info = result.info;
       if (opts.wait) {
-        const ready = await cli.withProgress(
-          `waiting for ${spec.name} to be ready`,
-          () => waitForVmReady(spec.name, {}, ctx),
-          () => 'ready',
-        );
+        const ready = await cli
+          .withProgress(
+            `waiting for ${spec.name} to be ready`,
+            () => waitForVmReady(spec.name, readyTimeoutMs === undefined ? {} : { timeoutMs: readyTimeoutMs }, ctx),
+            () => 'ready',
+          )
+          .catch(async (error: unknown) => {
+            throw await afterFailedWait(error, spec.name, ctx);
+          });
         readyMs = Math.round(ready.durationMs);
         info = ready.info;
       }
