@@ -188,3 +188,83 @@ export function guestExitCode(result: { exitCode: number; signal?: number | stri
   if (result.exitCode >= 0 && result.exitCode <= 255) return result.exitCode;
   return 1;
 }
+
+/** `--disk NAME:SIZE`, e.g. `data:10G`. */
+export function parseDiskArg(value: string): { name: string; size: string } {
+  const m = /^([a-z0-9][a-z0-9-]{0,30}):(\d+[KMGT]?)$/i.exec(value.trim());
+  if (!m) throw usage('disk', `must be NAME:SIZE such as data:10G, got ${JSON.stringify(value)}`);
+  return { name: m[1] as string, size: m[2] as string };
+}
+
+/** `--label KEY=VALUE`. */
+export function parseLabelArg(value: string): [string, string] {
+  const at = value.indexOf('=');
+  if (at <= 0) throw usage('label', `must be KEY=VALUE, got ${JSON.stringify(value)}`);
+  return [value.slice(0, at), value.slice(at + 1)];
+}
+
+/**
+ * `--probe`: a command that must exit 0 in the guest before the VM counts as ready. A JSON
+ * array (`'["test","-f","/ready"]'`) is taken as the argv itself; anything else is split on
+ * whitespace. Never a shell: write `'["/bin/sh","-c","..."]'` for one.
+ */
+export function parseProbeArg(value: string): { argv: string[] } {
+  const text = value.trim();
+  if (text.startsWith('[')) {
+    let argv: unknown;
+    try {
+      argv = JSON.parse(text);
+    } catch {
+      throw usage('probe', `is not a JSON array: ${JSON.stringify(value)}`);
+    }
+    if (!Array.isArray(argv) || argv.length === 0 || !argv.every((a) => typeof a === 'string')) {
+      throw usage('probe', 'must be a non-empty JSON array of strings');
+    }
+    return { argv: argv as string[] };
+  }
+  const argv = text.split(/\s+/).filter(Boolean);
+  if (argv.length === 0) throw usage('probe', 'must name a command');
+  return { argv };
+}
+
+/** The flags of `create` beyond name, image, memory, cpus and ports. */
+export interface CreateExtras {
+  diskSize?: string | undefined;
+  disk?: string[] | undefined;
+  kernel?: string | undefined;
+  initrd?: string | undefined;
+  append?: string | undefined;
+  arch?: string | undefined;
+  accel?: string | undefined;
+  label?: string[] | undefined;
+  isolated?: boolean | undefined;
+  probe?: string[] | undefined;
+}
+
+/**
+ * A whole `create` request: the spec file's content (`-f`), then the flags over it, then
+ * user-data read from `--user-data`. Pure; the schema validates the result.
+ */
+export function mergeCreateSpec(
+  base: Record<string, unknown>,
+  flags: VmSpecInput,
+  extras: CreateExtras,
+  userData: string | undefined,
+): VmSpecInput {
+  const spec: Record<string, unknown> = { ...base, ...flags };
+  if (extras.diskSize !== undefined) spec.diskSize = extras.diskSize;
+  if (extras.disk?.length) spec.disks = extras.disk.map(parseDiskArg);
+  for (const key of ['kernel', 'initrd', 'append', 'arch', 'accel'] as const) {
+    if (extras[key] !== undefined) spec[key] = extras[key];
+  }
+  if (extras.label?.length) {
+    spec.labels = {
+      ...(base.labels as Record<string, string> | undefined),
+      ...Object.fromEntries(extras.label.map(parseLabelArg)),
+    };
+  }
+  if (extras.isolated) spec.isolated = true;
+  if (extras.probe?.length) spec.readiness = extras.probe.map(parseProbeArg);
+  if (userData !== undefined) spec.userData = userData;
+  return spec as VmSpecInput;
+}

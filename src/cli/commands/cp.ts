@@ -1,11 +1,11 @@
 /** `localvm cp SRC DST`: copy one file into or out of a VM, one side written NAME:/path. */
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command as Commander } from 'commander';
 import { connect } from '../../connector.js';
-import { LocalVmError } from '../../errors.js';
 import { baseName, parseCpArgs } from '../parse.js';
 import type { CliSession } from '../shared.js';
+import { readHostFile } from '../hostFiles.js';
 
 export function registerCp(program: Commander, cli: CliSession): void {
   program
@@ -34,21 +34,6 @@ export function registerCp(program: Commander, cli: CliSession): void {
       if (cli.json(cmd)) cli.out(JSON.stringify({ ...plan, bytes }) + '\n');
       else if (cli.verbose) cli.err(`copied ${bytes} bytes\n`);
     });
-}
-
-async function readHostFile(path: string): Promise<Buffer> {
-  try {
-    return await readFile(path);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    throw new LocalVmError(
-      code === 'ENOENT' ? 'NOT_FOUND' : 'VALIDATION',
-      `cannot read ${path}: ${(error as Error).message}`,
-      {
-        cause: error,
-      },
-    );
-  }
 }
 
 async function isDirectory(path: string): Promise<boolean> {

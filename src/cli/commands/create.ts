@@ -10,16 +10,45 @@ import { planCreateVm } from '../../operations/plan.js';
 import { createVmWithRetry, findVm, waitForVmReady } from '../../operations/vm.js';
 import { parseVmSpec } from '../../schema.js';
 import { formatCreated, formatPlan, vmToJson } from '../format.js';
-import { buildCreateSpec, parseBackendArg, parseDurationArg } from '../parse.js';
+import { readHostFile } from '../hostFiles.js';
+import { buildCreateSpec, mergeCreateSpec, parseBackendArg, parseDurationArg, type CreateExtras } from '../parse.js';
+import { checkUserData, parseSpecFile } from '../specFile.js';
 import type { CliSession } from '../shared.js';
 
-interface CreateOptions {
+interface CreateOptions extends CreateExtras {
+  file?: string;
   image?: string;
   memory?: string;
   cpus?: string;
   port?: string[];
+  userData?: string;
   wait: boolean;
   readyTimeout?: string;
+}
+
+const repeat = (v: string, prev: string[] = []) => [...prev, v];
+
+/** The spec a create command line asks for: `-f` file, flags over it, `--user-data` read and checked. */
+async function requestedSpec(
+  cli: CliSession,
+  name: string | undefined,
+  opts: CreateOptions,
+  backend: string | undefined,
+) {
+  const base = opts.file ? parseSpecFile((await readHostFile(opts.file, 'file')).toString('utf8'), opts.file) : {};
+  const vmName = name ?? (typeof base.name === 'string' ? base.name : undefined);
+  if (vmName === undefined) {
+    throw new LocalVmError('VALIDATION', 'create needs a VM name: give NAME, or name: in the -f file', {
+      issues: [{ property: 'name', reason: 'missing' }],
+    });
+  }
+  let userData: string | undefined;
+  if (opts.userData !== undefined) {
+    userData = (await readHostFile(opts.userData, 'userData')).toString('utf8');
+    const warning = checkUserData(userData, opts.userData);
+    if (warning) cli.err(`warning: ${warning}\n`);
+  }
+  return parseVmSpec(mergeCreateSpec(base, buildCreateSpec(vmName, opts, backend), opts, userData));
 }
 
 const KEPT_HELP = `
@@ -56,21 +85,33 @@ export function registerCreate(program: Commander, cli: CliSession): void {
   program
     .command('create')
     .description('create a VM and wait until it is ready')
-    .argument('<name>', 'VM name (a-z, 0-9, "-")')
+    .argument('[name]', 'VM name (a-z, 0-9, "-"); may come from the -f file instead')
+    .option('-f, --file <spec>', 'a whole VM spec in YAML or JSON (flags given too override it)')
     .option('--image <image>', 'tiny (default), a qcow2/raw path, or distro[:version] on OrbStack')
     .option('--memory <memory>', 'memory in MiB, or 512M / 2G')
     .option('--cpus <n>', 'virtual CPUs')
-    .option('--port <H:G>', 'forward host port H to guest port G (repeatable)', (v: string, prev: string[] = []) => [
-      ...prev,
-      v,
-    ])
+    .option('--port <H:G>', 'forward host port H to guest port G: [BIND:]HOST:GUEST[/udp] (repeatable)', repeat)
+    .option('--user-data <file>', 'cloud-init user-data (#cloud-config YAML, a script, or MIME multipart)')
+    .option('--disk-size <size>', 'grow the root disk overlay of an image to SIZE, e.g. 20G')
+    .option('--disk <name:size>', 'an extra qcow2 disk, e.g. data:10G (repeatable)', repeat)
+    .option('--kernel <file>', 'boot this kernel directly (with --image: the image is the root disk)')
+    .option('--initrd <file>', 'the initrd for --kernel')
+    .option('--append <cmdline>', 'the kernel command line for --kernel')
+    .option('--arch <arch>', "guest architecture: x86_64 (amd64) or aarch64 (arm64); default the host's")
+    .option('--accel <accel>', 'auto (default), kvm, hvf or tcg')
+    .option('--label <key=value>', 'a label on the VM (repeatable)', repeat)
+    .option('--isolated', 'cut the guest off from every network but the host')
+    .option(
+      '--probe <argv>',
+      'a command that must exit 0 before the VM is ready: words, or a JSON array (repeatable)',
+      repeat,
+    )
     .option('--no-wait', 'return once the VM is started, without waiting for the guest agent')
     .option('--ready-timeout <duration>', "how long to wait until ready: 500ms, 30s, 2m (default the spec's, 120 s)")
     .addHelpText('after', KEPT_HELP)
-    .action(async (name: string, opts: CreateOptions, cmd: Commander) => {
+    .action(async (name: string | undefined, opts: CreateOptions, cmd: Commander) => {
       const ctx = cli.contextFor(cmd);
-      const backendArg = parseBackendArg(cli.globals(cmd).backend);
-      const spec = parseVmSpec(buildCreateSpec(name, opts, backendArg));
+      const spec = await requestedSpec(cli, name, opts, parseBackendArg(cli.globals(cmd).backend));
       const readyTimeoutMs =
         opts.readyTimeout === undefined ? undefined : parseDurationArg('ready-timeout', opts.readyTimeout);
       if (cli.globals(cmd).dryRun) {
