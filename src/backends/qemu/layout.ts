@@ -6,7 +6,7 @@
 import { basename, join } from 'node:path';
 import type { QemuAccel, QemuLaunch } from './cmdline.js';
 import type { Arch, VmSpec } from '../../schema.js';
-import type { BootRecord, VmPaths } from './state.js';
+import type { BootRecord, TemplateLink, VmPaths } from './state.js';
 
 /** `config.qemuBinary` is the binary itself or a directory holding `qemu-system-<arch>`. */
 export function qemuBinaryFor(configured: string | undefined, arch: Arch): string {
@@ -45,10 +45,20 @@ export interface LaunchInputs {
   seedDir?: string | undefined;
   stateDisk?: string | undefined;
   paths: VmPaths;
+  template?: TemplateLink | undefined;
 }
 
-/** The QEMU launch of a VM: the one place a VM record becomes a command line. */
-export function launchFor(vm: LaunchInputs, accel: QemuAccel, qemuBinary: string | undefined): QemuLaunch {
+/**
+ * The QEMU launch of a VM: the one place a VM record becomes a command line. A template's
+ * source and its clones keep RAM in the template's file (shared on the source, private on a
+ * clone) and carry a VM generation id; `incoming` makes a clone wait for its device state.
+ */
+export function launchFor(
+  vm: LaunchInputs,
+  accel: QemuAccel,
+  qemuBinary: string | undefined,
+  options: { incoming?: boolean } = {},
+): QemuLaunch {
   const { boot, paths: p } = vm;
   return {
     name: vm.name,
@@ -72,5 +82,12 @@ export function launchFor(vm: LaunchInputs, accel: QemuAccel, qemuBinary: string
     ...(vm.stateDisk ? { stateDisk: vm.stateDisk } : {}),
     paths: { dir: p.dir, qmpSocket: p.qmpSocket, qgaSocket: p.qgaSocket, consoleLog: p.consoleLog, pidFile: p.pidFile },
     qemuBinary: qemuBinaryFor(qemuBinary, vm.arch),
+    ...(vm.template
+      ? {
+          memoryFile: { path: vm.template.ramFile, share: vm.template.role === 'source' },
+          vmgenid: vm.template.vmgenid,
+          ...(options.incoming ? { incoming: true } : {}),
+        }
+      : {}),
   };
 }
