@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { buildQemuCommand, type QemuLaunch } from '../../src/backends/qemu/cmdline.js';
 import { compatibilityDiff, depsOf, incompatible, layoutSignature } from '../../src/backends/qemu/template/compat.js';
 import { macFor } from '../../src/backends/qemu/template/restore.js';
+import { parseSetupArg } from '../../src/cli/commands/template.js';
 import { FROM_TEMPLATE, parseVmSpec, specFingerprint } from '../../src/schema.js';
 import { rejection } from '../fixtures/rejection.js';
 
@@ -184,5 +185,18 @@ describe('macFor', () => {
     expect(macFor('c1')).toMatch(/^02(:[0-9a-f]{2}){5}$/);
     expect(macFor('c1')).toBe(macFor('c1'));
     expect(macFor('c1')).not.toBe(macFor('c2'));
+  });
+});
+
+describe('parseSetupArg (CLI --setup)', () => {
+  it.each([
+    ['["sh","-c","echo a b"]', ['sh', '-c', 'echo a b']],
+    ['apk  add curl', ['apk', 'add', 'curl']],
+  ])('%s', (value, argv) => {
+    expect(parseSetupArg(value)).toEqual(argv);
+  });
+
+  it.each(['[1]', '[]', '[not json', '   '])('refuses %j with VALIDATION', (value) => {
+    expect(() => parseSetupArg(value)).toThrow(expect.objectContaining({ code: 'VALIDATION' }));
   });
 });

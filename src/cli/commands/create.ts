@@ -12,6 +12,7 @@ interface CreateOptions {
   memory?: string;
   cpus?: string;
   port?: string[];
+  template?: string;
   wait: boolean;
 }
 
@@ -27,11 +28,15 @@ export function registerCreate(program: Commander, cli: CliSession): void {
       ...prev,
       v,
     ])
+    .option('--template <T>', 'restore template T instead of booting (see `localvm template`)')
     .option('--no-wait', 'return once the VM is started, without waiting for the guest agent')
     .action(async (name: string, opts: CreateOptions, cmd: Commander) => {
       const ctx = cli.contextFor(cmd);
       const backendArg = parseBackendArg(cli.globals(cmd).backend);
-      const spec = parseVmSpec(buildCreateSpec(name, opts, backendArg));
+      const spec = parseVmSpec({
+        ...buildCreateSpec(name, opts, backendArg),
+        ...(opts.template !== undefined ? { template: opts.template } : {}),
+      });
       if (cli.globals(cmd).dryRun) {
         cli.out(formatPlan(await planCreateVm(spec, ctx), cli.json(cmd)));
         return;
