@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { buildQemuCommand, type QemuLaunch } from '../../src/backends/qemu/cmdline.js';
+import { launchFor } from '../../src/backends/qemu/layout.js';
 import { compatibilityDiff, depsOf, incompatible, layoutSignature } from '../../src/backends/qemu/template/compat.js';
 import { macFor } from '../../src/backends/qemu/template/restore.js';
 import { parseSetupArg } from '../../src/cli/commands/template.js';
@@ -198,5 +199,39 @@ describe('parseSetupArg (CLI --setup)', () => {
 
   it.each(['[1]', '[]', '[not json', '   '])('refuses %j with VALIDATION', (value) => {
     expect(() => parseSetupArg(value)).toThrow(expect.objectContaining({ code: 'VALIDATION' }));
+  });
+});
+
+describe('launchFor a clone', () => {
+  const inputs = (memory: number) => ({
+    name: 'c1',
+    spec: parseVmSpec({ name: 'c1', memory }),
+    arch: 'x86_64' as const,
+    boot: { kind: 'kernel' as const, kernel: '/k', initrd: '/i' },
+    disks: [],
+    paths: {
+      dir: '/s/c1',
+      record: '/s/c1/vm.json',
+      pidFile: '/s/c1/qemu.pid',
+      consoleLog: '/s/c1/console.log',
+      overlay: '/s/c1/overlay.qcow2',
+      qmpSocket: '/s/c1/qmp.sock',
+      qgaSocket: '/s/c1/qga.sock',
+    },
+    template: { name: 'base', role: 'clone' as const, ramFile: '/t/base/ram', memory: 256, vmgenid: GUID },
+  });
+
+  it('maps the RAM file privately, waits for state only when restoring, and boots cold otherwise', () => {
+    const restoring = launchFor(inputs(256), 'tcg', undefined, { incoming: true });
+    expect(restoring).toMatchObject({
+      memoryFile: { path: '/t/base/ram', share: false },
+      vmgenid: GUID,
+      incoming: true,
+    });
+    expect(launchFor(inputs(256), 'tcg', undefined).incoming).toBeUndefined();
+  });
+
+  it('refuses a memory other than the RAM file’s (QEMU would grow the template’s file)', () => {
+    expect(() => launchFor(inputs(512), 'tcg', undefined)).toThrow(expect.objectContaining({ code: 'VALIDATION' }));
   });
 });

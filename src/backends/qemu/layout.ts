@@ -4,6 +4,7 @@
  * run prints is what a create runs.
  */
 import { basename, join } from 'node:path';
+import { LocalVmError } from '../../errors.js';
 import type { QemuAccel, QemuLaunch } from './cmdline.js';
 import type { Arch, VmSpec } from '../../schema.js';
 import type { BootRecord, TemplateLink, VmPaths } from './state.js';
@@ -60,6 +61,17 @@ export function launchFor(
   options: { incoming?: boolean } = {},
 ): QemuLaunch {
   const { boot, paths: p } = vm;
+  // QEMU would grow (ftruncate) the template's RAM file for a larger memory: never launch that.
+  if (vm.template && vm.template.memory !== vm.spec.memory) {
+    throw new LocalVmError(
+      'VALIDATION',
+      `${vm.name} is a clone of template ${vm.template.name}: its memory is the template's ${vm.template.memory} MiB`,
+      {
+        vm: vm.name,
+        issues: [{ property: 'memory', reason: `must be ${vm.template.memory} (the template's RAM file)` }],
+      },
+    );
+  }
   return {
     name: vm.name,
     arch: vm.arch,

@@ -71,6 +71,8 @@ export interface TemplateLink {
   /** `source` while a template is being frozen from this VM (RAM shared into the file); `clone` after. */
   role: 'source' | 'clone';
   ramFile: string;
+  /** MiB: the RAM file's size, which the VM's memory must equal. */
+  memory: number;
   vmgenid: string;
 }
 

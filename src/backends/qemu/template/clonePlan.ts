@@ -114,7 +114,7 @@ export async function planCloneCreate(
       .map((d) => ({ id: d.id, path: join(p.dir, basename(d.path)), format: 'qcow2' })),
     stateDisk: stateDiskFor(p.dir),
     paths: p,
-    template: { name: t.name, role: 'clone', ramFile: tp.ram, vmgenid: randomUUID() },
+    template: { name: t.name, role: 'clone', ramFile: tp.ram, memory: cspec.memory, vmgenid: randomUUID() },
   };
   const accel = await host.chooseAccel(cspec, record.arch, mode);
   const launch = launchFor(record, accel.accel, host.config.qemuBinary, { incoming: true });

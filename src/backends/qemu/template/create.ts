@@ -86,7 +86,7 @@ export async function createTemplate(host: QemuHost, input: TemplateCreateInput)
     const spec: VmSpec = { ...input.spec, name, ports: [], labels: {} };
     let record: VmRecord | undefined;
     try {
-      const link: TemplateLink = { name, role: 'source', ramFile: tp.ram, vmgenid: randomUUID() };
+      const link: TemplateLink = { name, role: 'source', ramFile: tp.ram, memory: spec.memory, vmgenid: randomUUID() };
       const steps = asSource((await planCreate(build, spec, { probe: true })).steps, link, host.config.qemuBinary);
       const launchStep = steps.find((s) => s.action.kind === 'launch');
       if (launchStep?.action.kind !== 'launch') throw new LocalVmError('INTERNAL', 'create plan has no launch');
