@@ -94,6 +94,8 @@ describe.skipIf(skip)('templates (real QEMU)', () => {
     const guid = (args: string[]) => args.find((x) => x.startsWith('vmgenid,'));
     expect(guid(a)).toBeDefined();
     expect(guid(a)).not.toBe(guid(b));
+    // The guest bound its vmgenid driver to the device: it is told of each new generation id.
+    expect((await sh('clone-a', 'ls /sys/bus/acpi/drivers/vmgenid/')).stdout).toContain('QEMUVGID');
     const macs = await Promise.all(['clone-a', 'clone-b'].map((n) => sh(n, 'cat /sys/class/net/eth0/address')));
     expect(macs[0]?.stdout).not.toBe(macs[1]?.stdout);
     expect((await vmInfo('clone-a', ctx)).labels).toEqual({ role: 'clone' });

@@ -54,8 +54,13 @@ export async function receiveToFile(
   };
 }
 
-/** Connects to QEMU's incoming socket (retrying until it listens) and streams `file` into it. */
-export async function sendFile(socket: string, file: string, timeoutMs: number): Promise<void> {
+/**
+ * Connects to QEMU's incoming socket (retrying until it listens) and starts streaming `file`
+ * into it. The returned promise never rejects: QEMU closes its end as soon as it has read
+ * the end-of-stream marker, which Node may see as a premature close, so whether the state
+ * arrived is for `query-migrate` to say, not the socket.
+ */
+export async function startSending(socket: string, file: string, timeoutMs: number): Promise<Promise<void>> {
   const conn = await poll(
     () =>
       new Promise<Socket | undefined>((resolve) => {
@@ -65,7 +70,7 @@ export async function sendFile(socket: string, file: string, timeoutMs: number):
       }),
     { what: `QEMU to listen on ${socket}`, timeoutMs, initialMs: 1, maxMs: 20 },
   );
-  await pipeline(createReadStream(file), conn);
+  return pipeline(createReadStream(file), conn).catch(() => undefined);
 }
 
 /** Turns on x-ignore-shared: RAM in a shared file is not copied into the stream. */

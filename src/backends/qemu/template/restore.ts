@@ -14,7 +14,7 @@ import type { QemuHost } from '../host.js';
 import { killHard } from '../observe.js';
 import { guestExec } from '../qga.js';
 import { readPidFile, type VmRecord } from '../state.js';
-import { awaitMigration, ignoreShared, sendFile, unixUri } from './migrate.js';
+import { awaitMigration, ignoreShared, startSending, unixUri } from './migrate.js';
 
 /** The plan actions of a clone create (see plan.ts's QemuAction). */
 export type CloneAction =
@@ -54,8 +54,9 @@ async function restore(host: QemuHost, record: VmRecord, stateFile: string, temp
     await host.qmpSession(name, record.paths, RESTORE_TIMEOUT_MS, async (qmp) => {
       await ignoreShared(qmp);
       await qmp.execute('migrate-incoming', { uri: unixUri(socket) });
-      await sendFile(socket, stateFile, RESTORE_TIMEOUT_MS);
+      const sending = await startSending(socket, stateFile, RESTORE_TIMEOUT_MS);
       await awaitMigration(qmp, RESTORE_TIMEOUT_MS, failure);
+      await sending;
       await qmp.execute('cont');
     });
   } catch (error) {
