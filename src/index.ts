@@ -49,3 +49,11 @@ export {
   snapshotVm,
 } from './operations/snapshot.js';
 export { addDisk, listDisks, parseDisk, parseDiskName, removeDisk, type DiskInput } from './operations/disk.js';
+export {
+  createTemplate,
+  deleteTemplate,
+  listTemplates,
+  templateInfo,
+  type CreateTemplateInput,
+  type TemplateInfo,
+} from './operations/template.js';

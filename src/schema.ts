@@ -125,21 +125,26 @@ export const vmSpecSchema = z
       .max(4096)
       .refine((s) => !s.startsWith('-'), 'must not start with "-"')
       .refine((s) => !/[\0\n,]/.test(s), 'must not contain NUL, newline or comma')
-      .default('tiny'),
+      .optional(),
     /** Boot a kernel directly instead of an image's own boot loader. */
     kernel: absPath.optional(),
     initrd: absPath.optional(),
     append: z.string().max(4096).optional(),
     arch: archSchema.optional(),
     accel: accelSchema.default('auto'),
-    cpus: z.number().int('must be an integer').min(1, 'must be 1-64').max(64, 'must be 1-64').default(1),
+    cpus: z.number().int('must be an integer').min(1, 'must be 1-64').max(64, 'must be 1-64').optional(),
     /** Memory in MiB. */
     memory: z
       .number()
       .int('must be an integer')
       .min(64, 'must be 64-262144 MiB')
       .max(262144, 'must be 64-262144 MiB')
-      .default(256),
+      .optional(),
+    /**
+     * Restore this template (see `createTemplate`) instead of booting: the clone is its
+     * template's machine, so image, kernel and memory come from the template.
+     */
+    template: vmNameSchema.optional(),
     /** Size of the root disk overlay when booting from an image. */
     diskSize: sizeSchema.optional(),
     disks: z.array(diskSchema).max(16).default([]),
@@ -185,7 +190,31 @@ export const vmSpecSchema = z
       disks.add(d.name);
     });
     if (spec.initrd && !spec.kernel) ctx.addIssue({ code: 'custom', path: ['initrd'], message: 'needs kernel' });
-  });
+    if (spec.template !== undefined) {
+      for (const key of ['image', 'kernel', 'initrd', 'append', 'userData'] as const) {
+        if (spec[key] !== undefined)
+          ctx.addIssue({
+            code: 'custom',
+            path: [key],
+            message: `a clone runs its template's guest: ${key} cannot be given with template`,
+          });
+      }
+    }
+  })
+  // Defaults last: a clone's image, memory and cpus are its template's (filled in when it is
+  // planned), so a clone spec keeps the FROM_TEMPLATE markers where nothing was given.
+  .transform((spec) => ({
+    ...spec,
+    image: spec.image ?? 'tiny',
+    cpus: spec.cpus ?? (spec.template !== undefined ? FROM_TEMPLATE : 1),
+    memory: spec.memory ?? (spec.template !== undefined ? FROM_TEMPLATE : 256),
+  }));
+
+/**
+ * `cpus` and `memory` of a clone spec that gave none: the template's values are used. A clone
+ * that gives `memory` must give the template's (its RAM is the template's RAM file).
+ */
+export const FROM_TEMPLATE = 0;
 
 /** A VM spec as written by a user (defaults optional). */
 export type VmSpecInput = z.input<typeof vmSpecSchema>;
@@ -335,6 +364,8 @@ export function specFingerprint(spec: VmSpec): string {
     userData: spec.userData ? createHash('sha256').update(spec.userData).digest('hex') : null,
     ports: [...spec.ports].sort((a, b) => a.host - b.host),
     isolated: spec.isolated,
+    // Only when set, so the fingerprints of VMs that are not clones stay what they were.
+    ...(spec.template !== undefined ? { template: spec.template } : {}),
   };
   return createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 16);
 }

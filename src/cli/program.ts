@@ -20,6 +20,7 @@ import { registerList } from './commands/list.js';
 import { registerQmp } from './commands/qmp.js';
 import { registerShell } from './commands/shell.js';
 import { registerSnapshot } from './commands/snapshot.js';
+import { registerTemplate } from './commands/template.js';
 import { EXIT_CODES, EXIT_CODES_HELP, exitCodeFor } from './exitCodes.js';
 import { errorToJson, formatError } from './format.js';
 import { CliSession, type CliDeps, type RegisterCommand } from './shared.js';
@@ -39,6 +40,7 @@ const COMMANDS: readonly RegisterCommand[] = [
   registerQmp,
   registerCleanup,
   registerSnapshot,
+  registerTemplate,
   registerDisk,
   registerImage,
   registerDemo,

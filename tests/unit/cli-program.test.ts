@@ -177,9 +177,10 @@ describe('localvm program (fake backend)', () => {
     };
     expect(await commands()).toEqual([
       ...['create', 'start', 'stop', 'restart', 'delete', 'list', 'info', 'console', 'exec', 'shell', 'cp'],
-      ...['qmp', 'cleanup', 'snapshot', 'disk', 'image', 'demo', 'help'],
+      ...['qmp', 'cleanup', 'snapshot', 'template', 'disk', 'image', 'demo', 'help'],
     ]);
     expect(await commands('snapshot')).toEqual(['create', 'list', 'restore', 'delete', 'help']);
+    expect(await commands('template')).toEqual(['create', 'list', 'info', 'delete', 'help']);
     expect(await commands('disk')).toEqual(['add', 'list', 'remove', 'help']);
     expect(await commands('image')).toEqual(['build', 'list', 'help']);
   });

@@ -14,6 +14,7 @@ import { killHard, waitGone } from './observe.js';
 import type { QemuStep } from './plan.js';
 import { mkdirPrivate } from '../../host/privateDir.js';
 import { readPidFile, removeStaleRuntime, writeRecord, type VmRecord } from './state.js';
+import { applyCloneAction } from './template/restore.js';
 
 /** Called with each step as it is executed (tests compare what ran with what was planned). */
 export type StepObserver = (step: QemuStep) => void;
@@ -117,6 +118,10 @@ async function applyStep(host: QemuHost, vm: string, step: QemuStep, afterUndeli
       return 'done';
     case 'remove':
       for (const path of a.paths) await rm(path, { recursive: true, force: true });
+      return 'done';
+    case 'restore':
+    case 'personalize':
+      await applyCloneAction(host, vm, a);
       return 'done';
   }
 }

@@ -14,11 +14,12 @@ import { notFound, observe, requireRecord, requireRunning, toInfo } from './obse
 import { QEMU_BACKEND } from './register.js';
 import { createSnapshotOps } from './snapshot.js';
 import { listVmNames, writeRecord } from './state.js';
+import { createTemplateOps, type TemplateCapable } from './template/ops.js';
 import type { VmAccess } from './vmAccess.js';
 
 export type { QemuBackendOptions } from './host.js';
 
-export type QemuBackend = Backend & QmpCapable & SnapshotCapable & DiskCapable;
+export type QemuBackend = Backend & QmpCapable & SnapshotCapable & DiskCapable & TemplateCapable;
 
 /** Creates the QEMU backend for `config`. Keep one instance per process: it owns the in-process socket mutexes. */
 export function createQemuBackend(options: QemuBackendOptions & { onStep?: StepObserver }): QemuBackend {
@@ -41,6 +42,7 @@ export function createQemuBackend(options: QemuBackendOptions & { onStep?: StepO
     ...lifecycle,
     ...createSnapshotOps({ ...access, dropAgent: (p) => host.sessions.drop(p.qgaSocket) }),
     ...createDiskOps({ ...access, writeRecord }),
+    ...createTemplateOps(host),
 
     async list() {
       const names = await listVmNames(host.config.stateDir);

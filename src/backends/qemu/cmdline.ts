@@ -53,7 +53,23 @@ export interface QemuLaunch {
   qemuBinary?: string;
   /** Appended last; still subject to the duplicate-flag guard. */
   extraArgs?: string[];
+  /**
+   * Guest RAM as a file (templates and their clones): `share: true` on the VM a template is
+   * frozen from (its RAM lands in the file), `false` on a clone (a private copy-on-write view).
+   */
+  memoryFile?: { path: string; share: boolean } | undefined;
+  /** A VM generation id (`-device vmgenid`): a fresh one per clone makes the guest reseed its RNG. */
+  vmgenid?: string | undefined;
+  /** Wait for a migration stream (`-incoming defer`) instead of booting: a clone restoring. */
+  incoming?: boolean | undefined;
 }
+
+/** The machine type of a launch with RAM in a file (`-machine <type>,memory-backend=ram0`). */
+export function machineType(arch: QemuArch): string {
+  return arch === 'aarch64' ? 'virt' : 'pc';
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** Flags QEMU accepts more than once with additive meaning; any other flag may appear once. */
 export const REPEATABLE_QEMU_FLAGS: ReadonlySet<string> = new Set([
@@ -170,7 +186,7 @@ export function positiveInt(property: string, value: number): string {
 // QEMU ids: a letter, then letters, digits, "-", "." and "_" (qemu_opts id_wellformed).
 const QEMU_ID = /^[A-Za-z][A-Za-z0-9_.-]{0,127}$/;
 // Ids the builder itself uses for the network and agent channel.
-const RESERVED_IDS: ReadonlySet<string> = new Set(['n0', 'qga0', 'seed0', 'vmstate', 'root']);
+const RESERVED_IDS: ReadonlySet<string> = new Set(['n0', 'qga0', 'seed0', 'vmstate', 'root', 'ram0', 'vmgenid0']);
 
 // Shape only: the schema checks the address properly; this keeps option syntax out.
 const IPV4 = /^\d{1,3}(?:\.\d{1,3}){3}$/;
@@ -199,7 +215,10 @@ export function buildQemuCommand(launch: QemuLaunch): Command {
   if (name.includes('=')) throw invalid('name', 'must not contain "="');
   const args: string[] = ['-name', name];
 
-  if (arch === 'aarch64') args.push('-machine', 'virt');
+  // With RAM in a file the machine is named, so the backend can be attached to it; x86 without
+  // one keeps QEMU's default (`pc`), which is the same machine.
+  if (launch.memoryFile !== undefined) args.push('-machine', `${machineType(arch)},memory-backend=ram0`);
+  else if (arch === 'aarch64') args.push('-machine', 'virt');
   switch (accel) {
     case 'tcg':
       // A 64 MiB translation cache instead of the default 1 GiB keeps RSS near guest RAM.
@@ -217,6 +236,12 @@ export function buildQemuCommand(launch: QemuLaunch): Command {
   args.push(
     '-m',
     positiveInt('memory', launch.memory),
+    ...(launch.memoryFile === undefined
+      ? []
+      : [
+          '-object',
+          `memory-backend-file,id=ram0,size=${launch.memory}M,mem-path=${optionValue('memoryFile.path', launch.memoryFile.path)},share=${launch.memoryFile.share ? 'on' : 'off'}`,
+        ]),
     '-smp',
     positiveInt('cpus', launch.cpus),
     // -nographic with -daemonize fails unless the default devices are off.
@@ -261,6 +286,10 @@ export function buildQemuCommand(launch: QemuLaunch): Command {
   let netdev = launch.isolated ? 'user,id=n0,restrict=on' : 'user,id=n0';
   for (let i = 0; i < launch.ports.length; i++) netdev += hostfwd(launch.ports[i] as PortForward, i);
   args.push('-netdev', netdev, '-device', 'virtio-net-pci,netdev=n0', '-device', 'virtio-rng-pci');
+  if (launch.vmgenid !== undefined) {
+    if (!UUID.test(launch.vmgenid)) throw invalid('vmgenid', 'must be a lower-case UUID');
+    args.push('-device', `vmgenid,id=vmgenid0,guid=${launch.vmgenid}`);
+  }
 
   const ids = new Set<string>();
   for (let i = 0; i < launch.disks.length; i++) {
@@ -298,6 +327,8 @@ export function buildQemuCommand(launch: QemuLaunch): Command {
     );
   }
 
+  // `defer`: the migration source is given over QMP once capabilities are set (see template/).
+  if (launch.incoming) args.push('-incoming', 'defer');
   args.push('-daemonize', '-pidfile', optionValue('paths.pidFile', paths.pidFile));
 
   if (launch.extraArgs !== undefined && launch.extraArgs.length > 0) {

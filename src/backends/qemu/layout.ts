@@ -4,9 +4,10 @@
  * run prints is what a create runs.
  */
 import { basename, join } from 'node:path';
+import { LocalVmError } from '../../errors.js';
 import type { QemuAccel, QemuLaunch } from './cmdline.js';
 import type { Arch, VmSpec } from '../../schema.js';
-import type { BootRecord, VmPaths } from './state.js';
+import type { BootRecord, TemplateLink, VmPaths } from './state.js';
 
 /** `config.qemuBinary` is the binary itself or a directory holding `qemu-system-<arch>`. */
 export function qemuBinaryFor(configured: string | undefined, arch: Arch): string {
@@ -46,11 +47,32 @@ export interface LaunchInputs {
   seedImage?: string | undefined;
   stateDisk?: string | undefined;
   paths: VmPaths;
+  template?: TemplateLink | undefined;
 }
 
-/** The QEMU launch of a VM: the one place a VM record becomes a command line. */
-export function launchFor(vm: LaunchInputs, accel: QemuAccel, qemuBinary: string | undefined): QemuLaunch {
+/**
+ * The QEMU launch of a VM: the one place a VM record becomes a command line. A template's
+ * source and its clones keep RAM in the template's file (shared on the source, private on a
+ * clone) and carry a VM generation id; `incoming` makes a clone wait for its device state.
+ */
+export function launchFor(
+  vm: LaunchInputs,
+  accel: QemuAccel,
+  qemuBinary: string | undefined,
+  options: { incoming?: boolean } = {},
+): QemuLaunch {
   const { boot, paths: p } = vm;
+  // QEMU would grow (ftruncate) the template's RAM file for a larger memory: never launch that.
+  if (vm.template && vm.template.memory !== vm.spec.memory) {
+    throw new LocalVmError(
+      'VALIDATION',
+      `${vm.name} is a clone of template ${vm.template.name}: its memory is the template's ${vm.template.memory} MiB`,
+      {
+        vm: vm.name,
+        issues: [{ property: 'memory', reason: `must be ${vm.template.memory} (the template's RAM file)` }],
+      },
+    );
+  }
   return {
     name: vm.name,
     arch: vm.arch,
@@ -74,5 +96,12 @@ export function launchFor(vm: LaunchInputs, accel: QemuAccel, qemuBinary: string
     ...(vm.stateDisk ? { stateDisk: vm.stateDisk } : {}),
     paths: { dir: p.dir, qmpSocket: p.qmpSocket, qgaSocket: p.qgaSocket, consoleLog: p.consoleLog, pidFile: p.pidFile },
     qemuBinary: qemuBinaryFor(qemuBinary, vm.arch),
+    ...(vm.template
+      ? {
+          memoryFile: { path: vm.template.ramFile, share: vm.template.role === 'source' },
+          vmgenid: vm.template.vmgenid,
+          ...(options.incoming ? { incoming: true } : {}),
+        }
+      : {}),
   };
 }

@@ -20,6 +20,8 @@ import { qemuImg } from './qemuImg.js';
 import { QEMU_BACKEND } from './register.js';
 import { findIsoTool, seedImageFor, seedIsoCommand } from './seed.js';
 import { RECORD_VERSION, vmsDir, type BootRecord, type VmPaths, type VmRecord } from './state.js';
+import { planCloneCreate } from './template/clonePlan.js';
+import type { CloneAction } from './template/restore.js';
 
 /** What a step does, for the executor. Kept out of `summary`: records hold user-data. */
 export type QemuAction =
@@ -43,6 +45,7 @@ export type QemuAction =
   | { kind: 'kill'; pid: number }
   | { kind: 'mark-stopped'; record: VmRecord }
   | { kind: 'remove'; paths: string[] }
+  | CloneAction
   | { kind: 'none' };
 
 export interface QemuStep extends PlanStep {
@@ -163,6 +166,8 @@ async function launchSteps(host: QemuHost, record: VmRecord, mode: PlanMode): Pr
 
 /** Plans creating `spec`. ALREADY_EXISTS when the name is taken; NOT_FOUND for missing boot files. */
 export async function planCreate(host: QemuHost, spec: VmSpec, mode: PlanMode): Promise<QemuPlan> {
+  // A clone restores its template instead of booting (see template/clonePlan.ts).
+  if (spec.template !== undefined) return planCloneCreate(host, { ...spec, template: spec.template }, mode);
   const name = spec.name;
   const p = host.paths(name);
   if (await exists(p.dir)) throw alreadyExists(name);

@@ -63,6 +63,19 @@ export interface VmRecord {
   accelReason?: string | undefined;
   lastError?: string | undefined;
   paths: VmPaths;
+  /** Set on a template's source VM and on its clones (see template/). */
+  template?: TemplateLink | undefined;
+}
+
+/** How a VM is tied to a template: its RAM file, and the VM generation id it runs with. */
+export interface TemplateLink {
+  name: string;
+  /** `source` while a template is being frozen from this VM (RAM shared into the file); `clone` after. */
+  role: 'source' | 'clone';
+  ramFile: string;
+  /** MiB: the RAM file's size, which the VM's memory must equal. */
+  memory: number;
+  vmgenid: string;
 }
 
 /** True when a NUL-separated /proc cmdline has `-name` whose guest name is `name`. Pure. */

@@ -22,6 +22,7 @@ interface CreateOptions extends CreateExtras {
   cpus?: string;
   port?: string[];
   userData?: string;
+  template?: string;
   wait: boolean;
   readyTimeout?: string;
 }
@@ -38,7 +39,7 @@ async function requestedSpec(
   const base = opts.file ? parseSpecFile((await readHostFile(opts.file, 'file')).toString('utf8'), opts.file) : {};
   const vmName = name ?? (typeof base.name === 'string' ? base.name : undefined);
   if (vmName === undefined) {
-    throw new LocalVmError('VALIDATION', 'create needs a VM name: give NAME, or name: in the -f file', {
+    throw new LocalVmError('VALIDATION', "missing required argument 'name': give NAME, or name: in the -f file", {
       issues: [{ property: 'name', reason: 'missing' }],
     });
   }
@@ -48,7 +49,11 @@ async function requestedSpec(
     const warning = checkUserData(userData, opts.userData);
     if (warning) cli.err(`warning: ${warning}\n`);
   }
-  return parseVmSpec(mergeCreateSpec(base, buildCreateSpec(vmName, opts, backend), opts, userData));
+  const flags = {
+    ...buildCreateSpec(vmName, opts, backend),
+    ...(opts.template !== undefined ? { template: opts.template } : {}),
+  };
+  return parseVmSpec(mergeCreateSpec(base, flags, opts, userData));
 }
 
 const KEPT_HELP = `
@@ -106,6 +111,7 @@ export function registerCreate(program: Commander, cli: CliSession): void {
       'a command that must exit 0 before the VM is ready: words, or a JSON array (repeatable)',
       repeat,
     )
+    .option('--template <T>', 'restore template T instead of booting (see `localvm template`)')
     .option('--no-wait', 'return once the VM is started, without waiting for the guest agent')
     .option('--ready-timeout <duration>', "how long to wait until ready: 500ms, 30s, 2m (default the spec's, 120 s)")
     .addHelpText('after', KEPT_HELP)

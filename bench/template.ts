@@ -1,0 +1,100 @@
+/**
+ * Templates against cold boots, measured in the same run on the same machine.
+ *
+ *   template: createTemplate (boot to agent, freeze) time and size on disk.
+ *   cold:     createVm + waitForVmReady of the tiny guest, booted.
+ *   clone:    createVm({ template }) + waitForVmReady, restored. Cold and clone alternate.
+ *   burst:    10 clones created concurrently: wall time until all are ready, and each one's time.
+ *   rss:      resident memory (VmRSS) of a clone's QEMU vs a booted VM's, both idle and ready.
+ *
+ * Prints medians, p95 and ratios and writes bench/results/template.json.
+ * Run: npx tsx bench/template.ts [runs=10]   (needs the tiny image: localvm image build)
+ */
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig } from '../src/config.js';
+import { realClock, type OperationContext } from '../src/context.js';
+import { createTemplate, deleteTemplate } from '../src/operations/template.js';
+import { createVm, deleteVm, listVms, vmInfo, waitForVmReady } from '../src/operations/vm.js';
+import { createExecaRunner } from '../src/runner.js';
+
+const runs = Number(process.argv[2] ?? 10);
+const MEMORY = 256;
+const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
+const median = (xs: number[]) => {
+  const s = sorted(xs);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+const p95 = (xs: number[]) => sorted(xs)[Math.min(xs.length - 1, Math.ceil(xs.length * 0.95) - 1)]!;
+const round = (x: number) => Math.round(x);
+
+async function rssKiB(pid: number | undefined): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
+}
+
+const home = await mkdtemp(join(tmpdir(), 'lvm-bench-tpl-'));
+const ctx: OperationContext = {
+  config: loadConfig({ ...process.env, LOCALVM_HOME: home }),
+  runner: createExecaRunner(),
+  clock: realClock,
+};
+
+async function timed(name: string, input: Parameters<typeof createVm>[0]): Promise<number> {
+  const started = performance.now();
+  await createVm(input, ctx);
+  await waitForVmReady(name, {}, ctx);
+  return performance.now() - started;
+}
+
+try {
+  let started = performance.now();
+  const template = await createTemplate({ name: 'bench', spec: { memory: MEMORY } }, ctx);
+  const templateMs = performance.now() - started;
+
+  const cold: number[] = [];
+  const clone: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    cold.push(await timed(`cold-${i}`, { name: `cold-${i}`, memory: MEMORY }));
+    clone.push(await timed(`clone-${i}`, { name: `clone-${i}`, template: 'bench' }));
+    // Keep one of each for RSS; the rest go so they do not slow the next runs.
+    if (i > 0) {
+      await deleteVm(`cold-${i}`, ctx);
+      await deleteVm(`clone-${i}`, ctx);
+    }
+  }
+  // Settle a little, so both VMs are idle when their RSS is read.
+  await new Promise((r) => setTimeout(r, 2_000));
+  const rssCold = await rssKiB((await vmInfo('cold-0', ctx)).pid);
+  const rssClone = await rssKiB((await vmInfo('clone-0', ctx)).pid);
+  await deleteVm('cold-0', ctx);
+  await deleteVm('clone-0', ctx);
+
+  started = performance.now();
+  const burst = await Promise.all(
+    Array.from({ length: 10 }, (_, i) => timed(`burst-${i}`, { name: `burst-${i}`, template: 'bench' })),
+  );
+  const burstWallMs = performance.now() - started;
+  for (let i = 0; i < 10; i++) await deleteVm(`burst-${i}`, ctx);
+  await deleteTemplate('bench', ctx);
+
+  const results = {
+    date: new Date().toISOString(),
+    runs,
+    memoryMiB: MEMORY,
+    template: { createMs: round(templateMs), sizeBytes: template.sizeBytes, stateBytes: template.stateBytes },
+    coldReadyMs: { median: round(median(cold)), p95: round(p95(cold)), all: cold.map(round) },
+    cloneReadyMs: { median: round(median(clone)), p95: round(p95(clone)), all: clone.map(round) },
+    speedup: Number((median(cold) / median(clone)).toFixed(1)),
+    burst10: { wallMs: round(burstWallMs), median: round(median(burst)), p95: round(p95(burst)) },
+    rssKiB: { cold: rssCold, clone: rssClone, ratio: Number((rssClone / rssCold).toFixed(2)) },
+  };
+  console.log(JSON.stringify(results, null, 2));
+  await writeFile(join(import.meta.dirname, 'results', 'template.json'), `${JSON.stringify(results, null, 2)}\n`);
+} finally {
+  // A failed run must not leave QEMU processes behind.
+  for (const vm of await listVms(ctx).catch(() => [])) await deleteVm(vm.name, ctx).catch(() => undefined);
+  await rm(home, { recursive: true, force: true });
+}

@@ -1,0 +1,240 @@
+/**
+ * Making a template from a spec: a fresh VM is booted with its RAM in the template's file
+ * (`share=on`), waited for until its agent answers, given the setup commands, then frozen:
+ * `stop`, x-ignore-shared, the device state migrated to the template's `state` file, `quit`.
+ * Its disks become the template's read-only backing files. The build VM is planned and
+ * launched by the ordinary create plan (so its device layout is a normal VM's), under a
+ * private state root inside the template directory, and removed when it is frozen.
+ */
+import { randomUUID } from 'node:crypto';
+import { chmod, mkdir, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { isLocalVmError, LocalVmError } from '../../../errors.js';
+import { exists } from '../../../host/fs.js';
+import { mkdirPrivate } from '../../../host/privateDir.js';
+import type { VmSpec } from '../../../schema.js';
+import { poll } from '../../../time/poll.js';
+import { applySteps } from '../apply.js';
+import { buildQemuCommand } from '../cmdline.js';
+import { agentTransport } from '../guest.js';
+import { createQemuHost, type QemuHost } from '../host.js';
+import { launchFor } from '../layout.js';
+import { killHard, waitGone } from '../observe.js';
+import { planCreate, type QemuStep } from '../plan.js';
+import { readPidFile, type TemplateLink, type VmRecord } from '../state.js';
+import { depsOf } from './compat.js';
+import { awaitMigration, ignoreShared, receiveToFile, unixUri } from './migrate.js';
+import {
+  bootFilesOf,
+  bootIdentity,
+  fileSha256,
+  qemuVersion,
+  templateLockName,
+  templatePaths,
+  templatesDir,
+  writeTemplate,
+  type TemplateRecord,
+} from './store.js';
+
+export interface TemplateCreateInput {
+  name: string;
+  spec: VmSpec;
+  setup: string[][];
+}
+
+/** The create plan's steps with the VM turned into a template source (RAM in `link.ramFile`, shared). */
+function asSource(steps: QemuStep[], link: TemplateLink, qemuBinary: string | undefined): QemuStep[] {
+  return steps.map((step) => {
+    const a = step.action;
+    if (a.kind === 'write-record') return { ...step, action: { ...a, record: { ...a.record, template: link } } };
+    if (a.kind !== 'launch') return step;
+    const record: VmRecord = { ...a.record, template: link };
+    const command = buildQemuCommand(launchFor(record, a.accel.accel, qemuBinary));
+    return { ...step, command, action: { ...a, record } };
+  });
+}
+
+/**
+ * Creates template `input.name`. ALREADY_EXISTS when it exists (or is being made by another
+ * process); a failure at any point removes everything it made, the build VM included.
+ */
+export async function createTemplate(host: QemuHost, input: TemplateCreateInput): Promise<TemplateRecord> {
+  const { name, setup } = input;
+  const tp = templatePaths(host.config.stateDir, name);
+  if (input.spec.userData !== undefined) {
+    throw new LocalVmError('UNSUPPORTED', 'templates of specs with userData are not supported yet', {
+      hint: 'run the configuration as --setup commands instead',
+    });
+  }
+  return host.lifecycle(templateLockName(name), 'template create', async () => {
+    if (await exists(tp.dir)) {
+      throw new LocalVmError('ALREADY_EXISTS', `a template named ${name} already exists`, {
+        hint: `delete it first (localvm template delete ${name}) or use another name`,
+        details: { template: name },
+      });
+    }
+    const started = performance.now();
+    await mkdirPrivate(templatesDir(host.config.stateDir));
+    await mkdir(tp.dir, { mode: 0o700 });
+    const build = createQemuHost({
+      config: { ...host.config, stateDir: tp.build },
+      runner: host.runner,
+      log: host.log,
+      findImage: host.findImage,
+      agentLingerMs: 0,
+    });
+    const spec: VmSpec = { ...input.spec, name, ports: [], labels: {} };
+    let record: VmRecord | undefined;
+    try {
+      const link: TemplateLink = { name, role: 'source', ramFile: tp.ram, memory: spec.memory, vmgenid: randomUUID() };
+      const steps = asSource((await planCreate(build, spec, { probe: true })).steps, link, host.config.qemuBinary);
+      const launchStep = steps.find((s) => s.action.kind === 'launch');
+      if (launchStep?.action.kind !== 'launch') throw new LocalVmError('INTERNAL', 'create plan has no launch');
+      record = launchStep.action.record;
+      const launch = launchFor(record, launchStep.action.accel.accel, host.config.qemuBinary);
+      await applySteps(build, name, steps);
+      await awaitAgent(build, name, spec.timeouts.readyMs);
+      await settle(build, name);
+      await runSetup(build, name, setup, spec.timeouts.execMs);
+      const stateBytes = await freeze(build, record, tp.state);
+      const disks = await freezeDisks(record, tp.dir);
+      const template: TemplateRecord = {
+        version: 1,
+        name,
+        createdAt: new Date().toISOString(),
+        spec: input.spec,
+        setup,
+        deps: depsOf(
+          launch,
+          await qemuVersion(host.runner, launch.qemuBinary ?? `qemu-system-${launch.arch}`),
+          await bootIdentity(bootFilesOf(spec, record.boot)),
+        ),
+        boot:
+          record.boot.kind === 'kernel'
+            ? record.boot
+            : { kind: 'disk', image: join(tp.dir, 'root.qcow2'), format: 'qcow2' },
+        disks,
+        stateBytes,
+        stateSha256: await fileSha256(tp.state),
+        createMs: Math.round(performance.now() - started),
+      };
+      await rename(record.paths.consoleLog, tp.consoleLog).catch(() => undefined);
+      await removeBuild(build, record, tp.build);
+      await writeTemplate(host.config.stateDir, template);
+      return template;
+    } catch (error) {
+      if (record) await killHard(name, await readPidFile(record.paths.pidFile));
+      if (record) await removeBuild(build, record, tp.build);
+      await rm(tp.dir, { recursive: true, force: true });
+      throw error;
+    }
+  });
+}
+
+async function removeBuild(build: QemuHost, record: VmRecord, dir: string): Promise<void> {
+  await build.sessions.drop(record.paths.qgaSocket);
+  if (record.paths.socketDir) await rm(record.paths.socketDir, { recursive: true, force: true });
+  await rm(dir, { recursive: true, force: true });
+}
+
+/** Waits until the build VM's agent answers (the same probe readiness uses). */
+async function awaitAgent(build: QemuHost, name: string, timeoutMs: number): Promise<void> {
+  const guest = agentTransport(build, name);
+  let last = '';
+  await poll(
+    async () => {
+      const r = await guest.probe(5_000);
+      last = r.detail;
+      if (r.ready) return true;
+      if (r.detail.startsWith('process not running'))
+        throw new LocalVmError('COMMAND_FAILED', `the template's VM stopped while booting: ${r.detail}`);
+      return undefined;
+    },
+    {
+      what: `the template VM ${name} to answer`,
+      timeoutMs,
+      initialMs: 20,
+      maxMs: 500,
+      onTimeout: () => new LocalVmError('TIMEOUT', `the template VM ${name} did not answer: ${last}`),
+    },
+  );
+}
+
+// The tiny guest brings its network up in the background after the agent answers: wait
+// (bounded, best effort) until a non-loopback interface has an address, so clones do not
+// each repeat the DHCP exchange half-way through.
+const SETTLE_SCRIPT =
+  'i=0; while [ $i -lt 100 ]; do ip -4 addr 2>/dev/null | grep -v " lo" | grep -q "inet " && exit 0; sleep 0.1; i=$((i+1)); done; exit 0';
+
+async function settle(build: QemuHost, name: string): Promise<void> {
+  await agentTransport(build, name)
+    .exec(['/bin/sh', '-c', SETTLE_SCRIPT], { timeoutMs: 15_000 })
+    .catch((error: unknown) => build.log(`${name}: network settle skipped: ${(error as Error).message}`));
+}
+
+async function runSetup(build: QemuHost, name: string, setup: string[][], timeoutMs: number): Promise<void> {
+  const guest = agentTransport(build, name);
+  for (const argv of setup) {
+    const r = await guest.exec(argv, { timeoutMs });
+    if (r.exitCode !== 0) {
+      throw new LocalVmError('COMMAND_FAILED', `template setup command ${JSON.stringify(argv)} exited ${r.exitCode}`, {
+        details: { argv, stdout: r.stdout.slice(-2000), stderr: r.stderr.slice(-2000) },
+      });
+    }
+  }
+}
+
+/**
+ * Stops the build VM and migrates its device state to `file` (RAM stays in the shared file:
+ * x-ignore-shared), then quits it. Returns the state's size in bytes.
+ */
+async function freeze(build: QemuHost, record: VmRecord, file: string): Promise<number> {
+  const name = record.name;
+  const p = record.paths;
+  // The agent connection is closed first, so clones start with no agent client attached, as they find it.
+  await build.sessions.drop(p.qgaSocket);
+  const socket = join(dirname(p.qmpSocket), 'mig.sock');
+  const receiver = await receiveToFile(socket, file);
+  try {
+    await build.qmpSession(name, p, 60_000, async (qmp) => {
+      await qmp.execute('stop');
+      await ignoreShared(qmp);
+      await qmp.execute('migrate', { uri: unixUri(socket) });
+      await awaitMigration(
+        qmp,
+        60_000,
+        (why) => new LocalVmError('COMMAND_FAILED', `saving template ${name}'s device state failed: ${why}`),
+      );
+    });
+    const bytes = await receiver.done;
+    await build.qmp(name, p, 'quit', undefined, 5_000).catch(() => undefined);
+    if (!(await waitGone(name, record.pid ?? (await readPidFile(p.pidFile)), 10_000)))
+      await killHard(name, await readPidFile(p.pidFile));
+    return bytes;
+  } catch (error) {
+    if (isLocalVmError(error)) throw error;
+    throw new LocalVmError(
+      'COMMAND_FAILED',
+      `saving template ${name}'s device state failed: ${(error as Error).message}`,
+      {
+        cause: error,
+      },
+    );
+  } finally {
+    receiver.close();
+  }
+}
+
+/** Moves the build VM's disks into the template directory as read-only files (the clones' backing files). */
+async function freezeDisks(record: VmRecord, dir: string): Promise<TemplateRecord['disks']> {
+  const disks: TemplateRecord['disks'] = [];
+  const move = async (id: string, from: string, file: string) => {
+    const to = join(dir, file);
+    await rename(from, to);
+    await chmod(to, 0o400);
+    disks.push({ id, path: to, format: 'qcow2' });
+  };
+  if (record.boot.kind === 'disk') await move('root', record.boot.image, 'root.qcow2');
+  for (const d of record.disks) await move(d.id, d.path, basename(d.path));
+  return disks;
+}
