@@ -57,3 +57,4 @@ export {
   snapshotVm,
 } from './operations/snapshot.js';
 export { addDisk, listDisks, parseDisk, parseDiskName, removeDisk, type DiskInput } from './operations/disk.js';
+export * from './operations/doctor.js';
