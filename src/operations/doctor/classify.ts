@@ -124,7 +124,7 @@ export function classifyHome(facts: HomeFacts): Finding[] {
       severity: 'info',
       path: img.dir,
       seen: `image ${img.name} built ${img.builtAt} (${img.sizeBytes} bytes) is used by no VM of this home and is not the current build`,
-      fix: `remove it by hand (rm -r ${img.dir}) if no other LOCALVM_HOME uses it`,
+      fix: `rm -r ${img.dir}, if no other LOCALVM_HOME uses it`,
       fixable: false,
       needsForce: false,
     });
