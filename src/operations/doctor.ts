@@ -12,7 +12,9 @@ import { applyFixes, findingKey } from './doctor/fix.js';
 import { gatherHome } from './doctor/gather.js';
 import type { DoctorFinding, Finding } from './doctor/types.js';
 
-export type { DoctorAction, DoctorCode, DoctorFinding, Finding, Severity } from './doctor/types.js';
+const open = (fs: Finding[]): DoctorFinding[] => fs.map((f) => ({ ...f, status: 'open' }));
+
+export type { DoctorAction, DoctorCode, DoctorFinding, Severity as DoctorSeverity } from './doctor/types.js';
 
 export interface DoctorOptions {
   /** Repair what is safe (and with `force` also what may lose data); default: only report. */
@@ -27,7 +29,7 @@ export interface DoctorReport {
   /** What was found, each with its status (`open` unless `fix` ran). */
   findings: DoctorFinding[];
   /** What is still seen at the end (after `fix`: looked at again). */
-  left: Finding[];
+  left: DoctorFinding[];
   /** No finding left but `info` ones. */
   coherent: boolean;
 }
@@ -41,7 +43,7 @@ export async function doctor(options: DoctorOptions = {}, ctx?: Partial<Operatio
   const c = withDefaults(ctx);
   const found = classifyHome(await gatherHome(c.config));
   if (!options.fix) {
-    return { findings: found.map((f) => ({ ...f, status: 'open' })), left: found, coherent: !found.some(isProblem) };
+    return { findings: open(found), left: open(found), coherent: !found.some(isProblem) };
   }
   const host = createQemuHost({ config: c.config, runner: c.runner, log: c.log });
   const fixed = await applyFixes(host, found, {
@@ -56,7 +58,10 @@ export async function doctor(options: DoctorOptions = {}, ctx?: Partial<Operatio
       ? { ...f, status: 'failed', outcome: `${f.outcome ?? 'fixed'}, but still seen` }
       : f,
   );
-  return { findings, left, coherent: !left.some(isProblem) };
+  // What a fix revealed (or what appeared meanwhile) is said too, so the output explains the exit code.
+  const seen = new Set(fixed.map(findingKey));
+  const revealed = open(left.filter((f) => !seen.has(findingKey(f))));
+  return { findings: [...findings, ...revealed], left: open(left), coherent: !left.some(isProblem) };
 }
 
 /** The exit code of `localvm doctor`: 0 when coherent, 1 when findings are left. Pure. */

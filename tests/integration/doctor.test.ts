@@ -22,10 +22,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createQemuBackend, type QemuBackend } from '../../src/backends/qemu/index.js';
 import { findTinyImage } from '../../src/backends/qemu/image/index.js';
 import { qemuImg } from '../../src/backends/qemu/qemuImg.js';
-import { readRecord, writeRecord } from '../../src/backends/qemu/state.js';
+import { buildQemuCommand } from '../../src/backends/qemu/cmdline.js';
+import { launchFor } from '../../src/backends/qemu/layout.js';
+import { readPidFile, readRecord, writeRecord } from '../../src/backends/qemu/state.js';
 import { runCli } from '../../src/cli/program.js';
 import { loadConfig, type LocalVmConfig } from '../../src/config.js';
-import { processStartTime } from '../../src/host/proc.js';
+import { probeProcess, processStartTime } from '../../src/host/proc.js';
 import type { DoctorFinding } from '../../src/operations/doctor.js';
 import { scanQemus } from '../../src/operations/doctor/gather.js';
 import { createExecaRunner, runChecked } from '../../src/runner.js';
@@ -165,6 +167,39 @@ describe.skipIf(skip)('localvm doctor (real QEMU, files and processes)', () => {
     );
     expect(fixed.find((f) => f.code === 'RECORD_RUNNING_QEMU_DEAD')?.outcome).toContain('crashed');
     expect(await backend.info('dr-run')).toMatchObject({ state: 'stopped', reason: 'crashed' });
+  });
+
+  it('a QEMU that died as a zombie (its parent never reaps it): the record is reconciled', async () => {
+    const path = join(config.stateDir, 'vms', 'dr-stop', 'vm.json');
+    const record = await readRecord(path);
+    if (!record) throw new Error('no record');
+    const cmd = buildQemuCommand(launchFor(record, 'tcg', config.qemuBinary));
+    // sh starts QEMU (not daemonized) in the background and becomes `sleep`, which never waits for it.
+    const parent = spawn(
+      'sh',
+      ['-c', '"$0" "$@" & exec sleep 600', cmd.file, ...cmd.args.filter((a) => a !== '-daemonize')],
+      {
+        stdio: 'ignore',
+      },
+    );
+    try {
+      const pid = await waitFor('the pidfile', () => readPidFile(record.paths.pidFile));
+      await writeRecord({ ...record, desiredState: 'running', pid, startedAt: new Date().toISOString() });
+      expect((await doctorCli('--json')).findings).toEqual([]); // coherent while it runs
+      process.kill(pid, 'SIGKILL');
+      await waitFor('a zombie', async () => ((await probeProcess(pid))?.stat?.state === 'Z' ? true : undefined));
+      const fixed = await findFixAndClear(
+        ['RECORD_RUNNING_QEMU_DEAD', 'STALE_SOCKET', 'STALE_SOCKET', 'STALE_PIDFILE'],
+        'dr-stop',
+      );
+      expect(fixed.find((f) => f.code === 'RECORD_RUNNING_QEMU_DEAD')?.seen).toContain(`pid ${pid} is a zombie`);
+      expect(await readRecord(path)).toMatchObject({ desiredState: 'stopped', stopReason: 'crashed' });
+    } finally {
+      parent.kill('SIGKILL');
+    }
+    // Back to a plain stopped VM for the tests below.
+    const now = await readRecord(path);
+    if (now) await writeRecord({ ...now, stopReason: undefined });
   });
 
   it('a removed disk file: found; dropping it from the record needs --force', async () => {

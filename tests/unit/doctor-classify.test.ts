@@ -14,6 +14,9 @@ import { ourQemu, qemuNameOf } from '../../src/operations/doctor/gather.js';
 import { qcow2BackingRange, resolveBacking } from '../../src/operations/doctor/qcow2.js';
 import type { Entry, HomeFacts, QemuFact, SessionFact, VmFacts } from '../../src/operations/doctor/types.js';
 import { parseVmSpec } from '../../src/schema.js';
+import { createQemuHost } from '../../src/backends/qemu/host.js';
+import { loadConfig } from '../../src/config.js';
+import { createRecordingRunner } from '../../src/runner.js';
 
 const STATE = '/home/u/.local/state/localvm';
 const RUN = '/tmp/localvm-0';
@@ -160,6 +163,14 @@ describe('classifyHome: record against process', () => {
     // The same lock held by the caller itself (doctor --fix) does not hide anything.
     expect(codes(home({ vms: [vm(r)], locks, selfHeld: [lock] }))).toEqual(['RECORD_RUNNING_QEMU_DEAD']);
     expect(heldByOther(locks, lock, [])).toBe(true);
+  });
+
+  it('judges busyness by the very lock file the lifecycle takes', () => {
+    const host = createQemuHost({
+      config: loadConfig({}, { stateDir: STATE, runDir: RUN }),
+      runner: createRecordingRunner(),
+    });
+    expect(lifecycleLockPath(STATE, 'web')).toBe(host.lockPath('web', 'lifecycle'));
   });
 });
 
