@@ -57,3 +57,4 @@ export {
   type CreateTemplateInput,
   type TemplateInfo,
 } from './operations/template.js';
+export * from './operations/doctor.js';

@@ -12,6 +12,7 @@ import { registerCp } from './commands/cp.js';
 import { registerCreate } from './commands/create.js';
 import { registerDemo } from './commands/demo.js';
 import { registerDisk } from './commands/disk.js';
+import { registerDoctor } from './commands/doctor.js';
 import { registerExec } from './commands/exec.js';
 import { registerImage } from './commands/image.js';
 import { registerInfo } from './commands/info.js';
@@ -43,6 +44,7 @@ const COMMANDS: readonly RegisterCommand[] = [
   registerTemplate,
   registerDisk,
   registerImage,
+  registerDoctor,
   registerDemo,
 ];
 

@@ -177,7 +177,7 @@ describe('localvm program (fake backend)', () => {
     };
     expect(await commands()).toEqual([
       ...['create', 'start', 'stop', 'restart', 'delete', 'list', 'info', 'console', 'exec', 'shell', 'cp'],
-      ...['qmp', 'cleanup', 'snapshot', 'template', 'disk', 'image', 'demo', 'help'],
+      ...['qmp', 'cleanup', 'snapshot', 'template', 'disk', 'image', 'doctor', 'demo', 'help'],
     ]);
     expect(await commands('snapshot')).toEqual(['create', 'list', 'restore', 'delete', 'help']);
     expect(await commands('template')).toEqual(['create', 'list', 'info', 'delete', 'help']);
