@@ -19,6 +19,7 @@ import { specFingerprint, type VmSpec } from '../schema.js';
 import {
   checkVm,
   diffVm,
+  OWNER_LABEL,
   ownerConflict,
   plain,
   sameValue,
@@ -220,9 +221,18 @@ export async function vmUpdate(id: string, olds: Props, news: Props, ctx?: Ctx):
   });
 }
 
-/** `delete` for Vm. Idempotent: a VM that is already gone is success. */
-export async function vmDelete(id: string, _props: Props, ctx?: Ctx): Promise<void> {
+/**
+ * `delete` for Vm. Idempotent: a VM that is already gone is success. A VM another resource
+ * has since adopted (its owner label names someone else) is left to that owner.
+ */
+export async function vmDelete(id: string, props: Props, ctx?: Ctx): Promise<void> {
   return guarded(async () => {
+    const owner = vmControlOf(props).owner;
+    const current = owner === undefined ? undefined : (await findVm(id, ctx))?.labels[OWNER_LABEL];
+    if (current !== undefined && current !== owner) {
+      warn(`left VM ${id} in place: it is owned by ${current} now, not by ${owner}`);
+      return;
+    }
     // Bounded by the VM's own stop timeout (then a forced stop), which the backend applies.
     await deleteVm(id, ctx);
   });

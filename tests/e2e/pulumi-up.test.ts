@@ -130,6 +130,9 @@ describe.skipIf(skip)('pulumi up through the real provider host (issue 15)', () 
     const adopted = await host.create(urn(VM_TYPE, 'b'), adopting);
     expect(adopted).toMatchObject({ id: vmName, props: { owner: ownerB, state: 'running' } });
     expect((await findVm(vmName, ctx))?.labels[OWNER_LABEL]).toBe(ownerB);
+    // The first owner's delete (its stack destroyed, or the rename's old resource) leaves the VM to its new owner.
+    await host.delete(vmName, urn(VM_TYPE, 'a'), vmOuts);
+    expect((await findVm(vmName, ctx))?.state).toBe('running');
     vmArgs = { ...vmArgs, owner: ownerB, adopt: true };
     vmOuts = adopted.props;
   });

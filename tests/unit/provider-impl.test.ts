@@ -159,6 +159,14 @@ describe('owners', () => {
     const adopting = await impl.vmCheck({}, { name: 'web', image: 'tiny', owner: 'p/dev/b', adopt: true });
     expect((await impl.vmCreate(adopting.inputs, ctx)).outs.owner).toBe('p/dev/b');
     expect(fake.calls.filter((c) => c === 'update web').length).toBe(1);
+    // The first owner's delete leaves the VM to its new owner; the new owner's delete removes it.
+    // (The fake's update keeps no labels: set the owner label the QEMU backend would have written.)
+    fake.vms.get('web')!.info.labels = { 'pulumi.localvm/owner': 'p/dev/b' };
+    const first = await impl.vmCheck({}, { name: 'web', image: 'tiny', owner: 'p/dev/a' });
+    await impl.vmDelete('web', first.inputs, ctx);
+    expect(fake.vms.has('web')).toBe(true);
+    await impl.vmDelete('web', adopting.inputs, ctx);
+    expect(fake.vms.has('web')).toBe(false);
   });
 });
 
