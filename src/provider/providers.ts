@@ -36,6 +36,7 @@ export const vmCommandProvider: pulumi.dynamic.ResourceProvider = {
   check: async (olds, news) => (await loadImpl()).vmCommandCheck(olds, news),
   diff: async (id, olds, news) => (await loadImpl()).vmCommandDiff(id, olds, news),
   create: async (inputs) => (await loadImpl()).vmCommandCreate(inputs),
+  read: async (id, props) => (await loadImpl()).vmCommandRead(id, props ?? {}),
   update: async (id, olds, news) => (await loadImpl()).vmCommandUpdate(id, olds, news),
   delete: async (id, props) => (await loadImpl()).vmCommandDelete(id, props),
 };
@@ -44,6 +45,7 @@ export const vmFileProvider: pulumi.dynamic.ResourceProvider = {
   check: async (olds, news) => (await loadImpl()).vmFileCheck(olds, news),
   diff: async (id, olds, news) => (await loadImpl()).vmFileDiff(id, olds, news),
   create: async (inputs) => (await loadImpl()).vmFileCreate(inputs),
+  read: async (id, props) => (await loadImpl()).vmFileRead(id, props ?? {}),
   update: async (id, olds, news) => (await loadImpl()).vmFileUpdate(id, olds, news),
   delete: async (id, props) => (await loadImpl()).vmFileDelete(id, props),
 };

@@ -65,9 +65,24 @@ export interface VmArgs {
   /** Commands that must exit 0 in the guest before the VM counts as created. */
   readiness?: In<In<ProbeArgs>[]>;
   timeouts?: In<TimeoutsArgs>;
+  /**
+   * Keep the VM running (the default): `up` starts a VM found stopped, e.g. after a refresh.
+   * `false` keeps it stopped.
+   */
+  running?: In<boolean>;
+  /**
+   * Take over a VM of this name that another Pulumi resource owns (another stack, or this
+   * resource before a rename without an alias). Without it, that create fails with CONFLICT.
+   */
+  adopt?: In<boolean>;
 }
 
-/** A local virtual machine. Changing its identity (name, image, ...) replaces it, deleting first. */
+/**
+ * A local virtual machine. Changing its identity (image, disks, ...) replaces it, deleting
+ * first; a new name creates the new VM first. cpus, memory and ports update in place by
+ * restarting it, which loses whatever lived only in the guest (the diff warns). The VM's
+ * labels record which resource owns it (`<project>/<stack>/<resource name>`).
+ */
 export class Vm extends pulumi.dynamic.Resource {
   declare readonly name: pulumi.Output<string>;
   /** The backend the VM runs on (`qemu`, `orbstack`), whatever the input said. */
@@ -83,6 +98,11 @@ export class Vm extends pulumi.dynamic.Resource {
   declare readonly labels: pulumi.Output<Record<string, string>>;
   declare readonly fingerprint: pulumi.Output<string>;
   declare readonly userData: pulumi.Output<string | undefined>;
+  declare readonly owner: pulumi.Output<string>;
+  /** When this instance of the VM was created: another VM under the same name differs. */
+  declare readonly createdAt: pulumi.Output<string>;
+  /** When the VM last booted; changes on every restart (pass it in a VmCommand's triggers to re-run on one). */
+  declare readonly bootedAt: pulumi.Output<string | undefined>;
   declare readonly providerVersion: pulumi.Output<string>;
 
   constructor(name: string, args: VmArgs = {}, opts: pulumi.CustomResourceOptions = {}) {
@@ -93,10 +113,14 @@ export class Vm extends pulumi.dynamic.Resource {
         ...args,
         name: args.name ?? name,
         providerVersion: PROVIDER_VERSION,
+        // The dynamic provider never learns the URN: the owner is spelled out as an input.
+        owner: `${pulumi.getProject()}/${pulumi.getStack()}/${name}`,
         // Output-only properties must be named for Pulumi to expose them.
         state: undefined,
         ip4: undefined,
         fingerprint: undefined,
+        createdAt: undefined,
+        bootedAt: undefined,
         backend: args.backend,
         accel: args.accel,
         ports: args.ports,
@@ -132,9 +156,18 @@ export interface VmCommandArgs {
   /** Keep a non-zero exit instead of failing the resource. */
   allowFailure?: In<boolean>;
   timeoutMs?: In<number>;
+  /**
+   * On a replace (`triggers` or `vm` changed), run the old `delete` before the new `create`.
+   * By default the new `create` runs first and the old `delete` after it, in the same guest.
+   */
+  deleteBeforeReplace?: In<boolean>;
 }
 
-/** A command run inside a VM, like pulumi-command's `Command` but in the guest. */
+/**
+ * A command run inside a VM, like pulumi-command's `Command` but in the guest. It is bound
+ * to the VM's boot: after a restart (or a VM recreated under the same name) `up` runs
+ * `create` again, and a refresh drops it.
+ */
 export class VmCommand extends pulumi.dynamic.Resource {
   declare readonly vm: pulumi.Output<string>;
   declare readonly stdout: pulumi.Output<string>;
@@ -167,7 +200,11 @@ export interface VmFileArgs {
   timeoutMs?: In<number>;
 }
 
-/** A file inside a VM. Changing its content, source or path replaces it; delete removes it. */
+/**
+ * A file inside a VM. New content (or source bytes) is written in place; another path or
+ * VM replaces it. Delete removes it only while it still holds what was written. A refresh
+ * drops it when the guest lost it or holds other bytes, so `up` writes it again.
+ */
 export class VmFile extends pulumi.dynamic.Resource {
   declare readonly vm: pulumi.Output<string>;
   declare readonly path: pulumi.Output<string>;

@@ -77,6 +77,12 @@ describe('the example stack under mocks (compiled as its README says)', () => {
     // Output-only properties are not inputs.
     expect(server).not.toHaveProperty('state');
     expect(server).not.toHaveProperty('ip4');
+    expect(server).not.toHaveProperty('bootedAt');
+  });
+
+  it('names the owner of each VM: project, stack and resource name (the provider never sees the URN)', () => {
+    expect(byName(registered, 'server').inputs.owner).toBe('localvm-mock/dev/server');
+    expect(byName(registered, 'client').inputs.owner).toBe('localvm-mock/dev/client');
   });
 
   it('wires the command and file to the VMs through their outputs', () => {

@@ -86,7 +86,7 @@ describe('Vm', () => {
     expect(read.props).toMatchObject({ state: 'stopped', memory: 512 });
   });
 
-  it('update of memory goes through updateVm; a label change does not touch the VM', async () => {
+  it('update of memory goes through updateVm; a label change is written to the VM without a stop', async () => {
     const { created } = await createVm();
     const { inputs: bigger } = await impl.vmCheck(created.outs, { ...created.outs, memory: 512, state: undefined });
     const diff = await impl.vmDiff('web', created.outs, bigger);
@@ -97,15 +97,22 @@ describe('Vm', () => {
     expect(fake.calls.filter((c) => c === 'update web').length).toBe(1);
 
     const { inputs: labelled } = await impl.vmCheck(updated.outs, { name: 'web', memory: 512, labels: { a: 'b' } });
+    const stops = fake.calls.filter((c) => c === 'stop web').length;
     await impl.vmUpdate('web', updated.outs, labelled, ctx);
-    expect(fake.calls.filter((c) => c === 'update web').length).toBe(1);
+    expect(fake.calls.filter((c) => c === 'update web').length).toBe(2);
+    expect(fake.vms.get('web')!.info.memory).toBe(512);
+    expect(fake.calls.filter((c) => c === 'stop web').length).toBe(stops);
   });
 
-  it('a label change on a stopped VM leaves it stopped', async () => {
+  it('a label change on a stopped VM leaves it stopped when running is false, and starts it by default', async () => {
     const { created } = await createVm();
     const vm = fake.vms.get('web')!;
     vm.info = { ...vm.info, state: 'stopped' };
-    const { inputs } = await impl.vmCheck(created.outs, { name: 'web', labels: { a: 'b' } });
+    const started = await impl.vmUpdate('web', created.outs, (await impl.vmCheck({}, { name: 'web' })).inputs, ctx);
+    expect(started.outs.state).toBe('running');
+    vm.info = { ...vm.info, state: 'stopped' };
+    fake.calls.length = 0;
+    const { inputs } = await impl.vmCheck(created.outs, { name: 'web', labels: { a: 'b' }, running: false });
     const updated = await impl.vmUpdate('web', created.outs, inputs, ctx);
     expect(updated.outs).toMatchObject({ state: 'stopped', labels: { a: 'b' } });
     expect(fake.calls).not.toContain('start web');
@@ -140,6 +147,51 @@ describe('Vm', () => {
     await impl.vmDelete('web', created.outs, ctx);
     await impl.vmDelete('web', created.outs, ctx);
     expect(fake.vms.has('web')).toBe(false);
+  });
+});
+
+describe('owners', () => {
+  it('a VM owned by another resource is refused with CONFLICT, and adopted with adopt: true', async () => {
+    await createVm({ owner: 'p/dev/a' });
+    const { inputs } = await impl.vmCheck({}, { name: 'web', image: 'tiny', owner: 'p/dev/b' });
+    await expect(impl.vmCreate(inputs, ctx)).rejects.toThrow(/^CONFLICT: VM web exists and is owned by p\/dev\/a/);
+    expect(fake.calls.filter((c) => c.startsWith('create ')).length).toBe(1);
+    const adopting = await impl.vmCheck({}, { name: 'web', image: 'tiny', owner: 'p/dev/b', adopt: true });
+    expect((await impl.vmCreate(adopting.inputs, ctx)).outs.owner).toBe('p/dev/b');
+    expect(fake.calls.filter((c) => c === 'update web').length).toBe(1);
+    // The first owner's delete leaves the VM to its new owner; the new owner's delete removes it.
+    // (The fake's update keeps no labels: set the owner label the QEMU backend would have written.)
+    fake.vms.get('web')!.info.labels = { 'pulumi.localvm/owner': 'p/dev/b' };
+    const first = await impl.vmCheck({}, { name: 'web', image: 'tiny', owner: 'p/dev/a' });
+    await impl.vmDelete('web', first.inputs, ctx);
+    expect(fake.vms.has('web')).toBe(true);
+    await impl.vmDelete('web', adopting.inputs, ctx);
+    expect(fake.vms.has('web')).toBe(false);
+  });
+});
+
+describe('dependents notice their VM', () => {
+  it('a VmFile changed in the guest is dropped by refresh, and its delete leaves the other content', async () => {
+    await createVm();
+    const { inputs } = await impl.vmFileCheck({}, { vm: 'web', path: '/etc/motd', content: 'mine' });
+    const f = await impl.vmFileCreate(inputs, ctx);
+    expect((await impl.vmFileRead(f.id, f.outs, ctx)).id).toBe(f.id);
+    fake.vms.get('web')!.files.set('/etc/motd', new TextEncoder().encode('theirs'));
+    expect(await impl.vmFileRead(f.id, f.outs, ctx)).toEqual({});
+    await impl.vmFileDelete(f.id, f.outs, ctx);
+    expect(fake.calls).not.toContain('exec web rm -f -- /etc/motd');
+  });
+
+  it('a VmCommand is dropped by refresh when its VM is another instance', async () => {
+    await createVm();
+    fake.vms.get('web')!.info.createdAt = 'c1';
+    const { inputs } = await impl.vmCommandCheck({}, { vm: 'web', create: ['true'] });
+    const c = await impl.vmCommandCreate(inputs, ctx);
+    expect(c.outs.vmCreatedAt).toBe('c1');
+    expect((await impl.vmCommandRead(c.id, c.outs, ctx)).id).toBe(c.id);
+    fake.vms.get('web')!.info.createdAt = 'c2';
+    expect(await impl.vmCommandRead(c.id, c.outs, ctx)).toEqual({});
+    expect((await impl.vmCommandDiff(c.id, c.outs, inputs, ctx)).changes).toBe(true);
   });
 });
 
@@ -215,9 +267,12 @@ describe('VmFile', () => {
     const { inputs } = await impl.vmFileCheck({}, { vm: 'web', path: '/etc/motd', source });
     const f = await impl.vmFileCreate(inputs, ctx);
     expect(f.outs.sha256).toBe(sha256('v1'));
-    expect((await impl.vmFileDiff(f.id, f.outs, inputs)).changes).toBe(false);
+    expect((await impl.vmFileDiff(f.id, f.outs, inputs, ctx)).changes).toBe(false);
     writeFileSync(source, 'v2');
-    expect((await impl.vmFileDiff(f.id, f.outs, inputs)).replaces).toEqual(['source']);
+    expect(await impl.vmFileDiff(f.id, f.outs, inputs, ctx)).toMatchObject({ changes: true, replaces: [] });
+    const updated = await impl.vmFileUpdate(f.id, f.outs, inputs, ctx);
+    expect(updated.outs.sha256).toBe(sha256('v2'));
+    expect(new TextDecoder().decode(fake.vms.get('web')!.files.get('/etc/motd'))).toBe('v2');
   });
 });
 

@@ -11,7 +11,13 @@ import {
   diffVm,
   diffVmCommand,
   diffVmFile,
+  fileUpdateRewrites,
+  commandUpdateReruns,
+  ownerConflict,
   unknownPaths,
+  vmInstanceDrift,
+  vmSpecOf,
+  OWNER_LABEL,
 } from '../../src/provider/logic.js';
 
 const providerKeys = { __provider: 'exports.handler = () => ({})', providerVersion: '0.1.0' };
@@ -94,7 +100,6 @@ describe('diffVm', () => {
 
   it.each([
     ['image', '/images/other.qcow2'],
-    ['name', 'web2'],
     ['arch', 'aarch64'],
     ['userData', '#cloud-config\n'],
     ['user', 'alice'],
@@ -104,6 +109,36 @@ describe('diffVm', () => {
     const d = diffVm(storedVm(), checkedVm({ [key]: value }));
     expect(d.replaces).toEqual([key]);
     expect(d.deleteBeforeReplace).toBe(true);
+  });
+
+  it('a new name replaces creating first, unless the two VMs would forward the same host port', () => {
+    expect(diffVm(storedVm(), checkedVm({ name: 'web2' }))).toMatchObject({
+      replaces: ['name'],
+      deleteBeforeReplace: false,
+    });
+    const port = [{ host: 18080, guest: 80 }];
+    const d = diffVm(storedVm({ ports: port }), checkedVm({ name: 'web2', ports: port }));
+    expect(d).toMatchObject({ replaces: ['name'], deleteBeforeReplace: true });
+    // Not known yet (preview): the same name may come back, so delete first.
+    expect(diffVm(storedVm(), checkVm({ ...providerKeys, name: UNKNOWN }).inputs).deleteBeforeReplace).toBe(true);
+  });
+
+  it('running (default true) against the observed state: a stopped VM is started by the next up', () => {
+    expect(diffVm({ ...storedVm(), state: 'stopped' }, checkedVm()).updates).toEqual(['running']);
+    expect(diffVm({ ...storedVm(), state: 'stopped' }, checkedVm({ running: false })).updates).toEqual(['running']);
+    const keptStopped = { ...storedVm({ running: false }), state: 'stopped' };
+    expect(diffVm(keptStopped, checkedVm({ running: false })).changes).toBe(false);
+    expect(diffVm(storedVm(), checkedVm()).changes).toBe(false);
+  });
+
+  it('the owner and adopt are metadata; ownerConflict allows the same owner, no owner, or adopt', () => {
+    expect(diffVm(storedVm({ owner: 'p/dev/a' }), checkedVm({ owner: 'p/dev/b' })).updates).toEqual(['owner']);
+    const labels = { [OWNER_LABEL]: 'p/dev/a' };
+    expect(ownerConflict(labels, { owner: 'p/dev/b' })).toBe('p/dev/a');
+    expect(ownerConflict(labels, { owner: 'p/dev/b', adopt: true })).toBeUndefined();
+    expect(ownerConflict(labels, { owner: 'p/dev/a' })).toBeUndefined();
+    expect(ownerConflict({}, { owner: 'p/dev/b' })).toBeUndefined();
+    expect(vmSpecOf(checkedVm({ owner: 'p/dev/a', labels: { x: 'y' } })).labels).toEqual({ x: 'y', ...labels });
   });
 
   it('stores labels, timeouts, readiness and the provider version without touching the VM', () => {
@@ -160,10 +195,15 @@ describe('VmFile check and diff', () => {
     expect(checkVmFile({ ...base, mode: 0o10000 }).failures.map((f) => f.property)).toEqual(['mode']);
   });
 
-  it('replaces on content, path or a changed source file; updates on mode', () => {
+  it('replaces on another path; rewrites in place on content, a changed source file or a lost boot; updates on mode', () => {
     const olds = { ...checkVmFile(base).inputs, sha256: 'old' };
     expect(diffVmFile(olds, checkVmFile(base).inputs).changes).toBe(false);
-    expect(diffVmFile(olds, checkVmFile({ ...base, content: 'bye\n' }).inputs).replaces).toEqual(['content']);
+    expect(diffVmFile(olds, checkVmFile({ ...base, content: 'bye\n' }).inputs)).toMatchObject({
+      replaces: [],
+      updates: ['content'],
+    });
+    expect(fileUpdateRewrites(diffVmFile(olds, checkVmFile(base).inputs, undefined, 'rebooted').updates)).toBe(true);
+    expect(fileUpdateRewrites(diffVmFile(olds, checkVmFile({ ...base, mode: 0o600 }).inputs).updates)).toBe(false);
     expect(diffVmFile(olds, checkVmFile({ ...base, path: '/etc/issue' }).inputs).replaces).toEqual(['path']);
     expect(diffVmFile(olds, checkVmFile({ ...base, mode: 0o600 }).inputs)).toMatchObject({
       replaces: [],
@@ -172,6 +212,35 @@ describe('VmFile check and diff', () => {
     const src = { ...providerKeys, vm: 'web', path: '/etc/motd', source: './motd' };
     const srcOlds = { ...checkVmFile(src).inputs, sha256: 'aaa' };
     expect(diffVmFile(srcOlds, checkVmFile(src).inputs, 'aaa').changes).toBe(false);
-    expect(diffVmFile(srcOlds, checkVmFile(src).inputs, 'bbb').replaces).toEqual(['source']);
+    expect(diffVmFile(srcOlds, checkVmFile(src).inputs, 'bbb')).toMatchObject({ replaces: [], updates: ['source'] });
+  });
+
+  it('check with an unknown content still applies the defaults of the known inputs', () => {
+    expect(checkVmFile({ ...base, content: UNKNOWN })).toEqual({
+      failures: [],
+      inputs: { ...providerKeys, vm: 'web', path: '/etc/motd', content: UNKNOWN, mode: 0o644, timeoutMs: 60_000 },
+    });
+  });
+});
+
+describe('vmInstanceDrift', () => {
+  const recorded = { vmCreatedAt: 'c1', vmBootedAt: 'b1' };
+  it('tells a gone VM, another instance and another boot apart', () => {
+    expect(vmInstanceDrift(recorded, undefined)).toBe('gone');
+    expect(vmInstanceDrift(recorded, { createdAt: 'c2', startedAt: 'b9' })).toBe('recreated');
+    expect(vmInstanceDrift(recorded, { createdAt: 'c1', startedAt: 'b2' })).toBe('rebooted');
+    expect(vmInstanceDrift(recorded, { createdAt: 'c1', startedAt: undefined })).toBe('rebooted');
+    expect(vmInstanceDrift(recorded, { createdAt: 'c1', startedAt: 'b1' })).toBeUndefined();
+  });
+  it('does not compare what was never recorded (state from before)', () => {
+    expect(vmInstanceDrift({}, { createdAt: 'c2', startedAt: 'b2' })).toBeUndefined();
+  });
+  it('a new boot re-runs a command; deleteBeforeReplace is the input', () => {
+    const cmd = { ...providerKeys, vm: 'web', create: ['true'] };
+    const olds = checkVmCommand(cmd).inputs;
+    expect(commandUpdateReruns(diffVmCommand(olds, olds, 'rebooted').updates)).toBe(true);
+    expect(diffVmCommand(olds, olds).changes).toBe(false);
+    const news = checkVmCommand({ ...cmd, triggers: [1], deleteBeforeReplace: true }).inputs;
+    expect(diffVmCommand(olds, news)).toMatchObject({ replaces: ['triggers'], deleteBeforeReplace: true });
   });
 });

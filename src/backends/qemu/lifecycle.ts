@@ -103,6 +103,17 @@ export function createLifecycle(host: QemuHost, onStep?: StepObserver): Lifecycl
     async update(name, spec) {
       return host.lifecycle(name, 'update', async () => {
         const { o, record } = await requireRecord(host, name);
+        const s = record.spec;
+        if (
+          s.cpus === spec.cpus &&
+          s.memory === spec.memory &&
+          s.isolated === spec.isolated &&
+          JSON.stringify(s.ports) === JSON.stringify(spec.ports)
+        ) {
+          // Only labels differ: metadata, written without a restart (the machine is unchanged).
+          await writeRecord({ ...record, spec: { ...s, labels: spec.labels } });
+          return info(name);
+        }
         await applySteps(host, name, (await planStop({ ...o, record })).steps, onStep);
         const stopped = (await readRecord(record.paths.record)) ?? record;
         const nextSpec: VmSpec = {
