@@ -111,7 +111,8 @@ const absPath = z.string().refine((s) => s.startsWith('/'), 'must be an absolute
 
 export const MAX_LABELS = 64;
 
-export const vmSpecSchema = z
+/** The VM spec's fields, before the cross-field rules and the defaults that depend on `template`. */
+export const vmSpecObjectSchema = z
   .object({
     name: vmNameSchema,
     backend: backendSchema.default('auto'),
@@ -170,7 +171,9 @@ export const vmSpecSchema = z
     readiness: z.array(probeSchema).max(16).default([]),
     timeouts: timeoutsSchema.default({ ...DEFAULT_TIMEOUTS }),
   })
-  .strict()
+  .strict();
+
+export const vmSpecSchema = vmSpecObjectSchema
   .superRefine((spec, ctx) => {
     const seen = new Set<string>();
     spec.ports.forEach((p, i) => {

@@ -4,7 +4,7 @@
  * provider host calls these through the I/O half (vm.ts, vmCommand.ts, vmFile.ts).
  */
 import { z } from 'zod';
-import { parseVmSpec, vmSpecSchema, type VmSpec } from '../schema.js';
+import { parseVmSpec, vmSpecObjectSchema, vmSpecSchema, type VmSpec } from '../schema.js';
 import {
   UNKNOWN,
   checkWith,
@@ -80,7 +80,7 @@ function vmControlInput(props: Props): Props {
 
 /** `check` for Vm: the VM spec schema and the control inputs, failures as `{ property, reason }`. */
 export function checkVm(news: Props): CheckOutcome {
-  const spec = checkWith(vmSpecSchema, vmSpecSchema.shape, news, vmSpecInput);
+  const spec = checkWith(vmSpecSchema, vmSpecObjectSchema.shape, news, vmSpecInput);
   const control = checkWith(vmControlSchema, vmControlSchema.shape, news, vmControlInput);
   return { inputs: { ...spec.inputs, ...control.inputs }, failures: [...spec.failures, ...control.failures] };
 }
