@@ -206,12 +206,25 @@ export const vmSpecSchema = vmSpecObjectSchema
   })
   // Defaults last: a clone's image, memory and cpus are its template's (filled in when it is
   // planned), so a clone spec keeps the FROM_TEMPLATE markers where nothing was given.
-  .transform((spec) => ({
-    ...spec,
-    image: spec.image ?? 'tiny',
-    cpus: spec.cpus ?? (spec.template !== undefined ? FROM_TEMPLATE : 1),
-    memory: spec.memory ?? (spec.template !== undefined ? FROM_TEMPLATE : 256),
-  }));
+  .transform((spec) => ({ ...spec, ...templateDefaults(spec) }));
+
+/**
+ * The defaults that depend on `template`: a clone's image, cpus and memory are its
+ * template's, so they stay FROM_TEMPLATE; any other VM gets tiny, 1 CPU, 256 MiB. Only the
+ * fields `spec` lacks are returned (Pulumi's Check applies them to the known inputs).
+ */
+export function templateDefaults(spec: { image?: unknown; cpus?: unknown; memory?: unknown; template?: unknown }): {
+  image: string;
+  cpus: number;
+  memory: number;
+} {
+  const clone = spec.template !== undefined;
+  return {
+    image: (spec.image as string | undefined) ?? 'tiny',
+    cpus: (spec.cpus as number | undefined) ?? (clone ? FROM_TEMPLATE : 1),
+    memory: (spec.memory as number | undefined) ?? (clone ? FROM_TEMPLATE : 256),
+  };
+}
 
 /**
  * `cpus` and `memory` of a clone spec that gave none: the template's values are used. A clone

@@ -4,7 +4,7 @@
  * provider host calls these through the I/O half (vm.ts, vmCommand.ts, vmFile.ts).
  */
 import { z } from 'zod';
-import { parseVmSpec, vmSpecObjectSchema, vmSpecSchema, type VmSpec } from '../schema.js';
+import { parseVmSpec, templateDefaults, vmSpecObjectSchema, vmSpecSchema, type VmSpec } from '../schema.js';
 import {
   UNKNOWN,
   checkWith,
@@ -81,6 +81,13 @@ function vmControlInput(props: Props): Props {
 /** `check` for Vm: the VM spec schema and the control inputs, failures as `{ property, reason }`. */
 export function checkVm(news: Props): CheckOutcome {
   const spec = checkWith(vmSpecSchema, vmSpecObjectSchema.shape, news, vmSpecInput);
+  if (spec.failures.length === 0) {
+    // Unknowns skip the schema's last step (its template-dependent defaults): apply them to the known fields.
+    const known = Object.fromEntries(
+      Object.entries(templateDefaults(spec.inputs)).filter(([k]) => spec.inputs[k] === undefined),
+    );
+    spec.inputs = { ...spec.inputs, ...known };
+  }
   const control = checkWith(vmControlSchema, vmControlSchema.shape, news, vmControlInput);
   return { inputs: { ...spec.inputs, ...control.inputs }, failures: [...spec.failures, ...control.failures] };
 }

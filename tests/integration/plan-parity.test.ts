@@ -87,9 +87,9 @@ describe.skipIf(skip)('dry-run plans are what runs (real QEMU)', () => {
   it('stop and start: the executed steps and the started argv are the planned ones', async () => {
     const spec = parseVmSpec({ name: `${prefix}pp-life`, memory: 128 });
     await backend.create(spec);
-    const stopPlan = await backend.plan({ operation: 'stop', name: spec.name, timeoutMs: 10_000 });
+    const stopPlan = await backend.plan({ operation: 'stop', name: spec.name, timeoutMs: 30_000 });
     executed.length = 0;
-    await backend.stop(spec.name, { timeoutMs: 10_000 });
+    await backend.stop(spec.name, { timeoutMs: 30_000 });
     // A graceful stop that worked runs the planned top-level steps and none of the fallbacks.
     expect(executed.map((s) => s.summary)).toEqual(stopPlan.steps.map((s) => s.summary));
     expect(stopPlan.steps.map((s) => s.summary)).toContainEqual(expect.stringMatching(/^QMP system_powerdown on /));
