@@ -4,7 +4,7 @@
  * took a VM directory whose creator had not written vm.json yet for `create-failed`,
  * deleted it once the creator was done and made its own: two QEMUs in one round, and the
  * first creator failed with "stopped while waiting for it to be ready (create-failed)".
- * Each round counts every QEMU of this home that appears in /proc while the five run.
+ * Each round counts every QEMU daemon of this home that appears in /proc while the five run.
  */
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -53,14 +53,15 @@ describe.skipIf(skip)('concurrent creates of one VM (built CLI, real QEMU)', () 
         let sampling = true;
         const sampler = (async () => {
           while (sampling) {
-            for (const p of await qemuProcessesOf(home, 'race')) seen.set(`${p.pid}:${p.startTime}`, p.pid);
+            for (const p of await qemuProcessesOf(home, 'race'))
+              if (p.daemon) seen.set(`${p.pid}:${p.startTime}`, p.pid);
             await new Promise((r) => setTimeout(r, 20));
           }
         })();
         const runs = await Promise.all(Array.from({ length: RACERS }, () => localvm('create', 'race', '--json')));
         sampling = false;
         await sampler;
-        for (const p of await qemuProcessesOf(home, 'race')) seen.set(`${p.pid}:${p.startTime}`, p.pid);
+        for (const p of await qemuProcessesOf(home, 'race')) if (p.daemon) seen.set(`${p.pid}:${p.startTime}`, p.pid);
 
         const failed = runs.filter((r) => r.code !== 0);
         const results = runs
@@ -69,7 +70,10 @@ describe.skipIf(skip)('concurrent creates of one VM (built CLI, real QEMU)', () 
         report.push(
           `round ${round}: ${seen.size} QEMU, ${failed.length} failed, ${results.filter((r) => !r.adopted).length} created`,
         );
-        expect(failed.map((r) => r.stderr), report.join('\n')).toEqual([]);
+        expect(
+          failed.map((r) => r.stderr),
+          report.join('\n'),
+        ).toEqual([]);
         expect([...seen.values()], report.join('\n')).toHaveLength(1);
         expect(new Set(results.map((r) => r.vm.pid))).toEqual(new Set(seen.values()));
         expect(results.every((r) => r.vm.state === 'running')).toBe(true);

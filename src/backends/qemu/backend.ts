@@ -9,7 +9,7 @@ import type { StepObserver } from './apply.js';
 import { createDiskOps } from './disks.js';
 import { agentTransport, consoleTail } from './guest.js';
 import { createQemuHost, type QemuBackendOptions } from './host.js';
-import { createLifecycle } from './lifecycle.js';
+import { createLifecycle, settleForCapability } from './lifecycle.js';
 import { notFound, observe, requireRecord, requireRunning, toInfo } from './observe.js';
 import { QEMU_BACKEND } from './register.js';
 import { createSnapshotOps } from './snapshot.js';
@@ -26,7 +26,12 @@ export function createQemuBackend(options: QemuBackendOptions & { onStep?: StepO
   const lifecycle = createLifecycle(host, options.onStep);
   const access: VmAccess = {
     runner: host.runner,
-    lifecycle: host.lifecycle,
+    // Every capability operation first completes an interrupted create (see settleForCapability).
+    lifecycle: (name, what, fn) =>
+      host.lifecycle(name, what, async () => {
+        await settleForCapability(host, name, what);
+        return fn();
+      }),
     async load(name) {
       const { o, record } = await requireRecord(host, name);
       return { record, running: o.state.state === 'running' };
