@@ -1,0 +1,125 @@
+/**
+ * Issue 10, defect 2: a `localvm create` killed (SIGKILL) the moment QEMU has daemonized
+ * leaves vm.json in phase `creating` with QEMU running. Before the fix the next create
+ * adopted it without completing the record, so after `disk add` and a QEMU crash the VM
+ * showed `stopped (create-failed)` instead of `crashed`, and the next create deleted it
+ * and made a new one: the disk was gone. Built CLI, real QEMU, a LOCALVM_HOME of its own.
+ */
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { VmRecord } from '../../src/backends/qemu/state.js';
+import { ensureBuilt, repo } from '../fixtures/build.js';
+import { qemuProcessesOf } from '../fixtures/qemuProcs.js';
+import { missingQemuOrTiny } from '../fixtures/tools.js';
+
+const skip = await missingQemuOrTiny();
+const cli = join(repo, 'dist/cli/main.js');
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+describe.skipIf(skip)('a create killed while QEMU daemonizes (built CLI, real QEMU)', () => {
+  const home = mkdtempSync(join(tmpdir(), 'lvm-interrupted-'));
+  const state = join(home, 'state');
+  const env = { ...process.env, LOCALVM_HOME: state, LOCALVM_RUN_DIR: join(home, 'run') };
+  const localvm = (...args: string[]) =>
+    new Promise<Run>((resolve) => {
+      execFile(process.execPath, [cli, ...args], { env, timeout: 240_000 }, (error, stdout, stderr) => {
+        resolve({ code: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout, stderr });
+      });
+    });
+  /** The `{"error": ...}` line a failed command prints on stderr (progress lines come before it). */
+  const errorOf = (run: Run) =>
+    JSON.parse(run.stderr.split('\n').find((l) => l.startsWith('{"error"')) ?? '{}') as {
+      error?: { code: string; hint?: string };
+    };
+  const record = (name: string) => JSON.parse(readFileSync(join(state, 'vms', name, 'vm.json'), 'utf8')) as VmRecord;
+
+  /**
+   * Starts `create NAME` and SIGKILLs it as soon as QEMU has written its pidfile, before
+   * the CLI records the launch. Tries again (after a delete) when the CLI was quicker.
+   */
+  async function interruptedCreate(name: string): Promise<void> {
+    const pidFile = join(state, 'vms', name, 'qemu.pid');
+    for (let attempt = 1; attempt <= 5; attempt++) {
+      const child = spawn(process.execPath, [cli, 'create', name, '--json'], { env, stdio: 'ignore' });
+      const exited = new Promise((r) => child.once('exit', r));
+      while (!existsSync(pidFile) && child.exitCode === null) await new Promise((r) => setTimeout(r, 1));
+      child.kill('SIGKILL');
+      await exited;
+      // QEMU finishes daemonizing on its own: wait for the daemon.
+      for (let i = 0; i < 500 && !(await qemuProcessesOf(home, name)).some((p) => p.daemon); i++) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      if (record(name).phase === 'creating') return;
+      await localvm('delete', name);
+    }
+    throw new Error('the CLI recorded the launch before it could be killed, 5 times');
+  }
+
+  beforeAll(() => ensureBuilt('dist/cli/main.js'), 300_000);
+  afterAll(async () => {
+    for (const name of ['cut', 'cut-disk']) await localvm('delete', name);
+    rmSync(home, { recursive: true, force: true });
+  });
+
+  it('the next create adopts it and completes the record; a later crash is `crashed`; the disk survives', async () => {
+    await interruptedCreate('cut');
+    const [daemon] = (await qemuProcessesOf(home, 'cut')).filter((p) => p.daemon);
+    expect(daemon).toBeDefined();
+    expect(record('cut')).toMatchObject({ phase: 'creating' });
+
+    const adopted = await localvm('create', 'cut', '--json');
+    expect(adopted.code, adopted.stderr).toBe(0);
+    expect(JSON.parse(adopted.stdout)).toMatchObject({ adopted: true, vm: { state: 'running', pid: daemon!.pid } });
+    expect(record('cut')).toMatchObject({ phase: 'ready', desiredState: 'running', pid: daemon!.pid, accel: 'tcg' });
+
+    const added = await localvm('disk', 'add', 'cut', 'data', '16M', '--json');
+    expect(added.code, added.stderr).toBe(0);
+    const disk = record('cut').disks.find((d) => d.path.includes('data'));
+    expect(disk && existsSync(disk.path)).toBe(true);
+
+    process.kill(daemon!.pid, 'SIGKILL');
+    for (let i = 0; i < 250 && (await qemuProcessesOf(home, 'cut')).length > 0; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const info = await localvm('info', 'cut', '--json');
+    expect(JSON.parse(info.stdout)).toMatchObject({ state: 'stopped', reason: 'crashed' });
+
+    // The disk changed the spec, so this create may not adopt it: a CONFLICT, never a re-create.
+    const again = await localvm('create', 'cut', '--json');
+    if (again.code === 0) {
+      expect(JSON.parse(again.stdout)).toMatchObject({ adopted: true });
+    } else {
+      expect(errorOf(again)).toMatchObject({ error: { code: 'CONFLICT' } });
+      expect(errorOf(again).error?.hint).toContain('localvm delete cut');
+    }
+    expect(existsSync(disk!.path)).toBe(true);
+    expect(record('cut').disks.map((d) => d.path)).toContain(disk!.path);
+    expect(record('cut').createdAt).toBe(JSON.parse(info.stdout).createdAt);
+  });
+
+  it('a disk added without a second create completes the record first', async () => {
+    await interruptedCreate('cut-disk');
+    const added = await localvm('disk', 'add', 'cut-disk', 'data', '16M', '--json');
+    expect(added.code, added.stderr).toBe(0);
+    expect(record('cut-disk')).toMatchObject({ phase: 'ready', desiredState: 'running', accel: 'tcg' });
+    const disk = record('cut-disk').disks.find((d) => d.path.includes('data'))!;
+
+    for (const p of await qemuProcessesOf(home, 'cut-disk')) process.kill(p.pid, 'SIGKILL');
+    for (let i = 0; i < 250 && (await qemuProcessesOf(home, 'cut-disk')).length > 0; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(JSON.parse((await localvm('info', 'cut-disk', '--json')).stdout)).toMatchObject({ reason: 'crashed' });
+    const again = await localvm('create', 'cut-disk', '--json');
+    expect(again.code).not.toBe(0);
+    expect(errorOf(again), again.stderr).toMatchObject({ error: { code: 'CONFLICT' } });
+    expect(existsSync(disk.path)).toBe(true);
+  });
+});
