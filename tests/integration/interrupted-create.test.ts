@@ -3,7 +3,9 @@
  * leaves vm.json in phase `creating` with QEMU running. Before the fix the next create
  * adopted it without completing the record, so after `disk add` and a QEMU crash the VM
  * showed `stopped (create-failed)` instead of `crashed`, and the next create deleted it
- * and made a new one: the disk was gone. Built CLI, real QEMU, a LOCALVM_HOME of its own.
+ * and made a new one: the disk was gone. A `start` killed the same way left the record
+ * saying `stopped`, so a later crash showed as a plain stop. Built CLI, real QEMU, a
+ * LOCALVM_HOME of its own.
  */
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -42,13 +44,13 @@ describe.skipIf(skip)('a create killed while QEMU daemonizes (built CLI, real QE
   const record = (name: string) => JSON.parse(readFileSync(join(state, 'vms', name, 'vm.json'), 'utf8')) as VmRecord;
 
   /**
-   * Starts `create NAME` and SIGKILLs it as soon as QEMU has written its pidfile, before
-   * the CLI records the launch. Tries again (after a delete) when the CLI was quicker.
+   * Runs `localvm VERB NAME` and SIGKILLs it as soon as QEMU has written its pidfile, before
+   * the CLI records the launch. Tries again (after `undo`) when the CLI was quicker.
    */
-  async function interruptedCreate(name: string): Promise<void> {
+  async function interrupted(verb: 'create' | 'start', name: string, cut: (r: VmRecord) => boolean, undo: string[]) {
     const pidFile = join(state, 'vms', name, 'qemu.pid');
     for (let attempt = 1; attempt <= 5; attempt++) {
-      const child = spawn(process.execPath, [cli, 'create', name, '--json'], { env, stdio: 'ignore' });
+      const child = spawn(process.execPath, [cli, verb, name, '--json'], { env, stdio: 'ignore' });
       const exited = new Promise((r) => child.once('exit', r));
       while (!existsSync(pidFile) && child.exitCode === null) await new Promise((r) => setTimeout(r, 1));
       child.kill('SIGKILL');
@@ -57,15 +59,24 @@ describe.skipIf(skip)('a create killed while QEMU daemonizes (built CLI, real QE
       for (let i = 0; i < 500 && !(await qemuProcessesOf(home, name)).some((p) => p.daemon); i++) {
         await new Promise((r) => setTimeout(r, 20));
       }
-      if (record(name).phase === 'creating') return;
-      await localvm('delete', name);
+      if (cut(record(name))) return;
+      await localvm(...undo, name);
     }
-    throw new Error('the CLI recorded the launch before it could be killed, 5 times');
+    throw new Error(`${verb} recorded the launch before it could be killed, 5 times`);
+  }
+  const interruptedCreate = (name: string) => interrupted('create', name, (r) => r.phase === 'creating', ['delete']);
+
+  /** SIGKILLs every QEMU of VM `name` and waits until they are gone. */
+  async function crash(name: string): Promise<void> {
+    for (const p of await qemuProcessesOf(home, name)) process.kill(p.pid, 'SIGKILL');
+    for (let i = 0; i < 250 && (await qemuProcessesOf(home, name)).length > 0; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }
 
   beforeAll(() => ensureBuilt('dist/cli/main.js'), 300_000);
   afterAll(async () => {
-    for (const name of ['cut', 'cut-disk']) await localvm('delete', name);
+    for (const name of ['cut', 'cut-disk', 'cut-start']) await localvm('delete', name);
     rmSync(home, { recursive: true, force: true });
   });
 
@@ -85,10 +96,7 @@ describe.skipIf(skip)('a create killed while QEMU daemonizes (built CLI, real QE
     const disk = record('cut').disks.find((d) => d.path.includes('data'));
     expect(disk && existsSync(disk.path)).toBe(true);
 
-    process.kill(daemon!.pid, 'SIGKILL');
-    for (let i = 0; i < 250 && (await qemuProcessesOf(home, 'cut')).length > 0; i++) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await crash('cut');
     const info = await localvm('info', 'cut', '--json');
     expect(JSON.parse(info.stdout)).toMatchObject({ state: 'stopped', reason: 'crashed' });
 
@@ -112,14 +120,26 @@ describe.skipIf(skip)('a create killed while QEMU daemonizes (built CLI, real QE
     expect(record('cut-disk')).toMatchObject({ phase: 'ready', desiredState: 'running', accel: 'tcg' });
     const disk = record('cut-disk').disks.find((d) => d.path.includes('data'))!;
 
-    for (const p of await qemuProcessesOf(home, 'cut-disk')) process.kill(p.pid, 'SIGKILL');
-    for (let i = 0; i < 250 && (await qemuProcessesOf(home, 'cut-disk')).length > 0; i++) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await crash('cut-disk');
     expect(JSON.parse((await localvm('info', 'cut-disk', '--json')).stdout)).toMatchObject({ reason: 'crashed' });
     const again = await localvm('create', 'cut-disk', '--json');
     expect(again.code).not.toBe(0);
     expect(errorOf(again), again.stderr).toMatchObject({ error: { code: 'CONFLICT' } });
     expect(existsSync(disk.path)).toBe(true);
+  });
+
+  it('a start killed as QEMU daemonizes: the next start completes the record, a later crash is `crashed`', async () => {
+    const created = await localvm('create', 'cut-start', '--no-wait', '--json');
+    expect(created.code, created.stderr).toBe(0);
+    expect((await localvm('stop', 'cut-start', '--force')).code).toBe(0);
+    await interrupted('start', 'cut-start', (r) => r.desiredState === 'stopped', ['stop', '--force']);
+    const [daemon] = (await qemuProcessesOf(home, 'cut-start')).filter((p) => p.daemon);
+    expect(daemon).toBeDefined();
+
+    const started = await localvm('start', 'cut-start', '--json');
+    expect(started.code, started.stderr).toBe(0);
+    expect(record('cut-start')).toMatchObject({ desiredState: 'running', pid: daemon!.pid, accel: 'tcg' });
+    await crash('cut-start');
+    expect(JSON.parse((await localvm('info', 'cut-start', '--json')).stdout)).toMatchObject({ reason: 'crashed' });
   });
 });

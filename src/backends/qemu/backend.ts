@@ -26,7 +26,7 @@ export function createQemuBackend(options: QemuBackendOptions & { onStep?: StepO
   const lifecycle = createLifecycle(host, options.onStep);
   const access: VmAccess = {
     runner: host.runner,
-    // Every capability operation first completes an interrupted create (see settleForCapability).
+    // Every capability operation first completes an interrupted launch (see settleForCapability).
     lifecycle: (name, what, fn) =>
       host.lifecycle(name, what, async () => {
         await settleForCapability(host, name, what);

@@ -43,16 +43,19 @@ export interface Lifecycle {
 }
 
 /**
- * Completes the record of a create that was killed after QEMU came up (phase still
- * `creating`), as its launch would have: ready, meant to run, pid, accelerator. Call it
- * holding the lifecycle lock, on `o` observed under it. Returns the look after it.
+ * Completes the record a launch did not get to write because its process was killed once
+ * QEMU was up: a create (phase still `creating`, QEMU running or dead since) or a start
+ * (QEMU running, the record still `stopped`). Written as the launch would have: ready,
+ * meant to run, pid, accelerator, start time. Call it holding the lifecycle lock, on `o`
+ * observed under it. Returns the look after it.
  */
-export async function completeInterruptedCreate(host: QemuHost, name: string, o: Observed): Promise<Observed> {
+export async function completeInterruptedLaunch(host: QemuHost, name: string, o: Observed): Promise<Observed> {
   const record = o.record;
-  if (!record || record.phase !== 'creating') return o;
+  if (!record) return o;
   const running = o.state.state === 'running';
-  // Not running and not `crashed`: QEMU never came up, and the failed create stays one.
-  if (!running && o.state.reason !== 'crashed') return o;
+  const createCut = record.phase === 'creating' && (running || o.state.reason === 'crashed');
+  const startCut = record.phase === 'ready' && running && (record.desiredState !== 'running' || !!record.stopReason);
+  if (!createCut && !startCut) return o;
   const pid = running ? o.state.pid : undefined;
   const startedAt = running
     ? await stat(record.paths.pidFile).then(
@@ -62,7 +65,7 @@ export async function completeInterruptedCreate(host: QemuHost, name: string, o:
     : undefined;
   const accel = accelFromCmdline((await probeProcess(pid))?.cmdline);
   await writeRecord(completedRecord(record, { pid, accel, startedAt }));
-  host.log(`${name}: completed the record its interrupted create left (${running ? 'running' : 'stopped'})`);
+  host.log(`${name}: completed the record an interrupted ${createCut ? 'create' : 'start'} left`);
   return observe(host, name, LOCKED);
 }
 
@@ -71,13 +74,13 @@ const ADDS_DATA = new Set(['disk add', 'snapshot create']);
 
 /**
  * What a capability operation (disks, snapshots) does first, under the lifecycle lock: an
- * interrupted create is completed, and one that adds data to a VM whose create failed is
+ * interrupted launch is completed, and one that adds data to a VM whose create failed is
  * refused, since the next create would replace that VM and what was added would be lost.
  */
 export async function settleForCapability(host: QemuHost, name: string, what: string): Promise<void> {
   const o = await observe(host, name, LOCKED);
   if (!o.exists) return; // the operation says NOT_FOUND itself
-  const now = await completeInterruptedCreate(host, name, o);
+  const now = await completeInterruptedLaunch(host, name, o);
   if (ADDS_DATA.has(what) && now.state.reason === 'create-failed') {
     throw new LocalVmError('CONFLICT', `VM ${name} was never fully created`, {
       vm: name,
@@ -114,11 +117,11 @@ export function createLifecycle(host: QemuHost, onStep?: StepObserver): Lifecycl
     }
   }
 
-  /** Runs `request` under the lock, on a record completed first if its create was interrupted. */
+  /** Runs `request` under the lock, on a record completed first if a launch was interrupted. */
   async function run(request: PlanRequest & { name: string }, what: string): Promise<VmInfo> {
     return host.lifecycle(request.name, what, async () => {
       const o = await observe(host, request.name, LOCKED);
-      if (o.exists) await completeInterruptedCreate(host, request.name, o);
+      if (o.exists) await completeInterruptedLaunch(host, request.name, o);
       await applySteps(host, request.name, (await plan(request, REAL, LOCKED)).steps, onStep);
       return info(request.name);
     });
@@ -176,7 +179,7 @@ export function createLifecycle(host: QemuHost, onStep?: StepObserver): Lifecycl
       // Held as `create`, so a look from outside sees a VM directory without vm.json as `creating`.
       return host.lifecycle(name, 'create', async () => {
         let o = await observe(host, name, LOCKED);
-        if (o.exists) o = await completeInterruptedCreate(host, name, o);
+        if (o.exists) o = await completeInterruptedLaunch(host, name, o);
         if (o.exists && (!o.record || o.state.reason === 'create-failed')) {
           // We hold the lock, so its creator is gone: nobody will finish it.
           await refuseIfItHoldsData(name, o);
@@ -215,7 +218,7 @@ export function createLifecycle(host: QemuHost, onStep?: StepObserver): Lifecycl
     async update(name, spec) {
       return host.lifecycle(name, 'update', async () => {
         const first = await requireRecord(host, name, LOCKED);
-        const o = await completeInterruptedCreate(host, name, first.o);
+        const o = await completeInterruptedLaunch(host, name, first.o);
         const record = o.record ?? first.record;
         await applySteps(host, name, (await planStop({ ...o, record })).steps, onStep);
         const stopped = (await readRecord(record.paths.record)) ?? record;

@@ -135,7 +135,9 @@ export function completedRecord(
     lastError: undefined,
     pid: live.pid,
     accel: live.accel ?? record.accel,
-    accelReason: live.accel ? 'read from the running QEMU when its interrupted create was completed' : undefined,
+    accelReason: live.accel
+      ? 'read from the running QEMU when the record of its interrupted launch was completed'
+      : undefined,
     startedAt: live.pid !== undefined ? live.startedAt : undefined,
   };
 }
