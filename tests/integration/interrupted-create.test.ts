@@ -8,13 +8,21 @@
  * LOCALVM_HOME of its own.
  */
 import { execFile, spawn } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { VmInfo } from '../../src/backend.js';
+import { createQemuBackend } from '../../src/backends/qemu/index.js';
+import { qemuImg } from '../../src/backends/qemu/qemuImg.js';
 import type { VmRecord } from '../../src/backends/qemu/state.js';
+import { loadConfig } from '../../src/config.js';
+import { createExecaRunner } from '../../src/runner.js';
+import { parseVmSpec, specFingerprint, type VmSpec } from '../../src/schema.js';
 import { ensureBuilt, repo } from '../fixtures/build.js';
 import { qemuProcessesOf } from '../fixtures/qemuProcs.js';
+import { rejection } from '../fixtures/rejection.js';
 import { missingQemuOrTiny } from '../fixtures/tools.js';
 
 const skip = await missingQemuOrTiny();
@@ -141,5 +149,48 @@ describe.skipIf(skip)('a create killed while QEMU daemonizes (built CLI, real QE
     expect(record('cut-start')).toMatchObject({ desiredState: 'running', pid: daemon!.pid, accel: 'tcg' });
     await crash('cut-start');
     expect(JSON.parse((await localvm('info', 'cut-start', '--json')).stdout)).toMatchObject({ reason: 'crashed' });
+  });
+});
+
+describe.skipIf(skip)('a VM whose create failed takes no user data, and is replaced only while it holds none', () => {
+  const home = mkdtempSync(join(tmpdir(), 'lvm-failed-'));
+  const config = loadConfig(process.env, { stateDir: join(home, 'state'), runDir: join(home, 'run'), accel: 'tcg' });
+  const runner = createExecaRunner();
+  const backend = createQemuBackend({ config, runner });
+  const name = 'half';
+  const spec = (ports: { host: number; guest: number }[] = []) =>
+    parseVmSpec({ name, image: 'tiny', memory: 128, backend: 'qemu', ports });
+  const same = (wanted: VmSpec) => (info: VmInfo) => info.fingerprint === specFingerprint(wanted);
+
+  afterAll(async () => {
+    await backend.delete(name);
+    rmSync(home, { recursive: true, force: true });
+  });
+
+  it('refuses disk add and snapshot create (CONFLICT); createOrAdopt refuses it while it holds a snapshot', async () => {
+    // A host port that is taken makes QEMU refuse to start after the VM dir and record exist.
+    const server = createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    const failed = await rejection(backend.create(spec([{ host: port, guest: 22 }])));
+    server.close();
+    expect(failed.code).toBe('TRANSIENT');
+    expect(await backend.info(name)).toMatchObject({ state: 'stopped', reason: 'create-failed' });
+
+    expect((await rejection(backend.diskAdd(name, { name: 'data', size: 16 << 20 }))).code).toBe('CONFLICT');
+    expect((await rejection(backend.snapshotCreate(name, 's1'))).code).toBe('CONFLICT');
+    expect(existsSync(join(config.stateDir, 'vms', name, 'disk-data.qcow2'))).toBe(false);
+
+    // A record from before this rule may hold a snapshot: then the next create must not replace it.
+    const stateDisk = join(config.stateDir, 'vms', name, 'state.qcow2');
+    expect((await runner.run(qemuImg.snapshot({ path: stateDisk, op: 'create', name: 'kept' }))).exitCode).toBe(0);
+    const wanted = spec();
+    const refused = await rejection(backend.createOrAdopt(wanted, same(wanted)));
+    expect(refused).toMatchObject({ code: 'CONFLICT', details: { snapshots: ['kept'] } });
+    expect(existsSync(stateDisk)).toBe(true);
+
+    expect((await runner.run(qemuImg.snapshot({ path: stateDisk, op: 'delete', name: 'kept' }))).exitCode).toBe(0);
+    const created = await backend.createOrAdopt(wanted, same(wanted));
+    expect(created).toMatchObject({ adopted: false, info: { state: 'running' } });
   });
 });

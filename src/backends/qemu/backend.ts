@@ -18,7 +18,11 @@ import type { VmAccess } from './vmAccess.js';
 
 export type { QemuBackendOptions } from './host.js';
 
-export type QemuBackend = Backend & QmpCapable & SnapshotCapable & DiskCapable;
+export type QemuBackend = Backend &
+  Required<Pick<Backend, 'createOrAdopt'>> &
+  QmpCapable &
+  SnapshotCapable &
+  DiskCapable;
 
 /** Creates the QEMU backend for `config`. Keep one instance per process: it owns the in-process socket mutexes. */
 export function createQemuBackend(options: QemuBackendOptions & { onStep?: StepObserver }): QemuBackend {
