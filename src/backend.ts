@@ -118,6 +118,22 @@ export interface Backend {
   matchesSpec?(info: VmInfo, spec: VmSpec): boolean;
   /** Changes cpus/memory/ports of a stopped-or-running VM (stop, change, start). */
   update?(name: string, spec: VmSpec): Promise<VmInfo>;
+  /**
+   * Creates the VM or adopts the one of that name, deciding under the VM's lifecycle lock so
+   * that concurrent callers agree and nothing is removed on a stale look. An existing VM is
+   * adopted when `matches(info)` holds (started if stopped) and is a CONFLICT otherwise; one
+   * half-created by a creator that is gone, holding nothing a user added, is removed and
+   * created again; a missing one is created. A create that fails leaves nothing behind.
+   * Backends without it get `createVmWithRetry`'s look-then-create, which is only as safe
+   * against concurrent creators as their own `create`.
+   */
+  createOrAdopt?(spec: VmSpec, matches: (existing: VmInfo) => boolean): Promise<CreateOrAdoptResult>;
+}
+
+export interface CreateOrAdoptResult {
+  info: VmInfo;
+  /** True when an existing VM was taken over instead of created. */
+  adopted: boolean;
 }
 
 /** Raw QMP passthrough. */

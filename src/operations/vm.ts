@@ -72,7 +72,9 @@ function matches(backend: Backend, info: VmInfo, spec: VmSpec): boolean {
  * Creates a VM, retrying only errors classified transient. A VM of the same name and spec
  * is adopted (started if stopped); one with a different spec is a CONFLICT. A half-created
  * VM left by a failed attempt is removed before the next one, and a permanent failure
- * removes it too, so a failed create leaves nothing behind. Idempotent.
+ * removes it too, so a failed create leaves nothing behind. Idempotent, and safe to run
+ * from several processes at once on a backend with `createOrAdopt` (QEMU): there every
+ * decision to adopt, remove or create is taken under the VM's lock.
  */
 export async function createVmWithRetry(
   input: VmSpecInput,
@@ -102,6 +104,15 @@ export async function createVmWithRetry(
   const attempt = async (n: number): Promise<CreateResult> => {
     if (options.signal?.aborted) throw new AbortError(options.signal.reason as Error);
     attempts = n;
+    if (backend.createOrAdopt) {
+      try {
+        return { ...(await backend.createOrAdopt(spec, (info) => matches(backend, info, spec))), attempts };
+      } catch (error) {
+        // The backend removed what a failed create left, under its lock: nothing to clean here.
+        if (!isTransient(error)) throw new AbortError(error as Error);
+        throw error;
+      }
+    }
     const existing = await backend.info(spec.name).catch((error: unknown) => {
       if (isLocalVmError(error, 'NOT_FOUND')) return undefined;
       throw error;

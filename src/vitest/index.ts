@@ -264,6 +264,10 @@ export const vmTest: ReturnType<typeof createVmFixture> = (() => {
 export async function sweepLeftovers(prefix?: string, ctx?: Partial<OperationContext>): Promise<string[]> {
   const c = withDefaults(ctx);
   const p = testPrefix(prefix, c);
+  // VMs first, sessions second: a runner records its VM in its session before creating it,
+  // so any VM listed here is already in a session the scan below reads. The other order
+  // misses a runner that starts between the scan and the list, and deletes its new VM.
+  const { matched } = await cleanupVms({ prefix: p, dryRun: true }, c);
   const live = new Set<string>();
   const dir = sessionsDir(c.config.stateDir);
   for (const entry of await readdir(dir).catch(() => [] as string[])) {
@@ -275,7 +279,6 @@ export async function sweepLeftovers(prefix?: string, ctx?: Partial<OperationCon
       await rm(join(dir, entry), { force: true });
     }
   }
-  const { matched } = await cleanupVms({ prefix: p, dryRun: true }, c);
   const doomed = matched.filter((name) => !name.startsWith(`${p}reuse-`) && !live.has(name));
   for (const name of doomed) await deleteVm(name, c);
   return doomed;

@@ -14,11 +14,10 @@ import {
 } from '../../src/operations/vm.js';
 import { connect } from '../../src/connector.js';
 import { createRecordingRunner } from '../../src/runner.js';
-import { FakeBackend, fakeClock } from '../fixtures/fakeBackend.js';
+import { FakeBackend, LockingFakeBackend, fakeClock } from '../fixtures/fakeBackend.js';
 import { rejection } from '../fixtures/rejection.js';
 
-function setup() {
-  const backend = new FakeBackend();
+function setup(backend = new FakeBackend()) {
   const clock = fakeClock();
   const ctx: OperationContext = {
     config: loadConfig({ HOME: '/nonexistent', PATH: '' }),
@@ -112,6 +111,46 @@ describe('createVmWithRetry', () => {
     const result = await createVmWithRetry({ name: 'web' }, fast, ctx);
     expect(result.adopted).toBe(false);
     expect(backend.calls.slice(-2)).toEqual(['delete web', 'create web']);
+  });
+});
+
+describe('createVmWithRetry on a backend that decides under its lock (createOrAdopt)', () => {
+  const locking = () => setup(new LockingFakeBackend());
+
+  it('leaves every decision to the backend: no look, no delete of its own', async () => {
+    const { backend, ctx } = locking();
+    const first = await createVmWithRetry({ name: 'web', memory: 512 }, fast, ctx);
+    expect(first).toMatchObject({ adopted: false, attempts: 1 });
+    backend.vms.get('web')!.info.state = 'stopped';
+    const second = await createVmWithRetry({ name: 'web', memory: 512 }, fast, ctx);
+    expect(second).toMatchObject({ adopted: true, attempts: 1, info: { state: 'running' } });
+    expect(backend.calls).toEqual(['createOrAdopt web', 'create web', 'createOrAdopt web', 'start web']);
+  });
+
+  it('passes a matcher on the spec fingerprint, and a CONFLICT is final', async () => {
+    const { backend, ctx } = locking();
+    await createVmWithRetry({ name: 'web', memory: 512 }, fast, ctx);
+    const error = await rejection(createVmWithRetry({ name: 'web', memory: 1024 }, fast, ctx));
+    expect(error.code).toBe('CONFLICT');
+    expect(backend.calls.filter((c) => c.startsWith('createOrAdopt'))).toHaveLength(2);
+    expect(backend.vms.get('web')?.info.memory).toBe(512);
+  });
+
+  it('retries a transient failure through the backend, which cleaned up under its lock', async () => {
+    const { backend, ctx } = locking();
+    backend.leaveHalfCreated = true;
+    backend.createFailures = [new LocalVmError('TRANSIENT', 'port busy')];
+    const result = await createVmWithRetry({ name: 'web' }, fast, ctx);
+    expect(result).toMatchObject({ adopted: false, attempts: 2 });
+    expect(backend.calls).toEqual(['createOrAdopt web', 'create web', 'delete web', 'createOrAdopt web', 'create web']);
+  });
+
+  it('tries a permanent failure once', async () => {
+    const { backend, ctx } = locking();
+    backend.createFailures = [new LocalVmError('NOT_FOUND', 'no image')];
+    expect((await rejection(createVmWithRetry({ name: 'web' }, fast, ctx))).code).toBe('NOT_FOUND');
+    expect(backend.calls.filter((c) => c.startsWith('createOrAdopt'))).toHaveLength(1);
+    expect(backend.vms.has('web')).toBe(false);
   });
 });
 

@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
+  accelFromCmdline,
+  completedRecord,
   cmdlineHasName,
   isLiveQemu,
   MAX_SOCKET_PATH,
@@ -95,6 +97,34 @@ describe('reconcile', () => {
     expect(r.state).toBe(expected.state);
     expect(r.reason).toBe(expected.reason);
     if (expected.state === 'running') expect(r.pid).toBe(500);
+  });
+
+  it('a creating record whose QEMU ran (creator killed after the launch) crashed, it never failed to create', () => {
+    expect(reconcile(record({ phase: 'creating' }), undefined, false, true)).toEqual({
+      state: 'stopped',
+      reason: 'crashed',
+    });
+    expect(reconcile(record({ phase: 'creating' }), live, false, true).state).toBe('running');
+    expect(reconcile(record({ phase: 'creating' }), undefined, true, true).state).toBe('creating');
+  });
+});
+
+describe('completing an interrupted create', () => {
+  it('reads the accelerator from a QEMU command line', () => {
+    expect(accelFromCmdline(cmdline('qemu', '-name', 'a', '-accel', 'tcg,tb-size=64', '-m', '256'))).toBe('tcg');
+    expect(accelFromCmdline(cmdline('qemu', '-accel', 'kvm', '-cpu', 'host'))).toBe('kvm');
+    expect(accelFromCmdline(cmdline('qemu', '-name', 'a'))).toBeUndefined();
+    expect(accelFromCmdline(undefined)).toBeUndefined();
+  });
+
+  it('writes what the launch would have: ready, meant to run, pid, accel, start time', () => {
+    const creating = record({ phase: 'creating', stopReason: 'start-failed', lastError: 'x' });
+    const running = completedRecord(creating, { pid: 42, accel: 'tcg', startedAt: '2025-01-01T00:00:01Z' });
+    expect(running).toMatchObject({ phase: 'ready', desiredState: 'running', pid: 42, accel: 'tcg' });
+    expect(running).toMatchObject({ startedAt: '2025-01-01T00:00:01Z', stopReason: undefined, lastError: undefined });
+    expect(reconcile(running, undefined)).toEqual({ state: 'stopped', reason: 'crashed' });
+    const stopped = completedRecord(creating, { startedAt: 'ignored without a pid' });
+    expect(stopped).toMatchObject({ phase: 'ready', pid: undefined, startedAt: undefined });
   });
 });
 

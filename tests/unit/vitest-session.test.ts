@@ -195,4 +195,30 @@ describe('fixture naming and sweep', () => {
     expect(existsSync(sessionFile(dir, 'sold'))).toBe(false);
     expect(existsSync(sessionFile(dir, 'slive'))).toBe(true);
   });
+
+  it('spares the VM of a runner that starts while the sweep runs (session recorded, then VM created)', async () => {
+    const dir = testTempDir('localvm-sweep-');
+    const backend = new FakeBackend();
+    const ctx = {
+      config: loadConfig({ HOME: dir, LOCALVM_HOME: dir, PATH: '' }),
+      runner: createRecordingRunner(),
+      clock: fakeClock(),
+      backends: { qemu: backend },
+    };
+    const list = backend.list.bind(backend);
+    let started = false;
+    backend.list = async () => {
+      // Another runner starts now, as the fixture does it: its session first, then the create.
+      if (!started) {
+        started = true;
+        await updateSession(dir, 'snew', () =>
+          withVm(newSession('snew', process.pid, undefined), { name: 'pytest-test-snew-w1', pid: process.pid }),
+        );
+        await backend.create(parseVmSpec({ name: 'pytest-test-snew-w1' }));
+      }
+      return list();
+    };
+    expect(await sweepLeftovers('pytest-test-', ctx)).toEqual([]);
+    expect([...backend.vms.keys()]).toEqual(['pytest-test-snew-w1']);
+  });
 });

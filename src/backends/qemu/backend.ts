@@ -9,7 +9,7 @@ import type { StepObserver } from './apply.js';
 import { createDiskOps } from './disks.js';
 import { agentTransport, consoleTail } from './guest.js';
 import { createQemuHost, type QemuBackendOptions } from './host.js';
-import { createLifecycle } from './lifecycle.js';
+import { createLifecycle, settleForCapability } from './lifecycle.js';
 import { notFound, observe, requireRecord, requireRunning, toInfo } from './observe.js';
 import { QEMU_BACKEND } from './register.js';
 import { createSnapshotOps } from './snapshot.js';
@@ -19,7 +19,12 @@ import type { VmAccess } from './vmAccess.js';
 
 export type { QemuBackendOptions } from './host.js';
 
-export type QemuBackend = Backend & QmpCapable & SnapshotCapable & DiskCapable & TemplateCapable;
+export type QemuBackend = Backend &
+  Required<Pick<Backend, 'createOrAdopt'>> &
+  QmpCapable &
+  SnapshotCapable &
+  DiskCapable &
+  TemplateCapable;
 
 /** Creates the QEMU backend for `config`. Keep one instance per process: it owns the in-process socket mutexes. */
 export function createQemuBackend(options: QemuBackendOptions & { onStep?: StepObserver }): QemuBackend {
@@ -27,7 +32,12 @@ export function createQemuBackend(options: QemuBackendOptions & { onStep?: StepO
   const lifecycle = createLifecycle(host, options.onStep);
   const access: VmAccess = {
     runner: host.runner,
-    lifecycle: host.lifecycle,
+    // Every capability operation first completes an interrupted launch (see settleForCapability).
+    lifecycle: (name, what, fn) =>
+      host.lifecycle(name, what, async () => {
+        await settleForCapability(host, name, what);
+        return fn();
+      }),
     async load(name) {
       const { o, record } = await requireRecord(host, name);
       return { record, running: o.state.state === 'running' };

@@ -5,6 +5,7 @@
 import type { VmInfo } from '../../backend.js';
 import { isLocalVmError, LocalVmError } from '../../errors.js';
 import { poll } from '../../time/poll.js';
+import { stat } from 'node:fs/promises';
 import { exists } from '../../host/fs.js';
 import { probeProcess } from '../../host/proc.js';
 import type { QemuHost } from './host.js';
@@ -27,30 +28,50 @@ export interface Observed {
   state: Reconciled;
 }
 
+/**
+ * Whose look this is. `lockHeld`: the caller holds the VM's lifecycle lock, so no other
+ * creator can be at work (the lock's holder is the caller itself, whatever it is doing).
+ */
+export interface ObserveOptions {
+  lockHeld?: boolean | undefined;
+}
+
+/** True when a live process holds the VM's lifecycle lock for a create. */
+async function createInProgress(host: QemuHost, name: string): Promise<boolean> {
+  const holder = await readLockHolder(host.lockPath(name, 'lifecycle'));
+  return holder?.what === 'create' && (await holderAlive(holder));
+}
+
+/** True when QEMU ran for the VM: its pidfile (left by a QEMU that died hard) or console output is there. */
+async function everLaunched(p: VmPaths): Promise<boolean> {
+  if ((await readPidFile(p.pidFile)) !== undefined) return true;
+  const consoleLog = await stat(p.consoleLog).catch(() => undefined);
+  return (consoleLog?.size ?? 0) > 0;
+}
+
 /** Reads the record and the process behind it; never writes. */
-export async function observe(host: QemuHost, name: string): Promise<Observed> {
+export async function observe(host: QemuHost, name: string, options: ObserveOptions = {}): Promise<Observed> {
   const p = host.paths(name);
   const record = await readRecord(p.record);
   if (!record) {
     const present = await exists(p.dir);
-    // A directory without vm.json: a create that died before its first write.
     const pid = await readPidFile(p.pidFile);
     const running = isLiveQemu(await probeProcess(pid), name);
-    return {
-      record,
-      paths: p,
-      exists: present,
-      state: running ? { state: 'running', pid } : { state: 'stopped', reason: 'create-failed' },
-    };
+    // A directory without vm.json: a create between its mkdir and its first write (while its
+    // creator holds the lock), or one that died there.
+    let state: Reconciled = running ? { state: 'running', pid } : { state: 'stopped', reason: 'create-failed' };
+    if (!running && present && !options.lockHeld && (await createInProgress(host, name))) state = { state: 'creating' };
+    return { record, paths: p, exists: present, state };
   }
   const pid = (await readPidFile(record.paths.pidFile)) ?? record.pid;
   const proc = await probeProcess(pid);
   let creatorAlive = false;
-  if (record.phase === 'creating') {
-    const holder = await readLockHolder(host.lockPath(name, 'lifecycle'));
-    creatorAlive = holder?.what === 'create' && (await holderAlive(holder));
+  let launched = false;
+  if (record.phase === 'creating' && !isLiveQemu(proc, name)) {
+    creatorAlive = !options.lockHeld && (await createInProgress(host, name));
+    launched = !creatorAlive && (await everLaunched(record.paths));
   }
-  return { record, paths: record.paths, exists: true, state: reconcile(record, proc, creatorAlive) };
+  return { record, paths: record.paths, exists: true, state: reconcile(record, proc, creatorAlive, launched) };
 }
 
 export function toInfo(host: QemuHost, name: string, o: Observed): VmInfo {
@@ -87,8 +108,12 @@ export function notFound(name: string): LocalVmError {
 }
 
 /** The VM's record; NOT_FOUND when there is no VM, CONFLICT when its create never wrote one. */
-export async function requireRecord(host: QemuHost, name: string): Promise<{ o: Observed; record: VmRecord }> {
-  const o = await observe(host, name);
+export async function requireRecord(
+  host: QemuHost,
+  name: string,
+  options: ObserveOptions = {},
+): Promise<{ o: Observed; record: VmRecord }> {
+  const o = await observe(host, name, options);
   if (!o.exists) throw notFound(name);
   if (!o.record) {
     throw new LocalVmError('CONFLICT', `VM ${name} was never fully created`, {

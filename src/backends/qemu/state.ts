@@ -106,15 +106,55 @@ export interface Reconciled {
 /**
  * The VM's real state from its record and what /proc says about its pid. Pure.
  * `creatorAlive`: the lifecycle lock is held by a live process (a create in progress).
+ * `launched`: QEMU ran for this VM (its pidfile or console output is there), so a record
+ * still `creating` belongs to a creator killed after the launch: that VM came up and may
+ * hold the user's data, and is never a failed create.
  */
-export function reconcile(record: VmRecord, proc: ProcessProbe | undefined, creatorAlive = false): Reconciled {
+export function reconcile(
+  record: VmRecord,
+  proc: ProcessProbe | undefined,
+  creatorAlive = false,
+  launched = false,
+): Reconciled {
   if (isLiveQemu(proc, record.name)) return { state: 'running', pid: proc?.stat?.pid };
   if (record.phase === 'creating') {
-    return creatorAlive ? { state: 'creating' } : { state: 'stopped', reason: 'create-failed' };
+    if (creatorAlive) return { state: 'creating' };
+    return launched ? { state: 'stopped', reason: 'crashed' } : { state: 'stopped', reason: 'create-failed' };
   }
   if (record.stopReason) return { state: 'stopped', reason: record.stopReason };
   if (record.desiredState === 'running') return { state: 'stopped', reason: 'crashed' };
   return { state: 'stopped' };
+}
+
+/** The accelerator a QEMU command line (NUL-separated, from /proc) asks for. Pure. */
+export function accelFromCmdline(cmdline: string | undefined): string | undefined {
+  const args = (cmdline ?? '').split('\0');
+  const i = args.indexOf('-accel');
+  return i >= 0 ? args[i + 1]?.split(',')[0] || undefined : undefined;
+}
+
+/**
+ * The record of a VM whose creator was killed after QEMU came up, completed as its launch
+ * would have written it: ready, meant to run, and (when it runs) its pid, accelerator and
+ * start time. Pure.
+ */
+export function completedRecord(
+  record: VmRecord,
+  live: { pid?: number | undefined; accel?: string | undefined; startedAt?: string | undefined },
+): VmRecord {
+  return {
+    ...record,
+    phase: 'ready',
+    desiredState: 'running',
+    stopReason: undefined,
+    lastError: undefined,
+    pid: live.pid,
+    accel: live.accel ?? record.accel,
+    accelReason: live.accel
+      ? 'read from the running QEMU when the record of its interrupted launch was completed'
+      : undefined,
+    startedAt: live.pid !== undefined ? live.startedAt : undefined,
+  };
 }
 
 /**
