@@ -8,6 +8,8 @@ import { z } from 'zod';
 import './backends/builtin.js';
 import { backendChoices } from './backends/registry.js';
 import { validationError, type ValidationIssue } from './errors.js';
+import { checksumProblem } from './images/checksum.js';
+import { imageUrlProblem, isImageUrl } from './images/url.js';
 
 /**
  * A VM name: lower-case letters, digits and dashes, not starting with a dash, at most 63
@@ -117,7 +119,9 @@ export const vmSpecSchema = z
     backend: backendSchema.default('auto'),
     /**
      * `tiny` (the embedded default guest), a path to a qcow2/raw image (used read-only as
-     * the backing file of a per-VM overlay), or for OrbStack `distro[:version]`.
+     * the backing file of a per-VM overlay), an `http(s)://` URL of one (QEMU: downloaded once
+     * into the cache, verified against imageChecksum or imageChecksumUrl), or for OrbStack
+     * `distro[:version]`.
      */
     image: z
       .string()
@@ -126,6 +130,17 @@ export const vmSpecSchema = z
       .refine((s) => !s.startsWith('-'), 'must not start with "-"')
       .refine((s) => !/[\0\n,]/.test(s), 'must not contain NUL, newline or comma')
       .default('tiny'),
+    /** With an image URL (QEMU): what the download is verified against, `sha256:<hex>` or `sha512:<hex>`. */
+    imageChecksum: z
+      .string()
+      .superRefine((s, ctx) => problem(ctx, checksumProblem(s)))
+      .optional(),
+    /** With an image URL (QEMU), instead of imageChecksum: a SHA256SUMS/SHA512SUMS URL listing the image. */
+    imageChecksumUrl: z
+      .string()
+      .max(4096)
+      .superRefine((s, ctx) => problem(ctx, imageUrlProblem(s)))
+      .optional(),
     /** Boot a kernel directly instead of an image's own boot loader. */
     kernel: absPath.optional(),
     initrd: absPath.optional(),
@@ -185,7 +200,34 @@ export const vmSpecSchema = z
       disks.add(d.name);
     });
     if (spec.initrd && !spec.kernel) ctx.addIssue({ code: 'custom', path: ['initrd'], message: 'needs kernel' });
+    imageUrlIssues(spec, ctx);
   });
+
+function problem(ctx: z.RefinementCtx, message: string | undefined): void {
+  if (message) ctx.addIssue({ code: 'custom', message });
+}
+
+/** An image URL needs exactly one checksum field; the checksum fields need an image URL. */
+function imageUrlIssues(
+  spec: { image: string; imageChecksum?: string | undefined; imageChecksumUrl?: string | undefined },
+  ctx: z.RefinementCtx,
+): void {
+  const add = (path: string, message: string) => ctx.addIssue({ code: 'custom', path: [path], message });
+  if (!isImageUrl(spec.image)) {
+    if (spec.imageChecksum !== undefined) add('imageChecksum', 'is only for an image given by URL');
+    if (spec.imageChecksumUrl !== undefined) add('imageChecksumUrl', 'is only for an image given by URL');
+    return;
+  }
+  const urlProblem = imageUrlProblem(spec.image);
+  if (urlProblem) add('image', urlProblem);
+  if (spec.imageChecksum === undefined && spec.imageChecksumUrl === undefined)
+    add(
+      'imageChecksum',
+      'is required for an image URL: give imageChecksum (sha256:<hex> from the SHA256SUMS published beside the image) or imageChecksumUrl (that SHA256SUMS URL)',
+    );
+  if (spec.imageChecksum !== undefined && spec.imageChecksumUrl !== undefined)
+    add('imageChecksumUrl', 'give imageChecksum or imageChecksumUrl, not both');
+}
 
 /** A VM spec as written by a user (defaults optional). */
 export type VmSpecInput = z.input<typeof vmSpecSchema>;
@@ -323,6 +365,9 @@ export function parseSize(value: number | string): number | undefined {
 export function specFingerprint(spec: VmSpec): string {
   const identity = {
     image: spec.image,
+    // Only present for URL images, so the fingerprints of every other spec stay what they were.
+    ...(spec.imageChecksum !== undefined ? { imageChecksum: spec.imageChecksum } : {}),
+    ...(spec.imageChecksumUrl !== undefined ? { imageChecksumUrl: spec.imageChecksumUrl } : {}),
     kernel: spec.kernel ?? null,
     initrd: spec.initrd ?? null,
     append: spec.append ?? null,
