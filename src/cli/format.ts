@@ -172,7 +172,11 @@ export function formatPulled(image: DownloadRow & { downloaded: boolean }): stri
 }
 
 /** One redrawn progress line of a download: `42.0 MiB of 300 MiB (14%), 85.1 MiB/s`. Pure. */
-export function formatDownloadProgress(receivedBytes: number, totalBytes: number | undefined, elapsedMs: number): string {
+export function formatDownloadProgress(
+  receivedBytes: number,
+  totalBytes: number | undefined,
+  elapsedMs: number,
+): string {
   const rate = elapsedMs > 0 ? `, ${formatBytes(Math.round((receivedBytes * 1000) / elapsedMs))}/s` : '';
   const of = totalBytes
     ? ` of ${formatBytes(totalBytes)} (${Math.floor((receivedBytes * 100) / Math.max(1, totalBytes))}%)`

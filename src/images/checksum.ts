@@ -27,7 +27,8 @@ export function checksumProblem(value: string): string | undefined {
 /** Parses `sha256:<hex>`; VALIDATION naming `property` when it is not one. Pure. */
 export function parseChecksum(value: string, property = 'imageChecksum'): Checksum {
   const problem = checksumProblem(value);
-  if (problem) throw new LocalVmError('VALIDATION', `checksum "${value}" ${problem}`, { issues: [{ property, reason: problem }] });
+  if (problem)
+    throw new LocalVmError('VALIDATION', `checksum "${value}" ${problem}`, { issues: [{ property, reason: problem }] });
   const [algorithm, hex] = value.trim().split(':') as [ChecksumAlgorithm, string];
   return { algorithm, hex: hex.toLowerCase() };
 }
@@ -71,7 +72,8 @@ export function checksumFromSums(text: string, fileName: string, sumsUrl: string
       hint: 'check that the checksum file belongs to this image (same directory, same release)',
     });
   }
-  if (distinct.length > 1) throw new LocalVmError('VALIDATION', `${sumsUrl} lists ${fileName} with different checksums`);
+  if (distinct.length > 1)
+    throw new LocalVmError('VALIDATION', `${sumsUrl} lists ${fileName} with different checksums`);
   const hex = distinct[0] as string;
   return { algorithm: hex.length === 64 ? 'sha256' : 'sha512', hex };
 }

@@ -66,9 +66,13 @@ function httpError(status: number, url: string, requested: string): LocalVmError
       hint: 'check the URL: cloud image directories are renamed when a release moves on',
       details: { url, status },
     });
-  return new LocalVmError(status >= 500 || status === 429 ? 'TRANSIENT' : 'PROTOCOL', `${url}${via} answered HTTP ${status}`, {
-    details: { url, status },
-  });
+  return new LocalVmError(
+    status >= 500 || status === 429 ? 'TRANSIENT' : 'PROTOCOL',
+    `${url}${via} answered HTTP ${status}`,
+    {
+      details: { url, status },
+    },
+  );
 }
 
 /** One transfer's abort signal: the whole deadline, the caller's signal, and a stall timer. */
@@ -111,7 +115,8 @@ async function openUrl(url: string, signal: AbortSignal, maxRedirects: number, w
     if (REDIRECTS.has(response.status)) {
       await response.body?.cancel().catch(() => undefined);
       const location = response.headers.get('location');
-      if (!location) throw new LocalVmError('PROTOCOL', `${current} answered HTTP ${response.status} without a Location`);
+      if (!location)
+        throw new LocalVmError('PROTOCOL', `${current} answered HTTP ${response.status} without a Location`);
       if (hop >= maxRedirects)
         throw new LocalVmError('PROTOCOL', `${url} redirected more than ${maxRedirects} times`, { details: { url } });
       current = redirectTarget(current, location);
@@ -137,7 +142,8 @@ export async function fetchText(url: string, options: FetchOptions & { maxBytes?
       for await (const chunk of response.body ?? []) {
         t.alive();
         size += (chunk as Uint8Array).length;
-        if (size > maxBytes) throw new LocalVmError('VALIDATION', `${url} is larger than ${maxBytes} bytes: not a checksum file`);
+        if (size > maxBytes)
+          throw new LocalVmError('VALIDATION', `${url} is larger than ${maxBytes} bytes: not a checksum file`);
         chunks.push(chunk as Uint8Array);
       }
     } catch (error) {
@@ -208,11 +214,15 @@ export async function downloadVerified(
       if (isLocalVmError(error, 'HOST_FS')) throw error;
       const failure = networkError(error, url, t.signal, 'downloading');
       if (isLocalVmError(failure, 'TRANSIENT'))
-        throw new LocalVmError('TRANSIENT', `the download of ${url} broke off after ${received} bytes: ${failure.message}`, {
-          cause: error,
-          hint: 'nothing was kept; pull again to start over',
-          details: { url, receivedBytes: received, totalBytes },
-        });
+        throw new LocalVmError(
+          'TRANSIENT',
+          `the download of ${url} broke off after ${received} bytes: ${failure.message}`,
+          {
+            cause: error,
+            hint: 'nothing was kept; pull again to start over',
+            details: { url, receivedBytes: received, totalBytes },
+          },
+        );
       throw failure;
     }
     await flush();
@@ -224,11 +234,17 @@ export async function downloadVerified(
     }
     const got: Checksum = { algorithm: checksum.algorithm, hex: hash.digest('hex') };
     if (got.hex !== checksum.hex) {
-      throw new LocalVmError('VALIDATION', `checksum mismatch for ${url}: expected ${formatChecksum(checksum)}, got ${formatChecksum(got)}`, {
-        hint: 'the file at this URL is not the one the checksum describes (a newer release, a broken mirror): check both; nothing was cached',
-        issues: [{ property: 'imageChecksum', reason: `does not match the downloaded file (${formatChecksum(got)})` }],
-        details: { url, expected: formatChecksum(checksum), actual: formatChecksum(got), sizeBytes: received },
-      });
+      throw new LocalVmError(
+        'VALIDATION',
+        `checksum mismatch for ${url}: expected ${formatChecksum(checksum)}, got ${formatChecksum(got)}`,
+        {
+          hint: 'the file at this URL is not the one the checksum describes (a newer release, a broken mirror): check both; nothing was cached',
+          issues: [
+            { property: 'imageChecksum', reason: `does not match the downloaded file (${formatChecksum(got)})` },
+          ],
+          details: { url, expected: formatChecksum(checksum), actual: formatChecksum(got), sizeBytes: received },
+        },
+      );
     }
     options.inspect?.(head);
     await fh.sync();

@@ -87,7 +87,10 @@ async function usable(config: LocalVmConfig, entry: DownloadEntry | undefined): 
 export async function findCachedImage(config: LocalVmConfig, req: PullRequest): Promise<CachedImage | undefined> {
   const { checksum } = checkPullRequest(req);
   const url = parseImageUrl(req.url).href;
-  return usable(config, findEntry(await readIndex(downloadsDir(config)), { url, checksum, checksumUrl: req.checksumUrl }));
+  return usable(
+    config,
+    findEntry(await readIndex(downloadsDir(config)), { url, checksum, checksumUrl: req.checksumUrl }),
+  );
 }
 
 /** The checksum `req` asks for: given, or read from its checksum URL (a fetch; nothing is written). */
@@ -204,6 +207,12 @@ export async function removeDownload(
       }
     }
     for (const e of entries) await rm(e.path, { force: true });
-    return { index: withoutFiles(index, entries.map((e) => e.file)), result: entries };
+    return {
+      index: withoutFiles(
+        index,
+        entries.map((e) => e.file),
+      ),
+      result: entries,
+    };
   });
 }

@@ -32,10 +32,12 @@ export function imageUrlProblem(value: string): string | undefined {
   } catch {
     return 'is not a valid URL';
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') return `must be http:// or https://, not ${url.protocol}//`;
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    return `must be http:// or https://, not ${url.protocol}//`;
   if (url.username || url.password) return 'must not carry credentials (user:password@): they would be recorded';
   const fileName = lastSegment(url);
-  if (!fileName) return 'must name a file (the last path segment), e.g. https://host/debian-12-genericcloud-amd64.qcow2';
+  if (!fileName)
+    return 'must name a file (the last path segment), e.g. https://host/debian-12-genericcloud-amd64.qcow2';
   if (COMPRESSED.test(fileName)) return 'names a compressed file: decompress it first and give the qcow2 or raw image';
   return undefined;
 }
@@ -72,6 +74,7 @@ export function redirectTarget(from: string, location: string): string {
   if (next.protocol !== 'http:' && next.protocol !== 'https:') {
     throw new LocalVmError('PROTOCOL', `${from} redirected to ${next.protocol}// (only http and https are followed)`);
   }
-  if (next.username || next.password) throw new LocalVmError('PROTOCOL', `${from} redirected to a URL with credentials`);
+  if (next.username || next.password)
+    throw new LocalVmError('PROTOCOL', `${from} redirected to a URL with credentials`);
   return next.href;
 }

@@ -132,7 +132,9 @@ describe('checksums', () => {
     expect(sniffImageFormat(Uint8Array.from([0x51, 0x46, 0x49, 0xfb, 0, 0, 0, 3]))).toBe('qcow2');
     expect(sniffImageFormat(Buffer.from('\0\0\0\0\0\0\0\0'))).toBe('raw');
     expect(sniffImageFormat(Buffer.from('KDMV\x01\0\0\0'))).toEqual({ unsupported: 'vmdk' });
-    expect(sniffImageFormat(Uint8Array.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0]))).toEqual({ unsupported: 'xz-compressed' });
+    expect(sniffImageFormat(Uint8Array.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0]))).toEqual({
+      unsupported: 'xz-compressed',
+    });
     expect(sniffImageFormat(Uint8Array.from([0x1f, 0x8b, 8]))).toEqual({ unsupported: 'gzip-compressed' });
   });
 });

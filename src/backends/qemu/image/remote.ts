@@ -91,14 +91,19 @@ export async function applyDownload(host: QemuHost, vm: string, a: DownloadActio
     },
   );
   if (image.path !== a.path || image.format !== a.format) {
-    throw new LocalVmError('VALIDATION', `${a.url} turned out to be ${image.format}, not ${a.format} as its name says`, {
-      vm,
-      hint: 'the verified image is cached now: run the create again and it is planned with its real format',
-      details: { planned: a.path, cached: image.path },
-    });
+    throw new LocalVmError(
+      'VALIDATION',
+      `${a.url} turned out to be ${image.format}, not ${a.format} as its name says`,
+      {
+        vm,
+        hint: 'the verified image is cached now: run the create again and it is planned with its real format',
+        details: { planned: a.path, cached: image.path },
+      },
+    );
   }
   const seconds = (performance.now() - started) / 1000;
-  if (image.downloaded) host.log(`${vm}: downloaded ${image.sizeBytes} bytes in ${seconds.toFixed(1)} s → ${image.path}`);
+  if (image.downloaded)
+    host.log(`${vm}: downloaded ${image.sizeBytes} bytes in ${seconds.toFixed(1)} s → ${image.path}`);
 }
 
 /**
