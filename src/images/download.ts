@@ -191,12 +191,24 @@ export async function downloadVerified(
     let head = new Uint8Array(0);
     let batch: Uint8Array[] = [];
     let batched = 0;
+    // One write in flight while the next batch arrives: receiving does not wait for the disk,
+    // and memory stays bounded (a batch being written, a batch being gathered).
+    let writing: Promise<void> = Promise.resolve();
+    let writeError: unknown;
     const flush = async () => {
+      await writing;
+      if (writeError !== undefined) throw writeError;
       if (batched === 0) return;
       const data = batch.length === 1 ? (batch[0] as Uint8Array) : Buffer.concat(batch, batched);
       batch = [];
       batched = 0;
-      await fh?.write(data);
+      const handle = fh as NonNullable<typeof fh>;
+      writing = handle.write(data).then(
+        () => undefined,
+        (error: unknown) => {
+          writeError = error;
+        },
+      );
     };
     try {
       for await (const value of response.body ?? []) {
@@ -211,7 +223,8 @@ export async function downloadVerified(
         options.onProgress?.({ url, receivedBytes: received, totalBytes });
       }
     } catch (error) {
-      if (isLocalVmError(error, 'HOST_FS')) throw error;
+      // A refused write (a full disk) is the host's, said as HOST_FS below, not a network failure.
+      if (writeError !== undefined) throw writeError;
       const failure = networkError(error, url, t.signal, 'downloading');
       if (isLocalVmError(failure, 'TRANSIENT'))
         throw new LocalVmError(
@@ -226,6 +239,8 @@ export async function downloadVerified(
       throw failure;
     }
     await flush();
+    await writing;
+    if (writeError !== undefined) throw writeError;
     if (totalBytes !== undefined && received !== totalBytes) {
       throw new LocalVmError('TRANSIENT', `the download of ${url} ended after ${received} of ${totalBytes} bytes`, {
         hint: 'nothing was kept; pull again to start over',
