@@ -5,7 +5,7 @@
  * from a URL image: its overlay's backing file is the cached download and QEMU runs.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, truncateSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -279,6 +279,35 @@ describe.skipIf(skip)('images by URL (a real HTTP server on 127.0.0.1)', () => {
     } finally {
       await backend.delete(name).catch(() => undefined);
     }
+  });
+
+  it('trusts a cached file only for its own checksum and size', async () => {
+    const config = freshConfig();
+    const good = await pullImage(config, { url: url('img'), checksum: `sha256:${sha256}` });
+    // Another checksum for the same URL is not answered from the cache: the server is asked, and the mismatch refused.
+    const before = hits.get('/img/debian-12-genericcloud-amd64.qcow2') ?? 0;
+    const other = await rejection(pullImage(config, { url: url('img'), checksum: `sha256:${'1'.repeat(64)}` }));
+    expect(other.code).toBe('VALIDATION');
+    expect(hits.get('/img/debian-12-genericcloud-amd64.qcow2')).toBe(before + 1);
+    // A cached file that is not the size that was verified is downloaded again.
+    chmodSync(good.path, 0o600);
+    truncateSync(good.path, 1000);
+    const again = await pullImage(config, { url: url('img'), checksum: `sha256:${sha256}` });
+    expect(again.downloaded).toBe(true);
+    expect(statSync(again.path).size).toBe(image.length);
+  });
+
+  it('a create whose download fails leaves no VM directory and nothing in the cache', async () => {
+    const config = freshConfig();
+    const backend = createQemuBackend({ config, runner });
+    const name = `${config.testPrefix}url-bad`;
+    const wrong = parseVmSpec({ name, image: url('img'), imageChecksum: `sha256:${'2'.repeat(64)}` });
+    expect((await rejection(backend.create(wrong))).code).toBe('VALIDATION');
+    expect(existsSync(join(config.stateDir, 'vms', name))).toBe(false);
+    expect(cachedFiles(config)).toEqual([]);
+    const gone = parseVmSpec({ name, image: url('nothing'), imageChecksum: `sha256:${sha256}` });
+    expect((await rejection(backend.create(gone))).code).toBe('NOT_FOUND');
+    expect(existsSync(join(config.stateDir, 'vms', name))).toBe(false);
   });
 
   it('localvm image pull / list / rm', async () => {
