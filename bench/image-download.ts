@@ -1,7 +1,7 @@
 /**
  * Download throughput of `pullImage` (fetch, hashed while streaming, fsynced, renamed) from a
- * local HTTP server, against `curl -o /dev/null` of the same URL and a plain Node fetch
- * stream to /dev/null, in the same run. The server runs in its own process, so neither
+ * local HTTP server, against `curl -o /dev/null` of the same URL, a plain node:http stream
+ * to /dev/null and the sha256 of the same bytes in memory, in the same run. The server runs in its own process, so neither
  * client shares an event loop with it.
  *
  * Prints medians and writes bench/results/image-download.json.
@@ -13,7 +13,7 @@ import { createWriteStream } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { get } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { loadConfig } from '../src/config.js';
 import { pullImage } from '../src/images/index.js';
@@ -48,16 +48,19 @@ async function time(fn: () => Promise<unknown>): Promise<number> {
 }
 const mibps = (ms: number) => Math.round((mib * 1000) / ms);
 
-const results: Record<string, number[]> = { localvm: [], curl: [], nodeStream: [] };
+const results: Record<string, number[]> = { localvm: [], curl: [], nodeHttpStream: [], sha256InMemory: [] };
 try {
   for (let i = 0; i < runs; i++) {
     results.curl?.push(await time(() => runChecked(runner, { file: 'curl', args: ['-sS', '-o', '/dev/null', url] })));
-    results.nodeStream?.push(
-      await time(async () => {
-        const res = await fetch(url);
-        await pipeline(Readable.fromWeb(res.body as never), createWriteStream('/dev/null'));
-      }),
+    results.nodeHttpStream?.push(
+      await time(
+        () =>
+          new Promise<void>((resolve, reject) =>
+            get(url, (res) => pipeline(res, createWriteStream('/dev/null')).then(resolve, reject)).on('error', reject),
+          ),
+      ),
     );
+    results.sha256InMemory?.push(await time(async () => createHash('sha256').update(data).digest('hex')));
     const cacheDir = join(root, `cache-${i}`);
     results.localvm?.push(
       await time(() => pullImage(loadConfig(process.env, { cacheDir }), { url, checksum: `sha256:${sha256}` })),
