@@ -9,7 +9,7 @@ import './backends/builtin.js';
 import { backendChoices } from './backends/registry.js';
 import { validationError, type ValidationIssue } from './errors.js';
 import { checksumProblem } from './images/checksum.js';
-import { imageUrlProblem, isImageUrl } from './images/url.js';
+import { imageSpecIssues, imageUrlProblem } from './images/url.js';
 
 /**
  * A VM name: lower-case letters, digits and dashes, not starting with a dash, at most 63
@@ -200,33 +200,11 @@ export const vmSpecSchema = z
       disks.add(d.name);
     });
     if (spec.initrd && !spec.kernel) ctx.addIssue({ code: 'custom', path: ['initrd'], message: 'needs kernel' });
-    imageUrlIssues(spec, ctx);
+    for (const i of imageSpecIssues(spec)) ctx.addIssue({ code: 'custom', path: [i.property], message: i.reason });
   });
 
 function problem(ctx: z.RefinementCtx, message: string | undefined): void {
   if (message) ctx.addIssue({ code: 'custom', message });
-}
-
-/** An image URL needs exactly one checksum field; the checksum fields need an image URL. */
-function imageUrlIssues(
-  spec: { image: string; imageChecksum?: string | undefined; imageChecksumUrl?: string | undefined },
-  ctx: z.RefinementCtx,
-): void {
-  const add = (path: string, message: string) => ctx.addIssue({ code: 'custom', path: [path], message });
-  if (!isImageUrl(spec.image)) {
-    if (spec.imageChecksum !== undefined) add('imageChecksum', 'is only for an image given by URL');
-    if (spec.imageChecksumUrl !== undefined) add('imageChecksumUrl', 'is only for an image given by URL');
-    return;
-  }
-  const urlProblem = imageUrlProblem(spec.image);
-  if (urlProblem) add('image', urlProblem);
-  if (spec.imageChecksum === undefined && spec.imageChecksumUrl === undefined)
-    add(
-      'imageChecksum',
-      'is required for an image URL: give imageChecksum (sha256:<hex> from the SHA256SUMS published beside the image) or imageChecksumUrl (that SHA256SUMS URL)',
-    );
-  if (spec.imageChecksum !== undefined && spec.imageChecksumUrl !== undefined)
-    add('imageChecksumUrl', 'give imageChecksum or imageChecksumUrl, not both');
 }
 
 /** A VM spec as written by a user (defaults optional). */

@@ -6,7 +6,7 @@
  * file: the last path segment is what a SHA256SUMS entry is matched by and what gives the
  * cached file its extension.
  */
-import { LocalVmError } from '../errors.js';
+import { LocalVmError, type ValidationIssue } from '../errors.js';
 
 export interface ImageUrl {
   /** The URL as given, normalised by WHATWG URL parsing. */
@@ -77,4 +77,29 @@ export function redirectTarget(from: string, location: string): string {
   if (next.username || next.password)
     throw new LocalVmError('PROTOCOL', `${from} redirected to a URL with credentials`);
   return next.href;
+}
+
+/** The spec's image fields together: a URL needs exactly one checksum field, the checksum fields need a URL. Pure. */
+export function imageSpecIssues(spec: {
+  image: string;
+  imageChecksum?: string | undefined;
+  imageChecksumUrl?: string | undefined;
+}): ValidationIssue[] {
+  const issues: ValidationIssue[] = [];
+  const add = (property: string, reason: string) => issues.push({ property, reason });
+  if (!isImageUrl(spec.image)) {
+    if (spec.imageChecksum !== undefined) add('imageChecksum', 'is only for an image given by URL');
+    if (spec.imageChecksumUrl !== undefined) add('imageChecksumUrl', 'is only for an image given by URL');
+    return issues;
+  }
+  const problem = imageUrlProblem(spec.image);
+  if (problem) add('image', problem);
+  if (spec.imageChecksum === undefined && spec.imageChecksumUrl === undefined)
+    add(
+      'imageChecksum',
+      'is required for an image URL: give imageChecksum (sha256:<hex> from the SHA256SUMS published beside the image) or imageChecksumUrl (that SHA256SUMS URL)',
+    );
+  if (spec.imageChecksum !== undefined && spec.imageChecksumUrl !== undefined)
+    add('imageChecksumUrl', 'give imageChecksum or imageChecksumUrl, not both');
+  return issues;
 }

@@ -318,7 +318,8 @@ describe.skipIf(skip)('images by URL (a real HTTP server on 127.0.0.1)', () => {
       stdout = '';
       stderr = '';
       const code = await runCli(argv, {
-        stdout: { write: (c) => (stdout += String(c)) },
+        // A terminal: the progress line is redrawn in place.
+        stdout: { write: (c) => (stdout += String(c)), isTTY: true },
         stderr: { write: (c) => (stderr += String(c)) },
         env: {},
         context: { config, runner },
@@ -334,6 +335,8 @@ describe.skipIf(skip)('images by URL (a real HTTP server on 127.0.0.1)', () => {
     const cached = join(downloadsDir(config), `sha256-${sha256}.qcow2`);
     expect(pulled.stdout).toMatch(new RegExp(`^${cached} \\(.*qcow2, downloaded, sha256:${sha256.slice(0, 12)}`));
     expect(pulled.stderr).toContain('downloaded and verified');
+    expect(pulled.stderr).toContain('\r\x1b[2K↓ ');
+    expect(pulled.stderr).toMatch(/↓ [\d.]+ (B|KiB|MiB) of [\d.]+ MiB \(\d+%\)/);
     expect((await run('image', 'pull', url('img'), '--checksum', `sha256:${sha256}`)).stdout).toContain(
       'already cached',
     );

@@ -19,8 +19,7 @@ import { observe, type Observed } from './observe.js';
 import { qemuImg } from './qemuImg.js';
 import { QEMU_BACKEND } from './register.js';
 import { findIsoTool, seedImageFor, seedIsoCommand } from './seed.js';
-import { isImageUrl } from '../../images/url.js';
-import { planRemoteImage } from './image/remote.js';
+import { planRemoteImage, type DownloadAction } from './image/remote.js';
 import { RECORD_VERSION, vmsDir, type BootRecord, type VmPaths, type VmRecord } from './state.js';
 
 /** What a step does, for the executor. Kept out of `summary`: records hold user-data. */
@@ -28,14 +27,7 @@ export type QemuAction =
   | { kind: 'mkdir'; path: string; exclusive: boolean }
   | { kind: 'write-record'; record: VmRecord }
   | { kind: 'touch'; path: string }
-  | {
-      kind: 'download';
-      url: string;
-      checksum: string;
-      checksumUrl?: string | undefined;
-      path: string;
-      format: 'qcow2' | 'raw';
-    }
+  | DownloadAction
   | { kind: 'write-seed'; dir: string; userData: string; metaData: string }
   | { kind: 'run'; timeoutMs: number }
   | { kind: 'launch'; record: VmRecord; accel: AccelChoice }
@@ -170,7 +162,7 @@ export async function planCreate(host: QemuHost, spec: VmSpec, mode: PlanMode): 
   if (await exists(p.dir)) throw alreadyExists(name);
   // Everything that can fail on bad input is checked before anything is written.
   // An image by URL: its cached download, or a download step first (never while planning).
-  const remote = isImageUrl(spec.image) && !spec.kernel ? await planRemoteImage(host, spec) : undefined;
+  const remote = await planRemoteImage(host, spec);
   const { boot, image } = remote ?? (await resolveBoot(host, spec));
   const backingFormat = remote ? remote.format : image ? await imageFormat(host, name, image) : undefined;
   const disks = diskLayout(spec, p.dir);

@@ -11,6 +11,7 @@ import {
   cachedPathFor,
   findCachedImage,
   formatChecksum,
+  isImageUrl,
   parseImageUrl,
   pullImage,
   resolveChecksum,
@@ -21,11 +22,22 @@ import { parseQemuImgInfo } from '../../../parsers.js';
 import type { CommandRunner } from '../../../runner.js';
 import type { VmSpec } from '../../../schema.js';
 import type { QemuHost } from '../host.js';
-import type { QemuAction, QemuStep } from '../plan.js';
+import type { QemuStep } from '../plan.js';
 import { qemuImg } from '../qemuImg.js';
 import { listVmNames, readRecord, vmPaths } from '../state.js';
 
-export type DownloadAction = Extract<QemuAction, { kind: 'download' }>;
+/** The plan step that downloads a URL image into the cache (a QemuAction, executed by apply.ts). */
+export interface DownloadAction {
+  kind: 'download';
+  url: string;
+  /** Resolved while planning, so what a dry run prints is what is verified. */
+  checksum: string;
+  checksumUrl?: string | undefined;
+  /** The cached file it becomes. */
+  path: string;
+  /** The format planned from the file name, checked against the bytes. */
+  format: 'qcow2' | 'raw';
+}
 
 export interface RemoteImagePlan {
   /** Planned like a local image's boot (resolveBoot): the overlay replaces `image` in the record. */
@@ -47,12 +59,14 @@ const requestOf = (spec: VmSpec): PullRequest => ({
 });
 
 /**
- * Where the image of `spec` (a URL) comes from. Reads the cache only, and a checksum URL when
- * nothing is cached for it yet; never downloads the image. An uncached image's format is
- * taken from its name (`.raw` is raw, anything else qcow2, as cloud images are published) and
- * checked once the bytes are there.
+ * Where the root disk of `spec` comes from when its image is a URL; undefined otherwise (and
+ * with `kernel`, which for now boots without the image, as with a local image path). Reads the
+ * cache only, and a checksum URL when nothing is cached for it yet; never downloads the image.
+ * An uncached image's format is taken from its name (`.raw` is raw, anything else qcow2, as
+ * cloud images are published) and checked once the bytes are there.
  */
-export async function planRemoteImage(host: QemuHost, spec: VmSpec): Promise<RemoteImagePlan> {
+export async function planRemoteImage(host: QemuHost, spec: VmSpec): Promise<RemoteImagePlan | undefined> {
+  if (!isImageUrl(spec.image) || spec.kernel) return undefined;
   const req = requestOf(spec);
   const boot = { kind: 'disk', image: '', format: 'qcow2' } as const;
   const cached = await findCachedImage(host.config, req);
