@@ -49,12 +49,17 @@ const HEAD_BYTES = 64;
 /** Chunks are gathered up to this before a write: fewer syscalls than one per network chunk. */
 const WRITE_BATCH = 1 << 20;
 
+/** What went wrong on the wire, in a few words (`ECONNREFUSED`, `aborted`). */
+function detailOf(error: unknown): string {
+  const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+  return cause?.code ?? cause?.message ?? (error as Error).message;
+}
+
 /** A network-level failure (refused, reset, DNS) as TRANSIENT naming the URL; an abort as its reason. */
 function networkError(error: unknown, url: string, signal: AbortSignal, what: string): unknown {
   if (signal.aborted) return signal.reason as unknown;
   if (isLocalVmError(error)) return error;
-  const cause = (error as { cause?: { code?: string; message?: string } }).cause;
-  const detail = cause?.code ?? cause?.message ?? (error as Error).message;
+  const detail = detailOf(error);
   return new LocalVmError('TRANSIENT', `${what} ${url} failed: ${detail}`, {
     cause: error,
     hint: 'check the URL and the network (a proxy, DNS, the server); nothing was kept, a later pull starts over',
@@ -243,7 +248,7 @@ export async function downloadVerified(
       if (isLocalVmError(failure, 'TRANSIENT'))
         throw new LocalVmError(
           'TRANSIENT',
-          `the download of ${url} broke off after ${received} bytes: ${failure.message}`,
+          `the download of ${url} broke off after ${received} bytes (${detailOf(error)})`,
           {
             cause: error,
             hint: 'nothing was kept; pull again to start over',
