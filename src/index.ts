@@ -39,6 +39,17 @@ export {
   type TinyImage,
   type ImageEntry,
 } from './backends/qemu/image/index.js';
+export {
+  findCachedImage,
+  listDownloads,
+  pullImage,
+  removeDownload,
+  type CachedImage,
+  type DownloadEntry,
+  type DownloadOptions,
+  type DownloadProgress,
+  type PullRequest,
+} from './images/index.js';
 export { runDemo, type DemoStep, type DemoOptions } from './demo.js';
 export {
   deleteSnapshot,

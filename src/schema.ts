@@ -8,6 +8,8 @@ import { z } from 'zod';
 import './backends/builtin.js';
 import { backendChoices } from './backends/registry.js';
 import { validationError, type ValidationIssue } from './errors.js';
+import { checksumProblem } from './images/checksum.js';
+import { imageSpecIssues, imageUrlProblem } from './images/url.js';
 
 /**
  * A VM name: lower-case letters, digits and dashes, not starting with a dash, at most 63
@@ -118,7 +120,9 @@ export const vmSpecObjectSchema = z
     backend: backendSchema.default('auto'),
     /**
      * `tiny` (the embedded default guest), a path to a qcow2/raw image (used read-only as
-     * the backing file of a per-VM overlay), or for OrbStack `distro[:version]`.
+     * the backing file of a per-VM overlay), an `http(s)://` URL of one (QEMU: downloaded once
+     * into the cache, verified against imageChecksum or imageChecksumUrl), or for OrbStack
+     * `distro[:version]`.
      */
     image: z
       .string()
@@ -126,6 +130,17 @@ export const vmSpecObjectSchema = z
       .max(4096)
       .refine((s) => !s.startsWith('-'), 'must not start with "-"')
       .refine((s) => !/[\0\n,]/.test(s), 'must not contain NUL, newline or comma')
+      .optional(),
+    /** With an image URL (QEMU): what the download is verified against, `sha256:<hex>` or `sha512:<hex>`. */
+    imageChecksum: z
+      .string()
+      .superRefine((s, ctx) => problem(ctx, checksumProblem(s)))
+      .optional(),
+    /** With an image URL (QEMU), instead of imageChecksum: a SHA256SUMS/SHA512SUMS URL listing the image. */
+    imageChecksumUrl: z
+      .string()
+      .max(4096)
+      .superRefine((s, ctx) => problem(ctx, imageUrlProblem(s)))
       .optional(),
     /** Boot a kernel directly instead of an image's own boot loader. */
     kernel: absPath.optional(),
@@ -193,6 +208,7 @@ export const vmSpecSchema = vmSpecObjectSchema
       disks.add(d.name);
     });
     if (spec.initrd && !spec.kernel) ctx.addIssue({ code: 'custom', path: ['initrd'], message: 'needs kernel' });
+    for (const i of imageSpecIssues(spec)) ctx.addIssue({ code: 'custom', path: [i.property], message: i.reason });
     if (spec.template !== undefined) {
       for (const key of ['image', 'kernel', 'initrd', 'append', 'userData'] as const) {
         if (spec[key] !== undefined)
@@ -231,6 +247,10 @@ export function templateDefaults(spec: { image?: unknown; cpus?: unknown; memory
  * that gives `memory` must give the template's (its RAM is the template's RAM file).
  */
 export const FROM_TEMPLATE = 0;
+
+function problem(ctx: z.RefinementCtx, message: string | undefined): void {
+  if (message) ctx.addIssue({ code: 'custom', message });
+}
 
 /** A VM spec as written by a user (defaults optional). */
 export type VmSpecInput = z.input<typeof vmSpecSchema>;
@@ -368,6 +388,9 @@ export function parseSize(value: number | string): number | undefined {
 export function specFingerprint(spec: VmSpec): string {
   const identity = {
     image: spec.image,
+    // Only present for URL images, so the fingerprints of every other spec stay what they were.
+    ...(spec.imageChecksum !== undefined ? { imageChecksum: spec.imageChecksum } : {}),
+    ...(spec.imageChecksumUrl !== undefined ? { imageChecksumUrl: spec.imageChecksumUrl } : {}),
     kernel: spec.kernel ?? null,
     initrd: spec.initrd ?? null,
     append: spec.append ?? null,

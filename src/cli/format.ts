@@ -127,13 +127,62 @@ export function formatBytes(bytes: number): string {
   return `${value.toFixed(value < 10 ? 1 : 0)} ${unit}`;
 }
 
-/** `localvm image list` for people. */
-export function formatImageTable(images: ImageRow[]): string {
-  if (images.length === 0) return 'no images (localvm image build makes the tiny image)\n';
-  return formatTable(
-    ['NAME', 'HASH', 'SIZE', 'KERNEL', 'BUILT'],
-    images.map((i) => [i.name, i.hash.slice(0, 12), formatBytes(i.sizeBytes), i.kernelVersion, i.builtAt]),
-  );
+/** A downloaded image as `image list` shows it (see src/images). */
+export interface DownloadRow {
+  id: string;
+  url: string;
+  path: string;
+  sizeBytes: number;
+  checksum: string;
+  format: string;
+  fetchedAt: string;
+}
+
+/** A checksum cut to fit a table: `sha256:0123456789ab…`. */
+export function shortChecksum(checksum: string): string {
+  const [algorithm, hex = ''] = checksum.split(':');
+  return hex.length > 12 ? `${algorithm}:${hex.slice(0, 12)}…` : checksum;
+}
+
+/** `localvm image list` for people: tiny builds, then downloaded images. */
+export function formatImageTable(images: ImageRow[], downloads: DownloadRow[] = []): string {
+  if (images.length === 0 && downloads.length === 0)
+    return 'no images (localvm image build makes the tiny image, localvm image pull URL downloads one)\n';
+  const parts: string[] = [];
+  if (images.length > 0)
+    parts.push(
+      formatTable(
+        ['NAME', 'HASH', 'SIZE', 'KERNEL', 'BUILT'],
+        images.map((i) => [i.name, i.hash.slice(0, 12), formatBytes(i.sizeBytes), i.kernelVersion, i.builtAt]),
+      ),
+    );
+  if (downloads.length > 0)
+    parts.push(
+      formatTable(
+        ['DOWNLOADED', 'SIZE', 'FORMAT', 'CHECKSUM', 'FETCHED', 'URL'],
+        downloads.map((d) => [d.id, formatBytes(d.sizeBytes), d.format, shortChecksum(d.checksum), d.fetchedAt, d.url]),
+      ),
+    );
+  return parts.join('\n');
+}
+
+/** The line `image pull` ends with: where the image is, how big, and whether it was fetched now. */
+export function formatPulled(image: DownloadRow & { downloaded: boolean }): string {
+  const how = image.downloaded ? 'downloaded' : 'already cached';
+  return `${image.path} (${formatBytes(image.sizeBytes)}, ${image.format}, ${how}, ${shortChecksum(image.checksum)})\n`;
+}
+
+/** One redrawn progress line of a download: `42.0 MiB of 300 MiB (14%), 85.1 MiB/s`. Pure. */
+export function formatDownloadProgress(
+  receivedBytes: number,
+  totalBytes: number | undefined,
+  elapsedMs: number,
+): string {
+  const rate = elapsedMs > 0 ? `, ${formatBytes(Math.round((receivedBytes * 1000) / elapsedMs))}/s` : '';
+  const of = totalBytes
+    ? ` of ${formatBytes(totalBytes)} (${Math.floor((receivedBytes * 100) / Math.max(1, totalBytes))}%)`
+    : '';
+  return `${formatBytes(receivedBytes)}${of}${rate}`;
 }
 
 const SAFE_WORD = /^[A-Za-z0-9_@%+=:,./-]+$/;

@@ -68,6 +68,11 @@ export class CliSession {
     this.deps.stderr.write(text);
   }
 
+  /** True when output goes to a terminal (progress lines redraw in place). */
+  isTty(): boolean {
+    return Boolean(this.deps.stdout.isTTY);
+  }
+
   globals(cmd: Commander): GlobalOptions {
     return cmd.optsWithGlobals<GlobalOptions>();
   }

@@ -182,7 +182,7 @@ describe('localvm program (fake backend)', () => {
     expect(await commands('snapshot')).toEqual(['create', 'list', 'restore', 'delete', 'help']);
     expect(await commands('template')).toEqual(['create', 'list', 'info', 'delete', 'help']);
     expect(await commands('disk')).toEqual(['add', 'list', 'remove', 'help']);
-    expect(await commands('image')).toEqual(['build', 'list', 'help']);
+    expect(await commands('image')).toEqual(['build', 'list', 'pull', 'rm', 'help']);
   });
 
   it('documents exit codes in --help', async () => {

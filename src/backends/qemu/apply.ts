@@ -9,6 +9,7 @@ import { LocalVmError, tail } from '../../errors.js';
 import { hostFsError } from '../../host/fs.js';
 import { commandError, runChecked } from '../../runner.js';
 import { isTransientLaunchFailure } from './classify.js';
+import { applyDownload } from './image/remote.js';
 import type { QemuHost } from './host.js';
 import { killHard, waitGone } from './observe.js';
 import type { QemuStep } from './plan.js';
@@ -67,6 +68,9 @@ async function applyStep(host: QemuHost, vm: string, step: QemuStep, afterUndeli
       return 'done';
     case 'touch':
       await (await open(a.path, 'a', 0o600)).close();
+      return 'done';
+    case 'download':
+      await applyDownload(host, vm, a);
       return 'done';
     case 'write-seed':
       await mkdir(a.dir, { mode: 0o700 });

@@ -19,6 +19,7 @@ import { observe, type Observed } from './observe.js';
 import { qemuImg } from './qemuImg.js';
 import { QEMU_BACKEND } from './register.js';
 import { findIsoTool, seedImageFor, seedIsoCommand } from './seed.js';
+import { planRemoteImage, type DownloadAction } from './image/remote.js';
 import { RECORD_VERSION, vmsDir, type BootRecord, type VmPaths, type VmRecord } from './state.js';
 import { planCloneCreate } from './template/clonePlan.js';
 import type { CloneAction } from './template/restore.js';
@@ -28,6 +29,7 @@ export type QemuAction =
   | { kind: 'mkdir'; path: string; exclusive: boolean }
   | { kind: 'write-record'; record: VmRecord }
   | { kind: 'touch'; path: string }
+  | DownloadAction
   | { kind: 'write-seed'; dir: string; userData: string; metaData: string }
   | { kind: 'run'; timeoutMs: number }
   | { kind: 'launch'; record: VmRecord; accel: AccelChoice }
@@ -172,8 +174,10 @@ export async function planCreate(host: QemuHost, spec: VmSpec, mode: PlanMode): 
   const p = host.paths(name);
   if (await exists(p.dir)) throw alreadyExists(name);
   // Everything that can fail on bad input is checked before anything is written.
-  const { boot, image } = await resolveBoot(host, spec);
-  const backingFormat = image ? await imageFormat(host, name, image) : undefined;
+  // An image by URL: its cached download, or a download step first (never while planning).
+  const remote = await planRemoteImage(host, spec);
+  const { boot, image } = remote ?? (await resolveBoot(host, spec));
+  const backingFormat = remote ? remote.format : image ? await imageFormat(host, name, image) : undefined;
   const disks = diskLayout(spec, p.dir);
   const isoTool = spec.userData !== undefined ? findIsoTool(host.config) : undefined;
   const record: VmRecord = {
@@ -193,6 +197,7 @@ export async function planCreate(host: QemuHost, spec: VmSpec, mode: PlanMode): 
     paths: p,
   };
   const steps: QemuStep[] = [
+    ...(remote?.steps ?? []),
     {
       summary: `create directory ${vmsDir(host.config.stateDir)} (mode 0700)`,
       action: { kind: 'mkdir', path: vmsDir(host.config.stateDir), exclusive: false },

@@ -1,7 +1,27 @@
-/** `localvm image build|list`: the tiny guest image and the image cache. */
+/** `localvm image build|list|pull|rm`: the tiny guest image, downloaded images, the image cache. */
 import type { Command as Commander } from 'commander';
-import { formatImageTable } from '../format.js';
+import type { DownloadProgress } from '../../images/index.js';
+import { formatDownloadProgress, formatImageTable, formatPulled } from '../format.js';
 import type { CliSession } from '../shared.js';
+
+/** Redraws one progress line on a terminal (at most 10 times a second); plain start and end lines otherwise. */
+function downloadProgress(cli: CliSession, url: string) {
+  const tty = cli.isTty();
+  const started = performance.now();
+  let drawn = 0;
+  if (!tty) cli.err(`downloading ${url}...\n`);
+  return {
+    onProgress(p: DownloadProgress) {
+      if (!tty || performance.now() - drawn < 100) return;
+      drawn = performance.now();
+      cli.err(`\r\x1b[2K↓ ${formatDownloadProgress(p.receivedBytes, p.totalBytes, drawn - started)}`);
+    },
+    end(message: string) {
+      const seconds = ((performance.now() - started) / 1000).toFixed(1);
+      cli.err(`${tty ? '\r\x1b[2K' : ''}${url}: ${message} (${seconds} s)\n`);
+    },
+  };
+}
 
 export function registerImage(program: Commander, cli: CliSession): void {
   const image = program.command('image').description('guest images');
@@ -22,11 +42,50 @@ export function registerImage(program: Commander, cli: CliSession): void {
     });
   image
     .command('list')
-    .description('images in the cache')
+    .description('images in the cache: tiny builds and downloaded images')
     .action(async (_opts: unknown, cmd: Commander) => {
       const ctx = cli.contextFor(cmd);
       const { listImages } = await import('../../backends/qemu/image/index.js');
+      const { listDownloads } = await import('../../images/index.js');
       const images = await listImages(ctx.config);
-      cli.print(cmd, images, formatImageTable(images));
+      const downloads = await listDownloads(ctx.config);
+      // One array for --json: tiny builds as before, downloads with name "download".
+      const json = [...images, ...downloads.map((d) => ({ name: 'download', ...d }))];
+      cli.print(cmd, json, formatImageTable(images, downloads));
+    });
+  image
+    .command('pull')
+    .description('download a qcow2/raw image by URL into the cache, verified against its checksum (once)')
+    .argument('<url>', 'http:// or https:// URL of the image')
+    .option('--checksum <sum>', 'sha256:<hex> or sha512:<hex>, e.g. from the SHA256SUMS beside the image')
+    .option('--checksum-url <url>', 'URL of a SHA256SUMS/SHA512SUMS file listing the image')
+    .action(async (url: string, opts: { checksum?: string; checksumUrl?: string }, cmd: Commander) => {
+      cli.noDryRun(cmd, 'image pull');
+      const ctx = cli.contextFor(cmd);
+      const { pullImage } = await import('../../images/index.js');
+      const progress = downloadProgress(cli, url);
+      let pulled;
+      try {
+        pulled = await pullImage(ctx.config, { url, checksum: opts.checksum, checksumUrl: opts.checksumUrl }, progress);
+      } catch (error) {
+        progress.end(`failed: ${(error as { code?: string }).code ?? 'error'}`);
+        throw error;
+      }
+      progress.end(pulled.downloaded ? 'downloaded and verified' : 'already cached');
+      cli.print(cmd, pulled, formatPulled(pulled));
+    });
+  image
+    .command('rm')
+    .description('remove a downloaded image (refused while a VM uses it as its backing file)')
+    .argument('<ref>', 'its id (from image list), URL or file name')
+    .action(async (ref: string, _opts: unknown, cmd: Commander) => {
+      cli.noDryRun(cmd, 'image rm');
+      const ctx = cli.contextFor(cmd);
+      const { removeDownload } = await import('../../images/index.js');
+      const { vmsUsingImage } = await import('../../backends/qemu/image/remote.js');
+      const removed = await removeDownload(ctx.config, ref, (path, entry) =>
+        vmsUsingImage(ctx.config, ctx.runner, path, entry),
+      );
+      cli.print(cmd, removed, removed.map((e) => `removed ${e.id} ${e.url} (${e.path})\n`).join(''));
     });
 }
