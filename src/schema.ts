@@ -7,31 +7,11 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import './backends/builtin.js';
 import { backendChoices } from './backends/registry.js';
-import { validationError, type ValidationIssue } from './errors.js';
 import { checksumProblem } from './images/checksum.js';
 import { imageSpecIssues, imageUrlProblem } from './images/url.js';
 
-/**
- * A VM name: lower-case letters, digits and dashes, not starting with a dash, at most 63
- * characters. It becomes a directory name, a QEMU `-name`, and an orbctl argument, so it
- * must never carry a path separator, a shell metacharacter, or look like a flag.
- */
-export const VM_NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
-
-/**
- * A guest user name, conservatively (the portable shadow-utils shape): it becomes an
- * argument of `su` and `orbctl run -u`, so it must never look like a flag or carry spaces.
- */
-export const USER_NAME_PATTERN = /^[a-z_][a-z0-9_-]{0,31}$/;
-
-/**
- * An environment variable name as POSIX defines it (portable character set). `env NAME=value`
- * carries each variable, so a name with "=" would shift the split and one starting with "-"
- * would be read as an option of `env`.
- */
-export const ENV_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
-const noNul = (s: string): boolean => !s.includes('\0');
+export { VM_NAME_PATTERN, USER_NAME_PATTERN, ENV_NAME_PATTERN, toIssues, parseOrThrow } from './validation.js';
+import { VM_NAME_PATTERN, USER_NAME_PATTERN, parseOrThrow } from './validation.js';
 
 export const vmNameSchema = z
   .string({ error: 'must be a string' })
@@ -257,22 +237,6 @@ export type VmSpecInput = z.input<typeof vmSpecSchema>;
 /** A validated VM spec with every default applied. */
 export type VmSpec = z.output<typeof vmSpecSchema>;
 
-/** Maps zod issues to `{ property, reason }` with dotted paths (`ports.0.host`). */
-export function toIssues(error: z.ZodError): ValidationIssue[] {
-  return error.issues.map((issue) => ({
-    property: issue.path.map(String).join('.'),
-    // A refused record key reports only "Invalid key in record"; its own issue says why.
-    reason: (issue.code === 'invalid_key' ? issue.issues[0]?.message : undefined) ?? issue.message,
-  }));
-}
-
-/** Parses with `schema`; throws a VALIDATION LocalVmError listing every problem. */
-export function parseOrThrow<S extends z.ZodType>(schema: S, input: unknown, what: string): z.output<S> {
-  const result = schema.safeParse(input);
-  if (!result.success) throw validationError(toIssues(result.error), what);
-  return result.data;
-}
-
 /** Validates a VM spec at the boundary. Throws VALIDATION before anything touches disk. */
 export function parseVmSpec(input: unknown): VmSpec {
   if (typeof input === 'object' && input !== null && parsedSpecs.has(input)) return input as VmSpec;
@@ -297,77 +261,6 @@ export function parseVmName(input: unknown): string {
 // ---------------------------------------------------------------------------------------
 // exec and shell
 // ---------------------------------------------------------------------------------------
-
-/** The longest exec timeout: a day. Longer is a mistake, and timers overflow past ~24.8 days. */
-export const MAX_EXEC_TIMEOUT_MS = 86_400_000;
-
-/** A guest command as an argv array: a string from JavaScript would be spread into letters. */
-export const argvSchema = z
-  .array(z.string('must be a string').refine(noNul, 'must not contain NUL'), 'must be an array of strings')
-  .min(1, 'must name a command')
-  .superRefine((argv, ctx) => {
-    if (argv[0] === '') ctx.addIssue({ code: 'custom', path: [0], message: 'must name a command' });
-  });
-
-/** Options of `Connector.exec` and `shell` (see `ExecOptions` in backend.ts). */
-export const execOptionsSchema = z.object(
-  {
-    env: z
-      .record(
-        z.string().regex(ENV_NAME_PATTERN, 'must be a variable name: A-Z a-z 0-9 _, not starting with a digit'),
-        z.string('must be a string').refine(noNul, 'must not contain NUL'),
-        'must be an object of variable names to strings',
-      )
-      .optional(),
-    cwd: z
-      .string('must be a string')
-      .refine((s) => s.startsWith('/') && noNul(s), 'must be an absolute path without NUL')
-      .optional(),
-    stdin: z.union([z.string(), z.instanceof(Uint8Array)], 'must be a string or a Uint8Array').optional(),
-    // Ends the command early (a deadline of the caller's): passed through untouched.
-    signal: z.instanceof(AbortSignal, { error: 'must be an AbortSignal' }).optional(),
-    timeoutMs: z
-      .number('must be a number')
-      .int('must be a whole number of milliseconds')
-      .positive('must be positive')
-      .max(MAX_EXEC_TIMEOUT_MS, `must be at most ${MAX_EXEC_TIMEOUT_MS} (24 h)`)
-      .optional(),
-    user: z
-      .string('must be a string')
-      .regex(USER_NAME_PATTERN, 'must be a user name: a-z 0-9 _ -, not starting with "-" or a digit')
-      .optional(),
-  },
-  'must be an object',
-);
-export type ExecOptionsParsed = z.output<typeof execOptionsSchema>;
-
-function issuesOf(schema: z.ZodType, value: unknown, prefix?: string): ValidationIssue[] {
-  const result = schema.safeParse(value);
-  if (result.success) return [];
-  return toIssues(result.error).map((i) =>
-    prefix === undefined ? i : { ...i, property: i.property ? `${prefix}.${i.property}` : prefix },
-  );
-}
-
-/** Validates exec/shell options at the boundary: VALIDATION naming each bad field. */
-export function parseExecOptions(input: unknown): ExecOptionsParsed {
-  return parseOrThrow(execOptionsSchema, input ?? {}, 'exec options');
-}
-
-/** Validates `exec(argv, options)` in one step, so one error lists every problem (`argv.1`, `env.A=B`). */
-export function parseExec(argv: unknown, options: unknown): { argv: string[]; options: ExecOptionsParsed } {
-  const issues = [...issuesOf(argvSchema, argv, 'argv'), ...issuesOf(execOptionsSchema, options ?? {})];
-  if (issues.length > 0) throw validationError(issues, 'exec');
-  return { argv: argv as string[], options: parseExecOptions(options) };
-}
-
-/** Validates `shell(script, options)` likewise; the script is a string without NUL (it may be empty). */
-export function parseShell(script: unknown, options: unknown): { script: string; options: ExecOptionsParsed } {
-  const scriptSchema = z.string('must be a string').refine(noNul, 'must not contain NUL');
-  const issues = [...issuesOf(scriptSchema, script, 'script'), ...issuesOf(execOptionsSchema, options ?? {})];
-  if (issues.length > 0) throw validationError(issues, 'shell');
-  return { script: script as string, options: parseExecOptions(options) };
-}
 
 const SIZE_UNITS: Record<string, number> = { '': 1, B: 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
 
@@ -408,3 +301,5 @@ export function specFingerprint(spec: VmSpec): string {
   };
   return createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 16);
 }
+
+export * from './execSchema.js';
