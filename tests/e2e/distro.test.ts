@@ -72,7 +72,15 @@ describe.skipIf(skipAgent)('Debian guest with qemu-guest-agent (real QEMU, TCG)'
   beforeAll(async () => {
     const started = performance.now();
     await createVm(
-      { name: VM, image: distroImagePath('agent'), memory: MEMORY, userData, disks: [{ name: 'data', size: '64M' }] },
+      {
+        name: VM,
+        image: distroImagePath('agent'),
+        memory: MEMORY,
+        userData,
+        // Larger than the image's 2 GiB: cloud-init's growpart and resize2fs take the rest.
+        diskSize: '3G',
+        disks: [{ name: 'data', size: '64M' }],
+      },
       ctx,
     );
     await ready();
@@ -114,6 +122,11 @@ describe.skipIf(skipAgent)('Debian guest with qemu-guest-agent (real QEMU, TCG)'
     expect((await sh('cat /home/alice/.ssh/authorized_keys')).split('\n')).toContain(userKey);
     // No password logins: the new user has no password, root is locked.
     expect(await sh('passwd -S alice | cut -d" " -f2; passwd -S root | cut -d" " -f2')).toMatch(/^(L|NP)\nL\n$/);
+  });
+
+  it('grows its root file system to the size of its overlay', async () => {
+    const bytes = Number(await sh('findmnt -bno SIZE /'));
+    expect(bytes).toBeGreaterThan(2.5 * 1024 ** 3);
   });
 
   it('partitions and formats the extra disk in the guest', async () => {
