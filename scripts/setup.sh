@@ -35,6 +35,14 @@ if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1 && ! apt-cache show
   apt-get update -qq
 fi
 
+# The Debian guest images of the distro test tier (scripts/build-debian-image.sh) need root
+# and these tools; .ci/run builds them. Elsewhere they are optional: those tests skip.
+DISTRO_PACKAGES=(debootstrap fdisk e2fsprogs util-linux)
+if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1 && ! { command -v debootstrap && command -v sfdisk; } >/dev/null 2>&1; then
+  echo "==> installing ${DISTRO_PACKAGES[*]} (for the Debian test images)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${DISTRO_PACKAGES[@]}" >/dev/null
+fi
+
 if [[ ! -d node_modules ]] || [[ package-lock.json -nt node_modules/.package-lock.json ]]; then
   echo "==> npm ci"
   npm ci --no-audit --no-fund --loglevel=error
