@@ -2,7 +2,7 @@
 // the emitted .d.ts, so a consumer with no `types` in its tsconfig (TypeScript 6's default) loads them.
 /// <reference types="node" preserve="true" />
 /**
- * `localvm/pulumi`: the Pulumi resources `Vm`, `VmCommand` and `VmFile`.
+ * `localvm/pulumi`: the Pulumi resources `Vm`, `VmCommand`, `VmFile` and `Template`.
  *
  * ```ts
  * import { Vm, VmCommand } from 'localvm/pulumi';
@@ -12,6 +12,7 @@
  */
 export {
   PROVIDER_VERSION,
+  Template,
   Vm,
   VmCommand,
   VmFile,
@@ -19,6 +20,8 @@ export {
   type DiskArgs,
   type PortForwardArgs,
   type ProbeArgs,
+  type TemplateArgs,
+  type TemplateSpecArgs,
   type TimeoutsArgs,
   type VmArgs,
   type VmCommandArgs,
