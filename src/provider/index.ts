@@ -8,6 +8,9 @@
  * import { Vm, VmCommand } from 'localvm/pulumi';
  * const vm = new Vm('web', { image: 'tiny', memory: 256 });
  * new VmCommand('hello', { vm: vm.name, create: ['uname', '-a'] });
+ * // A clone of a template (QEMU): wired through the output, so Pulumi orders create and delete.
+ * const base = new Template('base', { spec: { memory: 256 } });
+ * new Vm('clone', { template: base.name });
  * ```
  */
 export {
