@@ -1,6 +1,6 @@
 /**
  * The I/O half of the Pulumi provider, one file per resource (vm.ts, vmCommand.ts,
- * vmFile.ts; shared.ts holds what they share). The serialized provider objects
+ * vmFile.ts, template.ts; shared.ts holds what they share). The serialized provider objects
  * (providers.ts) load this module at call time inside the provider host.
  */
 export {
@@ -20,4 +20,12 @@ export {
   vmCommandRead,
   vmCommandUpdate,
 } from './vmCommand.js';
+export {
+  templateCheck,
+  templateCreate,
+  templateDelete,
+  templateDiff,
+  templateRead,
+  templateUpdate,
+} from './template.js';
 export { vmFileCheck, vmFileCreate, vmFileDelete, vmFileDiff, vmFileRead, vmFileUpdate } from './vmFile.js';

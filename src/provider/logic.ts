@@ -18,6 +18,7 @@ import {
 
 export * from './props.js';
 export * from './guestLogic.js';
+export * from './templateLogic.js';
 
 // --- Vm -------------------------------------------------------------------------------
 
@@ -59,6 +60,8 @@ export const VM_REPLACE_KEYS = [
   'user',
   'userData',
   'isolated',
+  // A clone of another template is another machine (its RAM and disks are that template's).
+  'template',
 ] as const;
 
 /** Applied in place by `updateVm` (stop, change, start). */
@@ -86,10 +89,25 @@ export function checkVm(news: Props): CheckOutcome {
     const known = Object.fromEntries(
       Object.entries(templateDefaults(spec.inputs)).filter(([k]) => spec.inputs[k] === undefined),
     );
-    spec.inputs = { ...spec.inputs, ...known };
+    spec.inputs = withoutCloneDefaults({ ...spec.inputs, ...known }, news);
   }
   const control = checkWith(vmControlSchema, vmControlSchema.shape, news, vmControlInput);
   return { inputs: { ...spec.inputs, ...control.inputs }, failures: [...spec.failures, ...control.failures] };
+}
+
+/** The fields a clone takes from its template. */
+const FROM_TEMPLATE_KEYS = ['image', 'cpus', 'memory'] as const;
+
+/**
+ * A clone's checked inputs without the image, cpus and memory the schema filled in: the
+ * clone runs its template's, an image given with `template` is refused when the inputs are
+ * parsed again at create, and the state holds what the clone really runs with.
+ */
+function withoutCloneDefaults(inputs: Props, news: Props): Props {
+  if (inputs.template === undefined) return inputs;
+  const out = { ...inputs };
+  for (const k of FROM_TEMPLATE_KEYS) if (news[k] === undefined) delete out[k];
+  return out;
 }
 
 /** Parses props already accepted by `checkVm` into a full spec; the owner goes into its labels. */
@@ -143,6 +161,9 @@ export function diffVm(olds: Props, news: Props): DiffOutcome {
     const n = news[key];
     if (containsUnknown(n)) return true;
     if (autoMatches(key, n)) return false;
+    // A clone that names no image, cpus or memory runs its template's, whatever the state holds.
+    if (n === undefined && news.template !== undefined && (FROM_TEMPLATE_KEYS as readonly string[]).includes(key))
+      return false;
     return !sameValue(olds[key], n);
   };
   const replaces = VM_REPLACE_KEYS.filter(changed);

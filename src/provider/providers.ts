@@ -32,6 +32,15 @@ export const vmProvider: pulumi.dynamic.ResourceProvider = {
   delete: async (id, props) => (await loadImpl()).vmDelete(id, props),
 };
 
+export const templateProvider: pulumi.dynamic.ResourceProvider = {
+  check: async (olds, news) => (await loadImpl()).templateCheck(olds, news),
+  diff: async (id, olds, news) => (await loadImpl()).templateDiff(id, olds, news),
+  create: async (inputs) => (await loadImpl()).templateCreate(inputs),
+  read: async (id, props) => (await loadImpl()).templateRead(id, props ?? {}),
+  update: async (id, olds, news) => (await loadImpl()).templateUpdate(id, olds, news),
+  delete: async (id, props) => (await loadImpl()).templateDelete(id, props),
+};
+
 export const vmCommandProvider: pulumi.dynamic.ResourceProvider = {
   check: async (olds, news) => (await loadImpl()).vmCommandCheck(olds, news),
   diff: async (id, olds, news) => (await loadImpl()).vmCommandDiff(id, olds, news),

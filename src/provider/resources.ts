@@ -1,11 +1,11 @@
 /**
- * The Pulumi resources of localvm: `Vm`, `VmCommand` and `VmFile`, dynamic resources whose
+ * The Pulumi resources of localvm: `Vm`, `VmCommand`, `VmFile` and `Template`, dynamic resources whose
  * provider objects (providers.ts) run inside Pulumi's dynamic-provider host.
  */
 import { readFileSync } from 'node:fs';
 import * as pulumi from '@pulumi/pulumi';
 import type { Accel, Arch, BackendName } from '../schema.js';
-import { vmCommandProvider, vmFileProvider, vmProvider } from './providers.js';
+import { templateProvider, vmCommandProvider, vmFileProvider, vmProvider } from './providers.js';
 
 /** This package's version; stored as an input so a provider upgrade registers as an update. */
 export const PROVIDER_VERSION: string = (
@@ -59,6 +59,14 @@ export interface VmArgs {
   user?: In<string>;
   /** cloud-init user-data; always a secret in the outputs. */
   userData?: In<string>;
+  /**
+   * Restore this template instead of booting: a clone in a fraction of a boot. Pass a
+   * `Template` resource's output (`template: tpl.name`) so Pulumi creates the template first
+   * and deletes the clone first. Not with image, kernel, initrd, append or userData (the
+   * clone runs the template's guest); cpus and memory default to the template's. Changing it
+   * replaces the VM.
+   */
+  template?: In<string>;
   ports?: In<In<PortForwardArgs>[]>;
   isolated?: In<boolean>;
   labels?: In<Record<string, In<string>>>;
@@ -92,7 +100,9 @@ export class Vm extends pulumi.dynamic.Resource {
   declare readonly accel: pulumi.Output<string>;
   declare readonly ip4: pulumi.Output<string | undefined>;
   declare readonly ports: pulumi.Output<{ host: number; guest: number; protocol: string; bind: string }[]>;
-  declare readonly image: pulumi.Output<string>;
+  /** The image input; undefined for a clone (it runs its template's). */
+  declare readonly image: pulumi.Output<string | undefined>;
+  declare readonly template: pulumi.Output<string | undefined>;
   declare readonly cpus: pulumi.Output<number>;
   declare readonly memory: pulumi.Output<number>;
   declare readonly labels: pulumi.Output<Record<string, string>>;
@@ -220,6 +230,59 @@ export class VmFile extends pulumi.dynamic.Resource {
       opts,
       MODULE,
       'VmFile',
+    );
+  }
+}
+
+/** The build VM of a Template: the Vm spec fields, without those a build VM cannot have. */
+export type TemplateSpecArgs = Omit<VmArgs, 'name' | 'template' | 'running' | 'adopt'>;
+
+export interface TemplateArgs {
+  /** The template's name (a-z, 0-9, "-"); defaults to the resource name. */
+  name?: In<string>;
+  /** The VM booted and frozen (default: the `tiny` guest, 1 CPU, 256 MiB). */
+  spec?: In<TemplateSpecArgs>;
+  /** Commands (argv arrays) run in the build VM, in order, before it is frozen; each must exit 0. */
+  setup?: In<In<In<string>[]>[]>;
+}
+
+/**
+ * A VM template (QEMU): a VM booted once from `spec`, set up with `setup`, and frozen, so
+ * that a `Vm` with `template: tpl.name` restores a ready clone instead of booting. A
+ * template is never changed in place: any change of name, spec or setup replaces it (the
+ * old one deleted first when the name stays, its clones replaced with it). Deleting it
+ * while clones use it fails with CONFLICT; wired through `template: tpl.name`, Pulumi
+ * deletes the clones first. Pass secrets (`spec.userData`) as `pulumi.secret`.
+ */
+export class Template extends pulumi.dynamic.Resource {
+  declare readonly name: pulumi.Output<string>;
+  declare readonly spec: pulumi.Output<Record<string, unknown>>;
+  declare readonly setup: pulumi.Output<string[][]>;
+  /** Bytes on disk (RAM file, device state, frozen disks). */
+  declare readonly sizeBytes: pulumi.Output<number>;
+  /** The QEMU that froze it: clones restore only with the same one. */
+  declare readonly qemuVersion: pulumi.Output<string>;
+  /** MiB of RAM; every clone has the same. */
+  declare readonly memory: pulumi.Output<number>;
+  declare readonly createdAt: pulumi.Output<string>;
+  declare readonly providerVersion: pulumi.Output<string>;
+
+  constructor(name: string, args: TemplateArgs = {}, opts: pulumi.CustomResourceOptions = {}) {
+    super(
+      templateProvider,
+      name,
+      {
+        ...args,
+        name: args.name ?? name,
+        providerVersion: PROVIDER_VERSION,
+        sizeBytes: undefined,
+        qemuVersion: undefined,
+        memory: undefined,
+        createdAt: undefined,
+      },
+      opts,
+      MODULE,
+      'Template',
     );
   }
 }

@@ -60,7 +60,8 @@ function vmOuts(inputs: Props, spec: VmSpec, info: VmInfo): Props {
     cpus: info.cpus,
     memory: info.memory,
     // The user's image reference, not the backend's resolved path: that would diff forever.
-    image: spec.image,
+    // A clone names none (it runs its template's guest).
+    image: spec.template === undefined ? spec.image : undefined,
     fingerprint: info.fingerprint ?? specFingerprint(spec),
     createdAt: info.createdAt,
     bootedAt: info.startedAt,

@@ -44,7 +44,7 @@ describe('the example stack under mocks (compiled as its README says)', () => {
     registered = await runProgramUnderMocks({
       program: join(EXAMPLE_DIR, 'bin/index.js'),
       cwd: EXAMPLE_DIR,
-      expected: 5,
+      expected: 6,
       env: {
         PULUMI_CONFIG: JSON.stringify({ 'localvm-mock:userData': USER_DATA, 'localvm-mock:prefix': 'demo' }),
         PULUMI_CONFIG_SECRET_KEYS: JSON.stringify(['localvm-mock:userData']),
@@ -52,11 +52,12 @@ describe('the example stack under mocks (compiled as its README says)', () => {
     });
   }, 60_000);
 
-  it('registers two VMs, a file and two commands as localvm dynamic resources', () => {
+  it('registers two VMs, a template, a file and two commands as localvm dynamic resources', () => {
     const types = Object.fromEntries(registered.map((r) => [r.name, r.type]));
     expect(types).toEqual({
       server: 'pulumi-nodejs:dynamic/localvm:Vm',
       client: 'pulumi-nodejs:dynamic/localvm:Vm',
+      base: 'pulumi-nodejs:dynamic/localvm:Template',
       motd: 'pulumi-nodejs:dynamic/localvm:VmFile',
       'server-hello': 'pulumi-nodejs:dynamic/localvm:VmCommand',
       'client-hello': 'pulumi-nodejs:dynamic/localvm:VmCommand',
@@ -95,6 +96,11 @@ describe('the example stack under mocks (compiled as its README says)', () => {
     expect(byName(registered, 'server-hello').inputs).toMatchObject({
       vm: 'demo-server',
       create: ['cat', '/etc/motd'],
+    });
+    expect(byName(registered, 'client').inputs).toMatchObject({ template: 'demo-base' });
+    expect(byName(registered, 'base').inputs).toMatchObject({
+      name: 'demo-base',
+      spec: { image: 'tiny', memory: 256 },
     });
     expect(byName(registered, 'client-hello').inputs).toMatchObject({
       vm: 'demo-client',
