@@ -27,8 +27,8 @@ import { sessionVmName, sessionsDir } from './session.js';
 
 /** The template of a fresh-per-test fixture: per session, or kept across runs when reused. Pure. */
 export function freshTemplateName(prefix: string, hash: string, session: { reuse: true } | { id: string }): string {
-  // 8 hash characters keep a 40-character prefix plus a session id within 63.
-  return 'reuse' in session ? `${prefix}reuse-${hash}-t` : `${prefix}${session.id}-t${hash.slice(0, 8)}`;
+  // 6 hash characters keep a 40-character prefix plus a session id (up to 14) within 63.
+  return 'reuse' in session ? `${prefix}reuse-${hash}-t` : `${prefix}${session.id}-t${hash.slice(0, 6)}`;
 }
 
 /** The clone of test `n` in worker `worker`: `<prefix><session id>-w<worker>-<n>`. Pure. */

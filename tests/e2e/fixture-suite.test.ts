@@ -163,7 +163,7 @@ describe.skipIf(skip)('localvm/vitest fixtures (real QEMU, sample suite)', () =>
     expect(first, 'the suite never got to its first test').toBeDefined();
     expect(await vmNames()).toEqual([first?.vmName]);
     const [template] = await templateNames();
-    expect(template).toMatch(/^pytest-test-s[0-9a-z-]+-t[0-9a-f]{8}$/);
+    expect(template).toMatch(/^pytest-test-s[0-9a-z-]+-t[0-9a-f]{6}$/);
 
     run.child.kill('SIGKILL');
     await run.done;
