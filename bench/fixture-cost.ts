@@ -1,8 +1,10 @@
 /**
  * Per-test cost of VM fixtures on the 10-test sample suite (tests/fixtures/sample-suite),
- * one worker, real QEMU: a fresh VM per test, the worker-scoped fixture, and the worker
- * fixture with reuse across runs (measured on the second run). Prints wall time, mean and
- * median test duration per mode, and the ratios. Run: `npx tsx bench/fixture-cost.ts`
+ * one worker, real QEMU: a fresh VM per test, the worker-scoped fixture, a template clone per
+ * test (`createVmFixture({ fresh: 'test' })`, its template made in the run and counted in the
+ * first test), and the worker fixture with reuse across runs (measured on the second run).
+ * Prints wall time, mean and median test duration per mode, and the ratios to a booted VM
+ * per test and to the worker fixture. Run: `npx tsx bench/fixture-cost.ts`
  * (builds nothing: run `npm run build` first so the suite imports the current dist).
  */
 import { spawn } from 'node:child_process';
@@ -11,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { loadConfig } from '../src/config.js';
 import { deleteVm, listVms } from '../src/operations/vm.js';
+import { deleteTemplate, listTemplates } from '../src/operations/template.js';
 import { createExecaRunner } from '../src/runner.js';
 
 const repo = resolve(import.meta.dirname, '..');
@@ -57,21 +60,25 @@ try {
   const results: [string, RunStats][] = [];
   results.push(['fresh VM per test', await runSuite('fresh', { SAMPLE_MODE: 'fresh' })]);
   results.push(['worker fixture', await runSuite('worker', {})]);
+  results.push(["template clone per test (fresh: 'test')", await runSuite('clone', { SAMPLE_MODE: 'clone' })]);
   await runSuite('reuse-warmup', { LOCALVM_REUSE: '1' });
   results.push(['worker fixture, reused across runs', await runSuite('reuse', { LOCALVM_REUSE: '1' })]);
 
   const base = results[0]?.[1];
+  const worker = results[1]?.[1];
   console.log(
     `host: ${process.platform} ${process.arch}, accel ${ctx.config.accel} (auto → tcg here), 1 vitest worker, 10 tests`,
   );
-  console.log('mode                                 wall      mean/test  median/test  mean vs fresh');
+  console.log('mode                                      wall      mean/test  median/test  fresh÷mode  mode÷worker');
   for (const [label, r] of results) {
     const ratio = base ? mean(base.durations) / mean(r.durations) : 1;
+    const vsWorker = worker ? mean(r.durations) / mean(worker.durations) : 1;
     console.log(
-      `${label.padEnd(36)} ${(r.wallMs / 1000).toFixed(1).padStart(6)} s ${mean(r.durations).toFixed(0).padStart(7)} ms ${median(r.durations).toFixed(0).padStart(9)} ms ${ratio.toFixed(1).padStart(9)}×`,
+      `${label.padEnd(41)} ${(r.wallMs / 1000).toFixed(1).padStart(6)} s ${mean(r.durations).toFixed(0).padStart(7)} ms ${median(r.durations).toFixed(0).padStart(9)} ms ${ratio.toFixed(1).padStart(9)}× ${vsWorker.toFixed(2).padStart(10)}×`,
     );
   }
 } finally {
   for (const vm of await listVms(ctx)) await deleteVm(vm.name, ctx);
+  for (const t of await listTemplates(ctx)) await deleteTemplate(t.name, ctx);
   rmSync(home, { recursive: true, force: true });
 }

@@ -17,10 +17,7 @@
  *   Reused VMs are not in the session record (the reaper leaves them) and the
  *   session-start sweep skips names starting with `<prefix>reuse-`.
  */
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { isMainThread } from 'node:worker_threads';
-import { test as base } from 'vitest';
+import { test as base, type TestAPI } from 'vitest';
 import { connect, type Connector } from '../connector.js';
 import { withDefaults, type OperationContext } from '../context.js';
 import { LocalVmError } from '../errors.js';
@@ -36,9 +33,12 @@ import { listSnapshots, restoreSnapshot, snapshotVm } from '../operations/snapsh
 import { hasCapability } from '../backend.js';
 import { z } from 'zod';
 import { parseOrThrow, parseVmSpec, specFingerprint, type VmSpecInput } from '../schema.js';
-import type { Command } from '../runner.js';
+import { listTemplates } from '../operations/template.js';
+import { isLocalVmError } from '../errors.js';
+import { freshPerTest } from './fresh.js';
+import { deleteEntry, recordBeforeCreate, runnerPid } from './record.js';
 import {
-  newSession,
+  deletionOrder,
   processAlive,
   processStart,
   readSession,
@@ -47,13 +47,13 @@ import {
   sessionVmName,
   sessionsDir,
   updateSession,
-  withVm,
-  withoutVm,
 } from './session.js';
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export { sessionIdFor, sessionVmName, type SessionRecord, type SessionVm } from './session.js';
+export { reaperCommand, runnerPid } from './record.js';
+export { freshCloneName, freshTemplateName, type FreshFixtures } from './fresh.js';
 
 /**
  * The reset of a reused VM on a backend without snapshots (OrbStack): /tmp and /var/tmp are
@@ -75,6 +75,11 @@ export interface VmFixtureOptions {
   reuse?: boolean;
   /** How a reused VM is reset where there are no snapshots (a command); `false`: no reset at all. */
   reset?: string[] | false;
+  /**
+   * `'worker'` (default): one VM per worker, shared by its tests. `'test'`: every test gets
+   * its own VM, a clone of a template made once per spec (see ./fresh.ts), deleted after the test.
+   */
+  fresh?: 'worker' | 'test';
   /** Readiness options for the first use. */
   ready?: ReadyOptions;
   /** Operation context overrides (config, runner); default: the environment. */
@@ -117,62 +122,7 @@ export function reuseVmName(prefix: string, hash: string, worker: string): strin
   return `${prefix}reuse-${hash}-w${worker}`;
 }
 
-/** The vitest runner process as seen from here: this process in a thread worker, the parent in a fork. */
-export function runnerPid(): number {
-  return isMainThread ? process.ppid : process.pid;
-}
-
-/** The command starting the reaper for `file`: the built `reaper.js`, else the TypeScript source via tsx. */
-export function reaperCommand(file: string): Command {
-  const here = (name: string) => fileURLToPath(new URL(name, import.meta.url));
-  for (const candidate of [here('./reaper.js'), here('../../dist/vitest/reaper.js')]) {
-    if (existsSync(candidate)) return { file: process.execPath, args: [candidate, file] };
-  }
-  return { file: process.execPath, args: ['--import', import.meta.resolve('tsx'), here('./reaper.ts'), file] };
-}
-
 const DEFAULT_SPEC: Partial<VmSpecInput> = { image: 'tiny', memory: 256 };
-
-/**
- * Records `name` in the session of the runner `pid` before it is created, creating the
- * session file and starting its reaper when this is the session's first VM.
- */
-async function recordBeforeCreate(
-  name: string,
-  ctx: OperationContext,
-): Promise<{ id: string; release: () => Promise<void> }> {
-  const pid = runnerPid();
-  const startTime = await processStart(pid);
-  const id = sessionIdFor(pid, startTime);
-  const self = { name, pid: process.pid, startTime: await processStart(process.pid) };
-  const { before } = await updateSession(ctx.config.stateDir, id, (r) =>
-    withVm(r ?? newSession(id, pid, startTime), self),
-  );
-  if (!before) {
-    if (!ctx.runner.spawnDetached) {
-      throw new LocalVmError('UNSUPPORTED', 'the runner cannot start the reaper (no spawnDetached)');
-    }
-    const reaper = await ctx.runner.spawnDetached(reaperCommand(sessionFile(ctx.config.stateDir, id)), {
-      env: {
-        LOCALVM_HOME: ctx.config.stateDir,
-        LOCALVM_CACHE: ctx.config.cacheDir,
-        LOCALVM_RUN_DIR: ctx.config.runDir,
-      },
-    });
-    ctx.log?.(`session ${id}: reaper pid ${reaper} watches runner ${pid}`);
-  }
-  return {
-    id,
-    // The last VM out removes the file, which tells the reaper to exit.
-    release: async () => {
-      await updateSession(ctx.config.stateDir, id, (r) => {
-        if (!r) return undefined;
-        const rest = withoutVm(r, name);
-        return rest.vms.length ? rest : undefined;
-      });
-    },
-  };
-}
 
 /** The snapshot a reused VM is taken back to: RAM, devices and disks as of its first boot. */
 export const CLEAN_SNAPSHOT = 'localvm-clean';
@@ -204,7 +154,25 @@ async function resetReused(name: string, adopted: boolean, reset: string[] | fal
  * A `test` extended with a worker-scoped `vm` (Connector) and `vmName`. The VM is created on
  * first use (createVmWithRetry + waitForVmReady) and deleted at worker teardown, unless reused.
  */
-export function createVmFixture(options: VmFixtureOptions = {}) {
+export function createVmFixture(options: VmFixtureOptions = {}): TestAPI<VmFixtures> {
+  if (options.fresh === 'test') {
+    const ctx = withDefaults(options.context);
+    const spec = { ...DEFAULT_SPEC, ...options.spec };
+    return freshPerTest(base, {
+      prefix: testPrefix(options.prefix, ctx),
+      spec,
+      hash: reuseHash(spec),
+      reuse: options.reuse ?? ctx.config.reuse,
+      worker: fixtureEnv().worker,
+      ready: options.ready,
+      ctx,
+    }) as unknown as TestAPI<VmFixtures>;
+  }
+  if (options.fresh !== undefined && options.fresh !== 'worker') {
+    throw new LocalVmError('VALIDATION', `fresh must be 'worker' or 'test', not ${String(options.fresh)}`, {
+      issues: [{ property: 'fresh', reason: "must be 'worker' or 'test'" }],
+    });
+  }
   return base.extend<{ $worker: VmFixtures }>({
     vm: [
       // eslint-disable-next-line no-empty-pattern
@@ -256,18 +224,31 @@ export const vmTest: ReturnType<typeof createVmFixture> = (() => {
   }
 })();
 
+/** Template names starting with `prefix`; none where no backend has templates. */
+async function templatesWithPrefix(prefix: string, ctx: OperationContext): Promise<string[]> {
+  try {
+    return (await listTemplates(ctx)).map((t) => t.name).filter((n) => n.startsWith(prefix));
+  } catch (error) {
+    if (isLocalVmError(error, 'UNSUPPORTED')) return [];
+    throw error;
+  }
+}
+
 /**
- * Deletes VMs left by earlier runs: names starting with `prefix`, except reused VMs
- * (`<prefix>reuse-`) and VMs of sessions whose runner is still alive (a concurrent run).
- * Session files of dead runners are removed. Returns the names deleted.
+ * Deletes VMs and templates left by earlier runs: names starting with `prefix`, except
+ * reused ones (`<prefix>reuse-`) and those of sessions whose runner is still alive (a
+ * concurrent run). Templates go after the VMs (their clones); one still used by a clone
+ * outside any dead session is left. Session files of dead runners are removed. Returns the
+ * names deleted (VMs, then templates).
  */
 export async function sweepLeftovers(prefix?: string, ctx?: Partial<OperationContext>): Promise<string[]> {
   const c = withDefaults(ctx);
   const p = testPrefix(prefix, c);
-  // VMs first, sessions second: a runner records its VM in its session before creating it,
-  // so any VM listed here is already in a session the scan below reads. The other order
-  // misses a runner that starts between the scan and the list, and deletes its new VM.
+  // VMs and templates first, sessions second: a runner records each in its session before
+  // creating it, so anything listed here is already in a session the scan below reads. The
+  // other order misses a runner that starts between the scan and the list, and deletes its new VM.
   const { matched } = await cleanupVms({ prefix: p, dryRun: true }, c);
+  const templates = await templatesWithPrefix(p, c);
   const live = new Set<string>();
   const dir = sessionsDir(c.config.stateDir);
   for (const entry of await readdir(dir).catch(() => [] as string[])) {
@@ -279,15 +260,23 @@ export async function sweepLeftovers(prefix?: string, ctx?: Partial<OperationCon
       await rm(join(dir, entry), { force: true });
     }
   }
-  const doomed = matched.filter((name) => !name.startsWith(`${p}reuse-`) && !live.has(name));
-  for (const name of doomed) await deleteVm(name, c);
-  return doomed;
+  const doomed = (name: string) => !name.startsWith(`${p}reuse-`) && !live.has(name);
+  const deleted: string[] = [];
+  for (const name of matched.filter(doomed)) {
+    await deleteVm(name, c);
+    deleted.push(name);
+  }
+  for (const name of templates.filter(doomed)) {
+    if (await deleteEntry({ name, pid: 0, kind: 'template' }, c)) deleted.push(name);
+    else c.log?.(`sweep: template ${name} is still used by a clone: left`);
+  }
+  return deleted;
 }
 
 /**
  * A vitest `globalSetup` function: sweeps leftovers at session start and, at the end of the
- * run, deletes whatever this session's record still lists (VMs of workers that died).
- * Use it as `export default localvmGlobalSetup()` in a globalSetup file.
+ * run, deletes whatever this session's record still lists (VMs of workers that died, then
+ * the templates of `fresh: 'test'` fixtures). Use it as `export default localvmGlobalSetup()`.
  */
 export function localvmGlobalSetup(options: { prefix?: string; context?: Partial<OperationContext> } = {}) {
   return async () => {
@@ -297,8 +286,14 @@ export function localvmGlobalSetup(options: { prefix?: string; context?: Partial
     return async () => {
       const id = sessionIdFor(process.pid, await processStart(process.pid));
       const record = await readSession(sessionFile(ctx.config.stateDir, id));
-      for (const vm of record?.vms ?? []) await deleteVm(vm.name, ctx);
-      await updateSession(ctx.config.stateDir, id, () => undefined);
+      const kept: string[] = [];
+      for (const entry of deletionOrder(record?.vms ?? [])) {
+        if (!(await deleteEntry(entry, ctx))) kept.push(entry.name);
+      }
+      // A template kept for a clone that is somehow still there stays in the record: the reaper retries.
+      await updateSession(ctx.config.stateDir, id, (r) =>
+        r && kept.length ? { ...r, vms: r.vms.filter((v) => kept.includes(v.name)) } : undefined,
+      );
     };
   };
 }

@@ -12,9 +12,18 @@ import { pathToFileURL } from 'node:url';
 import { loadConfig } from '../config.js';
 import { createExecaRunner } from '../runner.js';
 import { deleteVm } from '../operations/vm.js';
+import { deleteEntry } from './record.js';
 import type { OperationContext } from '../context.js';
 import { poll } from '../time/poll.js';
-import { processAlive, readSession, reaperStep, updateSession, withoutVm, type SessionVm } from './session.js';
+import {
+  deletionOrder,
+  processAlive,
+  readSession,
+  reaperStep,
+  updateSession,
+  withoutVm,
+  type SessionVm,
+} from './session.js';
 
 export interface ReaperOptions {
   intervalMs?: number;
@@ -54,23 +63,32 @@ export async function runReaper(file: string, options: ReaperOptions = {}): Prom
         return step.why;
       }
       if (step.action === 'reap') {
-        for (const name of step.vms) {
+        // VMs first, templates last: a template cannot go while a clone of it exists.
+        const entries = deletionOrder((record?.vms ?? []).filter((vm) => step.vms.includes(vm.name)));
+        let kept = 0;
+        for (const entry of entries) {
+          const what = entry.kind === 'template' ? 'template' : 'VM';
+          let gone = true;
           try {
-            const { deleted } = await deleteVm(name, options.ctx);
-            log(`runner ${record?.pid} gone: ${deleted ? 'deleted' : 'no VM named'} ${name}`);
+            gone = await deleteEntry(entry, options.ctx);
+            log(`runner ${record?.pid} gone: ${gone ? 'deleted' : 'kept (clones remain)'} ${what} ${entry.name}`);
           } catch (error) {
-            log(`runner ${record?.pid} gone: deleting ${name} failed: ${(error as Error).message}`);
+            log(`runner ${record?.pid} gone: deleting ${what} ${entry.name} failed: ${(error as Error).message}`);
           }
-          await updateSession(stateDir, id, (r) => (r ? withoutVm(r, name) : r));
+          if (!gone) {
+            kept++;
+            continue;
+          }
+          await updateSession(stateDir, id, (r) => (r ? withoutVm(r, entry.name) : r));
+          if (entry.kind !== 'template') reaped.push(entry);
         }
-        for (const name of step.vms) {
-          const vm = record?.vms.find((v) => v.name === name);
-          if (vm) reaped.push(vm);
-        }
-        if (step.then === 'exit') {
+        // A template kept for its clones (a worker still alive in its grace period) is tried
+        // again next tick, for 10 minutes at most: a reaper never outlives its session for good.
+        const givenUp = deathSeenAt !== undefined && performance.now() - deathSeenAt > 600_000;
+        if (step.then === 'exit' && (kept === 0 || givenUp)) {
           await rm(file, { force: true });
           await linger(reaped, options.ctx, interval, log);
-          return `runner gone, reaped ${reaped.map((v) => v.name).join(', ')}`;
+          return `runner gone, reaped ${entries.map((v) => v.name).join(', ')}`;
         }
       }
       return undefined;

@@ -21,6 +21,8 @@ export interface SessionVm {
   /** The worker process that creates and uses the VM. */
   pid: number;
   startTime?: number | undefined;
+  /** A template (of `fresh: 'test'` fixtures) rather than a VM: deleted after the session's VMs, its clones. */
+  kind?: 'template' | undefined;
 }
 
 export interface SessionRecord {
@@ -55,6 +57,14 @@ export function withVm(record: SessionRecord, vm: SessionVm): SessionRecord {
 /** The record without the VM `name`. Pure. */
 export function withoutVm(record: SessionRecord, name: string): SessionRecord {
   return { ...record, vms: record.vms.filter((v) => v.name !== name) };
+}
+
+/**
+ * The order a session's entries are deleted in: VMs first, templates last, since a template
+ * cannot be deleted while a clone of it exists. Pure.
+ */
+export function deletionOrder<T extends { kind?: 'template' | undefined }>(entries: T[]): T[] {
+  return [...entries.filter((e) => e.kind !== 'template'), ...entries.filter((e) => e.kind === 'template')];
 }
 
 /** Parses a session file's text; undefined when it is not a session record. Pure. */

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { createVm, deleteVm, listVms, vmInfo } from '../../src/operations/vm.js';
+import { deleteTemplate, listTemplates } from '../../src/operations/template.js';
 import { createExecaRunner } from '../../src/runner.js';
 import { missingTools } from '../fixtures/tools.js';
 import { ensureBuilt, repo } from '../fixtures/build.js';
@@ -21,6 +22,7 @@ interface Result {
   test: string;
   vmName: string;
   bootId: string;
+  hostname: string;
   tmpBefore: string;
   runBefore: string;
   pid: number;
@@ -67,10 +69,12 @@ describe.skipIf(skip)('localvm/vitest fixtures (real QEMU, sample suite)', () =>
           .map((l) => JSON.parse(l) as Result)
       : [];
   const vmNames = async () => (await listVms(ctx)).map((v) => v.name);
+  const templateNames = async () => (await listTemplates(ctx)).map((t) => t.name);
 
   beforeAll(() => ensureBuilt('dist/vitest/index.js'), 300_000);
   afterAll(async () => {
     for (const name of await vmNames()) await deleteVm(name, ctx);
+    for (const name of await templateNames()) await deleteTemplate(name, ctx);
     rmSync(home, { recursive: true, force: true });
   });
 
@@ -116,6 +120,59 @@ describe.skipIf(skip)('localvm/vitest fixtures (real QEMU, sample suite)', () =>
     expect(reapedAfterMs).toBeLessThan(30_000);
     await deleteVm(bystander, ctx);
     // The orphaned worker sleeps on in its test; it is ours to end.
+    try {
+      process.kill(first?.pid ?? 0, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  });
+
+  it("fresh: 'test' gives every test its own clone, with nothing of the test before it, and leaves nothing", async () => {
+    const run = startSuite({ SAMPLE_WORKERS: '2', SAMPLE_MODE: 'clone' });
+    const { code, output } = await run.done;
+    expect(code, output).toBe(0);
+    const results = readResults(run.results);
+    expect(results).toHaveLength(10);
+    // Ten tests, ten VMs: each its own machine (name, hostname), even within one worker and file.
+    expect(new Set(results.map((r) => r.vmName)).size).toBe(10);
+    for (const r of results) {
+      expect(r.vmName).toMatch(/^pytest-test-s[0-9a-z-]+-w\d+-\d+$/);
+      expect(r.hostname).toBe(r.vmName);
+      // Test "one" of each file wrote /tmp/<file>-one and /run/sample-<file>-one in its VM;
+      // test "two", run after it by the same worker, sees neither (the worker fixture's does).
+      expect(r.tmpBefore, `${r.file} ${r.test}`).toBe('');
+      expect(r.runBefore, `${r.file} ${r.test}`).toBe('');
+    }
+    // The check has teeth: in every file, test "two" ran after test "one" in the same worker.
+    for (const file of new Set(results.map((r) => r.file))) {
+      const [one, two] = ['one', 'two'].map((t) => results.find((r) => r.file === file && r.test === t));
+      expect(one?.pid).toBe(two?.pid);
+      expect(two?.at ?? 0).toBeGreaterThan(one?.at ?? 0);
+    }
+    // Clones deleted after their tests; the session's template deleted at the run's end.
+    expect(await vmNames()).toEqual([]);
+    expect(await templateNames()).toEqual([]);
+    expect(readdirSync(join(stateDir, 'sessions')).filter((f) => f.endsWith('.json'))).toEqual([]);
+  });
+
+  it("fresh: 'test' after a SIGKILL of the runner: the reaper deletes the clone, then the template", async () => {
+    const run = startSuite({ SAMPLE_WORKERS: '1', SAMPLE_MODE: 'clone', SAMPLE_HOLD_MS: '120000' });
+    const deadline = Date.now() + 150_000;
+    while (readResults(run.results).length === 0 && Date.now() < deadline) await sleep(250);
+    const [first] = readResults(run.results);
+    expect(first, 'the suite never got to its first test').toBeDefined();
+    expect(await vmNames()).toEqual([first?.vmName]);
+    const [template] = await templateNames();
+    expect(template).toMatch(/^pytest-test-s[0-9a-z-]+-t[0-9a-f]{6}$/);
+
+    run.child.kill('SIGKILL');
+    await run.done;
+    const killedAt = Date.now();
+    const gone = async () => (await vmNames()).length === 0 && (await templateNames()).length === 0;
+    while (!(await gone()) && Date.now() - killedAt < 30_000) await sleep(250);
+    console.log(`[fixture] reaper removed ${first?.vmName} and ${template} ${Date.now() - killedAt} ms after SIGKILL`);
+    expect(await vmNames()).toEqual([]);
+    expect(await templateNames()).toEqual([]);
     try {
       process.kill(first?.pid ?? 0, 'SIGKILL');
     } catch {
