@@ -234,25 +234,60 @@ const prefixSchema = z
   .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'must be a non-empty VM name prefix (a-z, 0-9, "-")');
 
 /**
- * Deletes every VM whose name starts with `prefix`, and only those. The prefix must be
+ * Deletes every VM whose name starts with `prefix`, and only those, then the templates whose
+ * names start with it (test fixtures name theirs so). The prefix must be
  * non-empty: an empty one would match every VM on the machine.
  */
 export async function cleanupVms(
   options: { prefix: string; dryRun?: boolean },
   ctx?: Ctx,
-): Promise<{ matched: string[]; deleted: string[] }> {
+): Promise<{
+  matched: string[];
+  deleted: string[];
+  templates: { matched: string[]; deleted: string[]; kept: string[] };
+}> {
   const prefix = parseOrThrow(prefixSchema, options.prefix, 'cleanup prefix');
   const c = withDefaults(ctx);
   const matched: { name: string; backend: Backend }[] = [];
+  const templates: { name: string; backend: TemplateLister }[] = [];
   for (const backend of await availableBackends(c)) {
     for (const vm of await backend.list()) if (vm.name.startsWith(prefix)) matched.push({ name: vm.name, backend });
+    const lister = backend as Backend & Partial<TemplateLister>;
+    if (typeof lister.templateList === 'function' && typeof lister.templateDelete === 'function') {
+      for (const t of await lister.templateList()) {
+        if (t.name.startsWith(prefix)) templates.push({ name: t.name, backend: lister as TemplateLister });
+      }
+    }
   }
   const deleted: string[] = [];
+  const templatesDeleted: string[] = [];
+  const kept: string[] = [];
   if (!options.dryRun) {
     for (const { name, backend } of matched) {
       await backend.delete(name);
       deleted.push(name);
     }
+    // Templates after the VMs: a clone maps its template's RAM file. One still used by a
+    // clone outside the prefix is kept (CONFLICT), never deleted under it.
+    for (const { name, backend } of templates) {
+      try {
+        await backend.templateDelete(name);
+        templatesDeleted.push(name);
+      } catch (error) {
+        if (!isLocalVmError(error, 'CONFLICT')) throw error;
+        kept.push(name);
+      }
+    }
   }
-  return { matched: matched.map((m) => m.name), deleted };
+  return {
+    matched: matched.map((m) => m.name),
+    deleted,
+    templates: { matched: templates.map((t) => t.name), deleted: templatesDeleted, kept },
+  };
+}
+
+/** What cleanup needs of a backend with templates. */
+interface TemplateLister {
+  templateList(): Promise<{ name: string }[]>;
+  templateDelete(name: string): Promise<{ deleted: boolean }>;
 }

@@ -216,11 +216,46 @@ describe('delete, update, list, cleanup', () => {
     expect(info).toMatchObject({ memory: 512, cpus: 2 });
   });
 
+  it('cleanupVms deletes the templates with the prefix after the VMs, and keeps one a clone outside it uses', async () => {
+    const backend = new FakeBackend();
+    const templates = new Map([
+      ['pytest-test-t1', false],
+      ['pytest-test-t2', true],
+      ['prod-base', false],
+    ]);
+    const order: string[] = [];
+    const withTemplates = Object.assign(backend, {
+      templateList: async () => [...templates.keys()].map((name) => ({ name })),
+      templateDelete: async (name: string) => {
+        if (templates.get(name)) throw new LocalVmError('CONFLICT', `${name} has clones`);
+        order.push(`template ${name}`);
+        return { deleted: templates.delete(name) };
+      },
+    });
+    const origDelete = backend.delete.bind(backend);
+    backend.delete = async (name: string) => {
+      order.push(`vm ${name}`);
+      return origDelete(name);
+    };
+    const ctx: OperationContext = { ...setup().ctx, backends: { qemu: withTemplates } };
+    await createVm({ name: 'pytest-test-a' }, ctx);
+    const dry = await cleanupVms({ prefix: 'pytest-test-', dryRun: true }, ctx);
+    expect(dry.templates).toEqual({ matched: ['pytest-test-t1', 'pytest-test-t2'], deleted: [], kept: [] });
+    const done = await cleanupVms({ prefix: 'pytest-test-' }, ctx);
+    expect(done.templates).toEqual({
+      matched: ['pytest-test-t1', 'pytest-test-t2'],
+      deleted: ['pytest-test-t1'],
+      kept: ['pytest-test-t2'],
+    });
+    expect(order).toEqual(['vm pytest-test-a', 'template pytest-test-t1']);
+    expect([...templates.keys()]).toEqual(['pytest-test-t2', 'prod-base']);
+  });
+
   it('cleanupVms deletes exactly the VMs with the prefix', async () => {
     const { ctx } = setup();
     for (const name of ['pytest-test-a', 'pytest-test-b', 'pytest-other', 'prod-db']) await createVm({ name }, ctx);
     const dry = await cleanupVms({ prefix: 'pytest-test-', dryRun: true }, ctx);
-    expect(dry).toEqual({ matched: ['pytest-test-a', 'pytest-test-b'], deleted: [] });
+    expect(dry).toMatchObject({ matched: ['pytest-test-a', 'pytest-test-b'], deleted: [] });
     expect(await listVms(ctx)).toHaveLength(4);
     const done = await cleanupVms({ prefix: 'pytest-test-' }, ctx);
     expect(done.deleted).toEqual(['pytest-test-a', 'pytest-test-b']);

@@ -6,14 +6,23 @@ import type { CliSession } from '../shared.js';
 export function registerCleanup(program: Commander, cli: CliSession): void {
   program
     .command('cleanup')
-    .description('delete every VM whose name starts with --prefix, and only those')
+    .description('delete every VM (then template) whose name starts with --prefix, and only those')
     .requiredOption('--prefix <prefix>', 'VM name prefix, e.g. pytest-test-')
     .action(async (opts: { prefix: string }, cmd: Commander) => {
       const dryRun = Boolean(cli.globals(cmd).dryRun);
       const r = await cleanupVms({ prefix: opts.prefix, dryRun }, cli.contextFor(cmd));
-      if (cli.json(cmd))
-        cli.out(JSON.stringify({ prefix: opts.prefix, dryRun, matched: r.matched, deleted: r.deleted }) + '\n');
-      else if (r.matched.length === 0) cli.out(`no VMs start with ${opts.prefix}\n`);
-      else for (const name of r.matched) cli.out(`${dryRun ? 'would delete' : 'deleted'} ${name}\n`);
+      if (cli.json(cmd)) {
+        const { matched, deleted, templates } = r;
+        cli.out(JSON.stringify({ prefix: opts.prefix, dryRun, matched, deleted, templates }) + '\n');
+        return;
+      }
+      if (r.matched.length === 0 && r.templates.matched.length === 0) cli.out(`no VMs start with ${opts.prefix}\n`);
+      for (const name of r.matched) cli.out(`${dryRun ? 'would delete' : 'deleted'} ${name}\n`);
+      for (const name of r.templates.matched) {
+        const kept = r.templates.kept.includes(name);
+        cli.out(
+          `${dryRun ? 'would delete' : kept ? 'kept (a clone outside the prefix uses it)' : 'deleted'} template ${name}\n`,
+        );
+      }
     });
 }
