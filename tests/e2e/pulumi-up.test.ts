@@ -164,7 +164,11 @@ describe.skipIf(skip)('pulumi up through the real provider host (issue 15)', () 
         changes: 'some',
         replaces: [],
       });
-      expect(host.log.slice(logged)).toMatch(new RegExp(`warning: .*${vmName}.*restart.*lost`, 's'));
+      // The host's stderr is a pipe: the warning may arrive a moment after the gRPC reply.
+      const warning = new RegExp(`warning: .*${vmName}.*restart.*lost`, 's');
+      for (let i = 0; i < 100 && !warning.test(host.log.slice(logged)); i++)
+        await new Promise((r) => setTimeout(r, 20));
+      expect(host.log.slice(logged)).toMatch(warning);
       const outs = await host.update(vmName, urn(VM_TYPE, 'a'), vmOuts, news);
       expect(outs.bootedAt).not.toBe(vmOuts.bootedAt);
       vmOuts = outs;
