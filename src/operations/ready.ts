@@ -160,6 +160,7 @@ export async function waitForVmReady(
   const limit = deadline(timeoutMs, { what: `readiness of VM ${name}`, clock: c.clock, parent: opts.signal });
   let count = 0;
   let last: ProbeResult = { ready: false, detail: 'no probe has run yet' };
+  let verdict = false;
   const check: ReadyCheck = {
     name,
     backend,
@@ -173,8 +174,12 @@ export async function waitForVmReady(
   try {
     return await poll(
       async () => {
-        last = await strategy.check(check);
-        if (last.ready) {
+        const result = await strategy.check(check);
+        // A probe that the overall deadline cut short says less than the one before it
+        // (its guest command timed out): the error shows the last verdict that finished.
+        if (result.ready || !limit.expired() || !verdict) last = result;
+        verdict = true;
+        if (result.ready) {
           return { name, durationMs: c.clock.now() - started, probes: count, info: await backend.info(name) };
         }
         const info = await backend.info(name);

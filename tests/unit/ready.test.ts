@@ -2,10 +2,12 @@ import { createServer, type Server } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ExecOptions, ExecResult, ProbeResult } from '../../src/backend.js';
 import type { OperationContext } from '../../src/context.js';
-import { ready, waitForVmReady } from '../../src/index.js';
+import { ready, waitForVmReady, type ReadinessStrategy } from '../../src/index.js';
 import { createVm } from '../../src/operations/vm.js';
 import { hasNetwork, listeningPorts } from '../../src/operations/readyPort.js';
 import { FakeBackend, fakeContext } from '../fixtures/fakeBackend.js';
+
+const fakeSetup = () => ({ ctx: fakeContext(new FakeBackend()) });
 import { manualClock } from '../fixtures/manualClock.js';
 import { rejection } from '../fixtures/rejection.js';
 
@@ -109,6 +111,28 @@ describe('ready.command', () => {
     expect(error.details?.lastProbe).toBe('probe ["false"] exited 1: failed');
     expect(error.details?.consoleTail).toBe('fake console: booting');
     expect(error.message).toMatch(/^VM web was not ready after 1 s \(\d+ probes\); last probe: probe \["false"\]/);
+  });
+});
+
+describe('the last verdict', () => {
+  it('a probe the deadline cut short does not hide the verdict of the one before it', async () => {
+    const { ctx } = fakeSetup();
+    await createVm({ name: 'web' }, ctx);
+    // Like ready.port's look inside the guest: a command that needs 400 ms, whose last run
+    // gets less than that and times out with the overall deadline.
+    const strategy: ReadinessStrategy = {
+      description: 'slow look',
+      async check(c) {
+        const left = c.deadline.remainingMs();
+        await c.clock.sleep(Math.min(400, left));
+        return left < 400
+          ? { ready: false, detail: `cannot look inside the guest: took longer than ${Math.round(left)} ms` }
+          : { ready: false, detail: 'nothing listens on guest port 80' };
+      },
+    };
+    const error = await rejection(waitForVmReady('web', { strategies: strategy, timeoutMs: 1_000 }, ctx));
+    expect(error.code).toBe('TIMEOUT');
+    expect(error.details?.lastProbe).toBe('nothing listens on guest port 80');
   });
 });
 
