@@ -84,11 +84,7 @@ export const COMMAND_METADATA_KEYS = [
 ] as const;
 export const COMMAND_REPLACE_KEYS = ['vm', 'triggers'] as const;
 
-function commandInput(props: Props): Props {
-  const input = withoutProviderKeys(props);
-  for (const k of COMMAND_OUTPUT_KEYS) delete input[k];
-  return input;
-}
+const commandInput = (props: Props): Props => withoutProviderKeys(props, COMMAND_OUTPUT_KEYS);
 
 export function checkVmCommand(news: Props): CheckOutcome {
   return checkWith(vmCommandSchema, vmCommandSchema.shape, news, commandInput);
@@ -143,11 +139,7 @@ export type VmFileInputs = z.output<typeof vmFileSchema>;
 
 export const FILE_OUTPUT_KEYS = ['sha256', ...VM_INSTANCE_KEYS] as const;
 
-function fileInput(props: Props): Props {
-  const input = withoutProviderKeys(props);
-  for (const k of FILE_OUTPUT_KEYS) delete input[k];
-  return input;
-}
+const fileInput = (props: Props): Props => withoutProviderKeys(props, FILE_OUTPUT_KEYS);
 
 export function checkVmFile(news: Props): CheckOutcome {
   return checkWith(vmFileSchema, vmFileSchema.shape, news, fileInput);

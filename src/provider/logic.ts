@@ -72,9 +72,7 @@ export const VM_METADATA_KEYS = ['labels', 'owner', 'adopt', 'readiness', 'timeo
 
 /** The spec part of a Vm's props (drops provider keys and outputs). */
 export function vmSpecInput(props: Props): Props {
-  const spec = withoutProviderKeys(props);
-  for (const k of [...VM_OUTPUT_KEYS, ...VM_CONTROL_KEYS]) delete spec[k];
-  return spec;
+  return withoutProviderKeys(props, [...VM_OUTPUT_KEYS, ...VM_CONTROL_KEYS]);
 }
 
 function vmControlInput(props: Props): Props {

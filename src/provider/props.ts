@@ -63,8 +63,10 @@ export function sameValue(a: unknown, b: unknown): boolean {
   return stableJson(a) === stableJson(b);
 }
 
-export function withoutProviderKeys(props: Props): Props {
-  return Object.fromEntries(Object.entries(props).filter(([k, v]) => !PROVIDER_KEYS.has(k) && v !== undefined));
+export function withoutProviderKeys(props: Props, alsoDrop: readonly string[] = []): Props {
+  return Object.fromEntries(
+    Object.entries(props).filter(([k, v]) => !PROVIDER_KEYS.has(k) && !alsoDrop.includes(k) && v !== undefined),
+  );
 }
 
 /**
