@@ -6,7 +6,7 @@
  */
 import { createConnection, type Socket } from 'node:net';
 import { LocalVmError } from '../../errors.js';
-import { deadline, onAbort } from '../../time/deadline.js';
+import { deadline, onAbort, type Deadline } from '../../time/deadline.js';
 
 export type JsonMessage = Record<string, unknown>;
 
@@ -31,6 +31,20 @@ export class JsonLineSocket {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => this.markClosed(this.closedError(err)));
     socket.on('close', () => this.markClosed(this.closedError()));
+  }
+
+  /**
+   * Connects within `limit` and runs the protocol's handshake on the new connection; a
+   * handshake that fails (or runs out of time) closes the connection before rethrowing.
+   */
+  static async open<T>(path: string, limit: Deadline, handshake: (conn: JsonLineSocket) => Promise<T>): Promise<T> {
+    const conn = await JsonLineSocket.connect(path, limit.remainingMs(), limit.signal);
+    try {
+      return await handshake(conn);
+    } catch (error) {
+      conn.close();
+      throw error;
+    }
   }
 
   /**

@@ -27,24 +27,14 @@ export class QgaClient {
    * TIMEOUT when the agent does not answer `guest-sync` in time (it is not up yet).
    */
   static async connect(path: string, options: QgaSyncOptions): Promise<QgaClient> {
-    const limit = deadline(options.timeoutMs, {
-      what: `guest agent on ${path}`,
-      parent: options.signal,
-      details: { socket: path },
-    });
-    try {
-      const conn = await JsonLineSocket.connect(path, limit.remainingMs(), limit.signal);
-      const client = new QgaClient(conn);
-      try {
+    const what = `guest agent on ${path}`;
+    return withDeadline(options.timeoutMs, { what, parent: options.signal, details: { socket: path } }, (limit) =>
+      JsonLineSocket.open(path, limit, async (conn) => {
+        const client = new QgaClient(conn);
         await client.sync(limit.remainingMs(), limit.signal);
         return client;
-      } catch (error) {
-        conn.close();
-        throw error;
-      }
-    } finally {
-      limit.dispose();
-    }
+      }),
+    );
   }
 
   /** `guest-sync` with a random numeric id; returns once the matching reply came back. */

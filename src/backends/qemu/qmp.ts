@@ -3,7 +3,7 @@
  * Asynchronous events that arrive in between are collected, never mistaken for replies.
  */
 import { LocalVmError } from '../../errors.js';
-import { deadline, withDeadline } from '../../time/deadline.js';
+import { withDeadline } from '../../time/deadline.js';
 import { JsonLineSocket, newId, type JsonMessage } from './jsonSocket.js';
 
 export interface QmpEvent {
@@ -38,15 +38,11 @@ export class QmpClient {
 
   /** Connects, reads the greeting and leaves capabilities-negotiation mode. */
   static async connect(path: string, options: QmpOptions = {}): Promise<QmpClient> {
-    const limit = deadline(options.connectTimeoutMs ?? 5_000, {
-      what: `QMP handshake on ${path}`,
-      parent: options.signal,
-      details: { socket: path },
-    });
-    try {
-      const conn = await JsonLineSocket.connect(path, limit.remainingMs(), limit.signal);
-      const client = new QmpClient(conn);
-      try {
+    const what = `QMP handshake on ${path}`;
+    const timeoutMs = options.connectTimeoutMs ?? 5_000;
+    return withDeadline(timeoutMs, { what, parent: options.signal, details: { socket: path } }, (limit) =>
+      JsonLineSocket.open(path, limit, async (conn) => {
+        const client = new QmpClient(conn);
         const greeting = await conn.receive(limit.signal);
         if (typeof greeting.QMP !== 'object' || greeting.QMP === null) {
           throw new LocalVmError(
@@ -57,13 +53,8 @@ export class QmpClient {
         client.greeting = greeting;
         await client.execute('qmp_capabilities', undefined, limit.remainingMs(), limit.signal);
         return client;
-      } catch (error) {
-        conn.close();
-        throw error;
-      }
-    } finally {
-      limit.dispose();
-    }
+      }),
+    );
   }
 
   /**
