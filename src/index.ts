@@ -9,6 +9,9 @@ export * from './backend.js';
 export * from './config.js';
 export { defaultContext, getBackend, realClock, resolveBackend, type Clock, type OperationContext } from './context.js';
 export * from './operations/vm.js';
+export { planCreateVm, planVmOperation } from './operations/plan.js';
+export { flattenPlan, planCommands, type Plan, type PlanStep, type PlanRequest, type PlanOperation } from './plan.js';
+export type { GuestTransport } from './transport.js';
 export { findTool } from './host/tools.js';
 export {
   registerBackend,
