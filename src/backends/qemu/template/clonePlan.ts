@@ -81,11 +81,15 @@ async function checkState(t: TemplateRecord, file: string, ram: string, vm: stri
   }
 }
 
-/** Plans creating clone `spec.name` of template `spec.template`. */
+/**
+ * Plans creating clone `spec.name` of template `spec.template`. `hold`: restore it and keep
+ * it paused (no `cont`, no personalisation): memory, no CPU, until hold.ts resumes it.
+ */
 export async function planCloneCreate(
   host: QemuHost,
   spec: VmSpec & { template: string },
   mode: PlanMode,
+  options: { hold?: boolean } = {},
 ): Promise<QemuPlan> {
   const name = spec.name;
   const p = host.paths(name);
@@ -168,13 +172,20 @@ export async function planCloneCreate(
       action: { kind: 'launch', record, accel },
     },
     {
-      summary: `restore ${tp.state} (${t.stateBytes} bytes) over QMP migrate-incoming, RAM from ${tp.ram} (private copy-on-write), then cont`,
-      action: { kind: 'restore', record, stateFile: tp.state, template: t.name },
-    },
-    {
-      summary: `through the agent: set the guest clock, hostname ${name}, MAC ${macFor(name)}`,
-      action: { kind: 'personalize', record, hostname: name, mac: macFor(name) },
+      summary:
+        `restore ${tp.state} (${t.stateBytes} bytes) over QMP migrate-incoming, RAM from ${tp.ram} (private copy-on-write), ` +
+        (options.hold ? 'then hold it paused' : 'then cont'),
+      action: { kind: 'restore', record, stateFile: tp.state, template: t.name, hold: options.hold === true },
     },
   );
+  if (!options.hold) steps.push(personalizeStep(record, name));
   return { backend: QEMU_BACKEND, operation: 'create', vm: name, steps };
+}
+
+/** The step that makes a running clone its own machine: clock, hostname, MAC, in one guest process. */
+export function personalizeStep(record: VmRecord, name: string): QemuStep {
+  return {
+    summary: `through the agent, one guest process: set the guest clock, hostname ${name}, MAC ${macFor(name)}`,
+    action: { kind: 'personalize', record, hostname: name, mac: macFor(name) },
+  };
 }

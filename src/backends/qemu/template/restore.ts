@@ -1,10 +1,11 @@
 /**
  * The clone's side of a template: after QEMU starts with `-incoming defer`, x-ignore-shared
  * on, `migrate-incoming` on a unix socket that Node streams the template's device state
- * into, `query-migrate` until completed, `cont`. Then the clone is made its own machine
- * through the agent: clock set (`guest-set-time`), hostname set to the VM name, and a MAC
- * of its own (the migrated virtio-net state carries the template's). A failure removes the
- * clone entirely, so a bad state file leaves no half-created VM.
+ * into, `query-migrate` until completed, `cont` (unless the clone is held: restored and
+ * paused, see hold.ts). Then the clone is made its own machine in one guest process: clock,
+ * hostname set to the VM name, and a MAC of its own (the migrated virtio-net state carries
+ * the template's). A failure removes the clone entirely, so a bad state file leaves no
+ * half-created VM.
  */
 import { createHash } from 'node:crypto';
 import { rm } from 'node:fs/promises';
@@ -18,7 +19,14 @@ import { awaitMigration, ignoreShared, startSending, unixUri } from './migrate.j
 
 /** The plan actions of a clone create (see plan.ts's QemuAction). */
 export type CloneAction =
-  | { kind: 'restore'; record: VmRecord; stateFile: string; template: string }
+  | {
+      kind: 'restore';
+      record: VmRecord;
+      stateFile: string;
+      template: string;
+      /** Stay paused after the restore (no `cont`): a held clone, resumed later (hold.ts). */
+      hold?: boolean | undefined;
+    }
   | { kind: 'personalize'; record: VmRecord; hostname: string; mac: string };
 
 /** A locally administered unicast MAC derived from the VM name (stable across its restarts). Pure. */
@@ -33,7 +41,7 @@ const RESTORE_TIMEOUT_MS = 30_000;
 
 export async function applyCloneAction(host: QemuHost, vm: string, a: CloneAction): Promise<void> {
   try {
-    if (a.kind === 'restore') await restore(host, a.record, a.stateFile, a.template);
+    if (a.kind === 'restore') await restore(host, a.record, a.stateFile, a.template, a.hold === true);
     else await personalize(host, a.record, a.hostname, a.mac);
   } catch (error) {
     await discardClone(host, a.record);
@@ -41,7 +49,13 @@ export async function applyCloneAction(host: QemuHost, vm: string, a: CloneActio
   }
 }
 
-async function restore(host: QemuHost, record: VmRecord, stateFile: string, template: string): Promise<void> {
+async function restore(
+  host: QemuHost,
+  record: VmRecord,
+  stateFile: string,
+  template: string,
+  hold: boolean,
+): Promise<void> {
   const name = record.name;
   const socket = join(dirname(record.paths.qmpSocket), 'mig.sock');
   const failure = (why: string) =>
@@ -57,7 +71,7 @@ async function restore(host: QemuHost, record: VmRecord, stateFile: string, temp
       const sending = await startSending(socket, stateFile, RESTORE_TIMEOUT_MS);
       await awaitMigration(qmp, RESTORE_TIMEOUT_MS, failure);
       await sending;
-      await qmp.execute('cont');
+      if (!hold) await qmp.execute('cont');
     });
   } catch (error) {
     if (isLocalVmError(error) && error.details?.template === template) throw error;
@@ -67,35 +81,55 @@ async function restore(host: QemuHost, record: VmRecord, stateFile: string, temp
   }
 }
 
-// Hostname "$1", then the first non-loopback interface gets MAC "$2": one guest process for
-// both (each costs a fork under emulation), values as arguments, never as script text.
+// One guest process makes the clone its own machine: the clock to "$3" (epoch seconds), the
+// hostname to "$1" (written to /proc: no process for it), then the first non-loopback
+// interface's MAC to "$2". Each further agent command or guest process costs a round trip
+// or a fork under emulation (guest-set-time alone forks `hwclock -w`: ~120 ms), so it is
+// all one guest-exec; the values travel as arguments, never as script text. `date -s @N`
+// has whole seconds: the clock lands within half a second of the host's.
 const IDENTITY =
-  'hostname "$1" || exit; for n in /sys/class/net/*; do n=${n##*/}; [ "$n" = lo ] && continue; ip link set dev "$n" address "$2"; exit $?; done; exit 0';
+  'date -s "@$3" >/dev/null || exit; echo "$1" >/proc/sys/kernel/hostname || exit; ' +
+  'for n in /sys/class/net/*; do n=${n##*/}; [ "$n" = lo ] && continue; ip link set dev "$n" address "$2"; exit $?; done; exit 0';
 
-async function personalize(host: QemuHost, record: VmRecord, hostname: string, mac: string): Promise<void> {
+/** The argv that personalises a clone. Pure. */
+export function identityArgv(hostname: string, mac: string, epochMs: number): string[] {
+  return ['/bin/sh', '-c', IDENTITY, 'sh', hostname, mac, String(Math.round(epochMs / 1000))];
+}
+
+/**
+ * Makes clone `record` its own machine (see IDENTITY) in one agent session: the session's
+ * guest-sync is the agent's first answer after `cont`, so when this resolves the clone has
+ * answered and is ready.
+ */
+export async function personalize(
+  host: QemuHost,
+  record: VmRecord,
+  hostname: string,
+  mac: string,
+  signal?: AbortSignal,
+): Promise<void> {
   const name = record.name;
   const timeoutMs = record.spec.timeouts.readyMs;
-  await host.sessions.run(record.paths.qgaSocket, host.lockPath(name, 'qga'), timeoutMs, async (qga) => {
-    try {
-      await qga.execute('guest-set-time', { time: Date.now() * 1_000_000 }, 10_000);
-    } catch (error) {
-      // qemu-ga sets the clock, then runs `hwclock -w`; a guest without an RTC device fails
-      // only that second part, and its clock is set.
-      if (!isLocalVmError(error, 'COMMAND_FAILED') || !/hwclock/i.test(error.message)) throw error;
-    }
-    const r = await guestExec(qga, ['/bin/sh', '-c', IDENTITY, 'sh', hostname, mac], { timeoutMs: 10_000 });
-    if (r.exitCode !== 0) {
-      throw new LocalVmError(
-        'COMMAND_FAILED',
-        `setting hostname and MAC in clone ${name} failed (exit ${r.exitCode}): ${r.stderr.trim()}`,
-        { vm: name },
-      );
-    }
-  });
+  await host.sessions.run(
+    record.paths.qgaSocket,
+    host.lockPath(name, 'qga'),
+    timeoutMs,
+    async (qga) => {
+      const r = await guestExec(qga, identityArgv(hostname, mac, Date.now()), { timeoutMs: 10_000, signal });
+      if (r.exitCode !== 0) {
+        throw new LocalVmError(
+          'COMMAND_FAILED',
+          `setting clock, hostname and MAC in clone ${name} failed (exit ${r.exitCode}): ${r.stderr.trim()}`,
+          { vm: name },
+        );
+      }
+    },
+    signal,
+  );
 }
 
 /** Kills the clone's QEMU and removes all it has: nothing of a failed clone stays. */
-async function discardClone(host: QemuHost, record: VmRecord): Promise<void> {
+export async function discardClone(host: QemuHost, record: VmRecord): Promise<void> {
   await host.sessions.drop(record.paths.qgaSocket).catch(() => undefined);
   await killHard(record.name, await readPidFile(record.paths.pidFile));
   const dirs = [record.paths.dir, ...(record.paths.socketDir ? [record.paths.socketDir] : [])];
