@@ -15,6 +15,7 @@ import { QEMU_BACKEND } from './register.js';
 import { createSnapshotOps } from './snapshot.js';
 import { listVmNames, writeRecord } from './state.js';
 import { createTemplateOps, type TemplateCapable } from './template/ops.js';
+import { createHoldOps, type HoldCapable } from './template/hold.js';
 import type { VmAccess } from './vmAccess.js';
 
 export type { QemuBackendOptions } from './host.js';
@@ -24,7 +25,8 @@ export type QemuBackend = Backend &
   QmpCapable &
   SnapshotCapable &
   DiskCapable &
-  TemplateCapable;
+  TemplateCapable &
+  HoldCapable;
 
 /** Creates the QEMU backend for `config`. Keep one instance per process: it owns the in-process socket mutexes. */
 export function createQemuBackend(options: QemuBackendOptions & { onStep?: StepObserver }): QemuBackend {
@@ -53,6 +55,7 @@ export function createQemuBackend(options: QemuBackendOptions & { onStep?: StepO
     ...createSnapshotOps({ ...access, dropAgent: (p) => host.sessions.drop(p.qgaSocket) }),
     ...createDiskOps({ ...access, writeRecord }),
     ...createTemplateOps(host),
+    ...createHoldOps(host),
 
     async list() {
       const names = await listVmNames(host.config.stateDir);
