@@ -72,3 +72,17 @@ export {
   type TemplateInfo,
 } from './operations/template.js';
 export * from './operations/doctor.js';
+export {
+  createPool,
+  Lease,
+  poolSessions,
+  sweepDeadPools,
+  type AcquireOptions,
+  type JobInput,
+  type JobResult,
+  type LatencyHistogram,
+  type Pool,
+  type PoolOptions,
+  type PoolSession,
+  type PoolStats,
+} from './pool/index.js';

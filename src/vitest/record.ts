@@ -45,14 +45,16 @@ export function reaperCommand(file: string): Command {
 /**
  * Records `name` in the session of the runner before it is created, creating the session
  * file and starting its reaper when this is the session's first entry. `kind: 'template'`
- * entries are deleted (after the session's VMs) with deleteTemplate.
+ * entries are deleted (after the session's VMs) with deleteTemplate. `owner`: the process
+ * whose death reaps the entry (default the vitest runner; a warm pool passes its own pid).
  */
 export async function recordBeforeCreate(
   name: string,
   ctx: OperationContext,
   kind?: 'template',
+  owner?: number,
 ): Promise<{ id: string; release: () => Promise<void> }> {
-  const pid = runnerPid();
+  const pid = owner ?? runnerPid();
   const startTime = await processStart(pid);
   const id = sessionIdFor(pid, startTime);
   const self = { name, pid: process.pid, startTime: await processStart(process.pid), ...(kind ? { kind } : {}) };
