@@ -15,6 +15,8 @@ import type { Lease } from './lease.js';
 import { parseJob, type Job, type JobInput } from './options.js';
 
 export interface JobResult {
+  /** The VM the job ran in (deleted by the time the result is returned). */
+  vm: string;
   /** The command's exit code; null when it timed out (the VM was destroyed). */
   exitCode: number | null;
   stdout: string;
@@ -104,6 +106,7 @@ async function runLeased(lease: Lease, job: Job, started: number, acquireMs: num
     await lease.release();
     const empty = new Uint8Array();
     return {
+      vm: lease.name,
       exitCode: null,
       stdout: '',
       stderr: '',
@@ -124,6 +127,7 @@ async function runLeased(lease: Lease, job: Job, started: number, acquireMs: num
   if (err.cut) truncatedOutputs.push('stderr');
   const { files, missing } = await collect(lease, job, truncatedOutputs, setupMs);
   return {
+    vm: lease.name,
     exitCode: result.exitCode,
     stdout: text(out.bytes),
     stderr: text(err.bytes),
