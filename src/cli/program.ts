@@ -19,6 +19,8 @@ import { registerInfo } from './commands/info.js';
 import { registerLifecycle } from './commands/lifecycle.js';
 import { registerList } from './commands/list.js';
 import { registerQmp } from './commands/qmp.js';
+import { registerRun } from './commands/run.js';
+import { registerPool } from './commands/pool.js';
 import { registerShell } from './commands/shell.js';
 import { registerSnapshot } from './commands/snapshot.js';
 import { registerTemplate } from './commands/template.js';
@@ -46,6 +48,8 @@ const COMMANDS: readonly RegisterCommand[] = [
   registerImage,
   registerDoctor,
   registerDemo,
+  registerRun,
+  registerPool,
 ];
 
 /** Runs one `localvm` invocation (`argv` without node and script) and returns its exit code. */

@@ -60,6 +60,12 @@ const LIST =
   'for p do if [ -d "$p" ]; then find "$p" -type f -exec stat -c "f %s %n" {} \\; ; ' +
   'elif [ -e "$p" ]; then stat -c "f %s %n" "$p"; else printf "m %s\\n" "$p"; fi; done';
 
+/** True when `path` is one of the collect paths or inside a collected directory, with no `..`. Pure. */
+export function requested(collect: readonly string[], path: string): boolean {
+  if (!path.startsWith('/') || path.split('/').includes('..') || path.includes('\0')) return false;
+  return collect.some((c) => path === c || path.startsWith(c.endsWith('/') ? c : `${c}/`));
+}
+
 const text = (b: Uint8Array) => Buffer.from(b).toString('utf8');
 
 export async function runJob(pool: Acquirer, input: JobInput): Promise<JobResult> {
@@ -160,6 +166,8 @@ async function collect(
     if (!m) continue;
     const size = Number(m[1]);
     const path = m[2] ?? '';
+    // The listing comes from an untrusted guest: only what was asked for is read back.
+    if (!requested(job.collect, path)) continue;
     if (size <= budget) {
       files[path] = await lease.vm.getFile(path);
     } else {

@@ -137,7 +137,26 @@ export const jobSchema = z
     }
   });
 
-export type JobInput = z.input<typeof jobSchema>;
+/** A job for `pool.run` (see executor.ts for what each part does). */
+export interface JobInput {
+  /** The command (no shell); or `script`, run as `/bin/sh -c script`. Exactly one. */
+  argv?: string[];
+  script?: string;
+  /** Guest files written before the command runs (parent directories are created). */
+  files?: Record<string, string | Uint8Array>;
+  env?: Record<string, string>;
+  cwd?: string;
+  stdin?: string | Uint8Array;
+  /** The command's limit (default 60 s): past it the VM is destroyed and `timedOut` is true. */
+  timeoutMs?: number;
+  /** Guest files, or directories ending in "/", read back after the command. */
+  collect?: string[];
+  /** Each output (stdout, stderr) and all collected files together are cut at this (default 1 MiB). */
+  maxOutputBytes?: number;
+  /** How long to wait for a VM from the pool (default 60 s). */
+  acquireTimeoutMs?: number;
+  signal?: AbortSignal;
+}
 export type Job = z.output<typeof jobSchema>;
 
 export function parsePoolOptions(input: unknown): PoolOptionsParsed {

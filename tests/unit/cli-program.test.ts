@@ -177,12 +177,13 @@ describe('localvm program (fake backend)', () => {
     };
     expect(await commands()).toEqual([
       ...['create', 'start', 'stop', 'restart', 'delete', 'list', 'info', 'console', 'exec', 'shell', 'cp'],
-      ...['qmp', 'cleanup', 'snapshot', 'template', 'disk', 'image', 'doctor', 'demo', 'help'],
+      ...['qmp', 'cleanup', 'snapshot', 'template', 'disk', 'image', 'doctor', 'demo', 'run', 'pool', 'help'],
     ]);
     expect(await commands('snapshot')).toEqual(['create', 'list', 'restore', 'delete', 'help']);
     expect(await commands('template')).toEqual(['create', 'list', 'info', 'delete', 'help']);
     expect(await commands('disk')).toEqual(['add', 'list', 'remove', 'help']);
     expect(await commands('image')).toEqual(['build', 'list', 'pull', 'rm', 'help']);
+    expect(await commands('pool')).toEqual(['list', 'clean', 'help']);
   });
 
   it('documents exit codes in --help', async () => {

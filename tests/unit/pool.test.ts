@@ -9,7 +9,7 @@ import type { VmInfo } from '../../src/backend.js';
 import { loadConfig } from '../../src/config.js';
 import type { OperationContext } from '../../src/context.js';
 import { LocalVmError } from '../../src/errors.js';
-import { cut, parentDirs, runJob } from '../../src/pool/executor.js';
+import { cut, parentDirs, requested, runJob } from '../../src/pool/executor.js';
 import { parseJob, parsePoolOptions } from '../../src/pool/options.js';
 import { backoffMs, createPool, type Pool } from '../../src/pool/pool.js';
 import { poolVmName, sessionOfPoolVm } from '../../src/pool/sweep.js';
@@ -279,6 +279,16 @@ describe('executor parts', () => {
       expect(r.stdout).toBe('x'.repeat(10));
       expect(r).toMatchObject({ truncated: true, truncatedOutputs: ['stdout'] });
     });
+  });
+
+  it('reads back only what was asked for, whatever the guest lists', () => {
+    const collect = ['/job/out.json', '/job/out/', '/job/dir'];
+    expect(requested(collect, '/job/out.json')).toBe(true);
+    expect(requested(collect, '/job/out/a/b')).toBe(true);
+    expect(requested(collect, '/job/dir/x')).toBe(true);
+    expect(requested(collect, '/etc/shadow')).toBe(false);
+    expect(requested(collect, '/job/out/../../etc/shadow')).toBe(false);
+    expect(requested(collect, '/job/dirx')).toBe(false);
   });
 
   it('creates each parent directory of the files once', () => {
