@@ -79,6 +79,15 @@ describe.skipIf(skip)('warm pools (real QEMU)', () => {
     });
   });
 
+  it('a pool VM is its own machine once acquired: hostname its name, clock set', async () => {
+    await withPool({ prefix: 'who-', min: 1, max: 1 }, async (pool) => {
+      const r = await pool.run({ script: 'hostname; date +%s' });
+      const [host, clock] = r.stdout.trim().split('\n');
+      expect(host).toBe(r.vm);
+      expect(Math.abs(Number(clock) - Date.now() / 1000)).toBeLessThan(2);
+    });
+  });
+
   it('a job past its timeout returns timedOut and its VM is gone; the pool keeps serving', async () => {
     await withPool({ prefix: 'tmo-', min: 1, max: 2 }, async (pool) => {
       const r = await pool.run({ argv: ['sleep', '1000'], timeoutMs: 1_000 });

@@ -16,6 +16,11 @@ describe('identityArgv', () => {
     expect(b.slice(3)).toEqual(['sh', '$(reboot)', '02:00:00:00:00:02', '1700000001']);
   });
 
+  it('keeps the MAC when none is given (a held clone resumed for a pool)', () => {
+    expect(identityArgv('c1', undefined, 0).slice(3)).toEqual(['sh', 'c1', '', '0']);
+    expect(identityArgv('c1', undefined, 0)[2]).toContain('[ -n "$2" ] || exit 0');
+  });
+
   it('sets the clock, the hostname and the MAC in that one process', () => {
     const script = identityArgv('c1', '02:00:00:00:00:01', 0)[2] ?? '';
     expect(script).toContain('date -s "@$3"');

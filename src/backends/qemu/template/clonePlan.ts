@@ -182,10 +182,14 @@ export async function planCloneCreate(
   return { backend: QEMU_BACKEND, operation: 'create', vm: name, steps };
 }
 
-/** The step that makes a running clone its own machine: clock, hostname, MAC, in one guest process. */
-export function personalizeStep(record: VmRecord, name: string): QemuStep {
+/**
+ * The step that makes a running clone its own machine: clock, hostname and (unless `mac` is
+ * false) a MAC of its own, in one guest process.
+ */
+export function personalizeStep(record: VmRecord, name: string, options: { mac?: boolean } = {}): QemuStep {
+  const mac = options.mac === false ? undefined : macFor(name);
   return {
-    summary: `through the agent, one guest process: set the guest clock, hostname ${name}, MAC ${macFor(name)}`,
-    action: { kind: 'personalize', record, hostname: name, mac: macFor(name) },
+    summary: `through the agent, one guest process: set the guest clock, hostname ${name}${mac ? `, MAC ${mac}` : ''}`,
+    action: { kind: 'personalize', record, hostname: name, mac },
   };
 }

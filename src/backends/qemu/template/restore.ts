@@ -27,7 +27,13 @@ export type CloneAction =
       /** Stay paused after the restore (no `cont`): a held clone, resumed later (hold.ts). */
       hold?: boolean | undefined;
     }
-  | { kind: 'personalize'; record: VmRecord; hostname: string; mac: string };
+  | {
+      kind: 'personalize';
+      record: VmRecord;
+      hostname: string;
+      /** Undefined: keep the template's MAC (see hold.ts: nobody else sees it). */
+      mac: string | undefined;
+    };
 
 /** A locally administered unicast MAC derived from the VM name (stable across its restarts). Pure. */
 export function macFor(name: string): string {
@@ -82,18 +88,19 @@ async function restore(
 }
 
 // One guest process makes the clone its own machine: the clock to "$3" (epoch seconds), the
-// hostname to "$1" (written to /proc: no process for it), then the first non-loopback
-// interface's MAC to "$2". Each further agent command or guest process costs a round trip
+// hostname to "$1" (written to /proc: no process for it), then, unless "$2" is empty, the
+// first non-loopback interface's MAC to "$2" (the slowest part: ~130 ms of the virtio-net
+// control queue under TCG). Each further agent command or guest process costs a round trip
 // or a fork under emulation (guest-set-time alone forks `hwclock -w`: ~120 ms), so it is
 // all one guest-exec; the values travel as arguments, never as script text. `date -s @N`
 // has whole seconds: the clock lands within half a second of the host's.
 const IDENTITY =
-  'date -s "@$3" >/dev/null || exit; echo "$1" >/proc/sys/kernel/hostname || exit; ' +
+  'date -s "@$3" >/dev/null || exit; echo "$1" >/proc/sys/kernel/hostname || exit; [ -n "$2" ] || exit 0; ' +
   'for n in /sys/class/net/*; do n=${n##*/}; [ "$n" = lo ] && continue; ip link set dev "$n" address "$2"; exit $?; done; exit 0';
 
-/** The argv that personalises a clone. Pure. */
-export function identityArgv(hostname: string, mac: string, epochMs: number): string[] {
-  return ['/bin/sh', '-c', IDENTITY, 'sh', hostname, mac, String(Math.round(epochMs / 1000))];
+/** The argv that personalises a clone (`mac` undefined: the MAC stays). Pure. */
+export function identityArgv(hostname: string, mac: string | undefined, epochMs: number): string[] {
+  return ['/bin/sh', '-c', IDENTITY, 'sh', hostname, mac ?? '', String(Math.round(epochMs / 1000))];
 }
 
 /**
@@ -105,7 +112,7 @@ export async function personalize(
   host: QemuHost,
   record: VmRecord,
   hostname: string,
-  mac: string,
+  mac: string | undefined,
   signal?: AbortSignal,
 ): Promise<void> {
   const name = record.name;
