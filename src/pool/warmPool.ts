@@ -39,6 +39,7 @@ export class WarmPool implements Pool {
   private readonly idle: IdleVm[] = [];
   private readonly leased = new Map<string, Lease>();
   private readonly waiters: Waiter[] = [];
+  private alive: NodeJS.Timeout | undefined;
   private readonly releases = new Map<string, () => Promise<void>>();
   private readonly latency = new LatencyRecorder();
   private creating = 0;
@@ -217,6 +218,7 @@ export class WarmPool implements Pool {
     }
     const vm: IdleVm = { name, warm, cancelTtl: () => undefined };
     const waiter = this.waiters.shift();
+    this.keepAlive();
     if (waiter) {
       this.handing++;
       waiter.grant(vm);
@@ -259,10 +261,12 @@ export class WarmPool implements Pool {
       const onAbort = () => {
         const at = this.waiters.indexOf(waiter);
         if (at !== -1) this.waiters.splice(at, 1);
+        this.keepAlive();
         reject(signal.reason);
       };
       signal.addEventListener('abort', onAbort, { once: true });
       this.waiters.push(waiter);
+      this.keepAlive();
       this.refill();
     });
   }
@@ -294,6 +298,19 @@ export class WarmPool implements Pool {
     });
   }
 
+  /**
+   * While an acquire waits, the process must not exit under it: the timers a wait depends on
+   * (its deadline, a refill's back-off) are unref'd, and a pending promise holds nothing. A
+   * ref'd handle that does no work, held only while someone waits.
+   */
+  private keepAlive(): void {
+    if (this.waiters.length > 0) this.alive ??= setInterval(() => undefined, 60_000);
+    else if (this.alive) {
+      clearInterval(this.alive);
+      this.alive = undefined;
+    }
+  }
+
   private warmCount(): number {
     return this.idle.filter((v) => v.warm).length;
   }
@@ -306,6 +323,7 @@ export class WarmPool implements Pool {
 
   private stopWaiting(error: LocalVmError): void {
     for (const w of this.waiters.splice(0)) w.fail(error);
+    this.keepAlive();
   }
 
   private until(done: () => boolean): Promise<void> {

@@ -4,6 +4,8 @@
  * failed clones discarded and replaced with back-off, drain and close, option and job
  * validation. Real clones are in tests/integration/pool.test.ts.
  */
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import type { VmInfo } from '../../src/backend.js';
 import { loadConfig } from '../../src/config.js';
@@ -209,6 +211,15 @@ describe('createPool', () => {
       await pool.acquire();
       expect(backend.calls.filter((c) => c.startsWith('resume')).length).toBe(resumes);
     });
+  });
+});
+
+describe('a waiting acquire', () => {
+  it('keeps its process alive until its deadline, though every timer it waits on is unref’d', () => {
+    const script = fileURLToPath(new URL('../fixtures/poolWaiter.ts', import.meta.url));
+    const r = spawnSync(process.execPath, ['--import', 'tsx', script], { encoding: 'utf8', timeout: 30_000 });
+    expect(r.stdout.trim()).toBe('TIMEOUT');
+    expect(r.status).toBe(0);
   });
 });
 
