@@ -165,10 +165,14 @@ export class WarmPool implements Pool {
       if (this.creating >= this.o.refillConcurrency || total >= this.o.max) break;
       const wait = this.retryAt - this.clock.now();
       if (wait > 0) {
-        this.retryTimer ??= this.clock.schedule?.(wait, () => {
+        const retry = () => {
           this.retryTimer = undefined;
           this.refill();
-        });
+        };
+        // A clock without timers (a test's fake) sleeps instead.
+        this.retryTimer ??=
+          this.clock.schedule?.(wait, retry) ??
+          (void this.clock.sleep(wait).then(() => this.state === 'open' && retry()), () => undefined);
         break;
       }
       this.creating++;
