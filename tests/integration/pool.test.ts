@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { realClock, type OperationContext } from '../../src/context.js';
 import { createTemplate, templateInfo } from '../../src/operations/template.js';
-import { deleteVm, listVms } from '../../src/operations/vm.js';
+import { createVm, deleteVm, listVms } from '../../src/operations/vm.js';
 import { createPool, type Pool } from '../../src/pool/pool.js';
 import { createExecaRunner } from '../../src/runner.js';
 import { poll } from '../../src/time/poll.js';
@@ -144,6 +144,19 @@ describe.skipIf(skip)('warm pools (real QEMU)', () => {
       await pool.close();
     }
     expect(await names('bad-')).toEqual([]);
+  });
+
+  it('a new pool sweeps the VMs of dead pools with its prefix, and nothing else', async () => {
+    // A pool VM whose session (s1-1: no such owner) is gone, as a dead pool whose reaper died too leaves it.
+    await createVm({ name: 'swp-s1-1-1', template: T }, ctx);
+    await createVm({ name: 'swp-mine', template: T }, ctx);
+    const pool = await createPool({ template: T, context: ctx, prefix: 'swp-', min: 0 });
+    try {
+      expect(await names('swp-')).toEqual(['swp-mine']);
+    } finally {
+      await pool.close();
+      await deleteVm('swp-mine', ctx);
+    }
   });
 
   it('a pool whose process is SIGKILLed leaves no VM behind', async () => {
