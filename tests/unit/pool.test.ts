@@ -220,7 +220,8 @@ describe('a waiting acquire', () => {
     const r = spawnSync(process.execPath, ['--import', 'tsx', script], { encoding: 'utf8', timeout: 30_000 });
     expect(r.stdout.trim()).toBe('TIMEOUT');
     expect(r.status).toBe(0);
-  });
+    // A child node with tsx: slow to start on a loaded machine.
+  }, 30_000);
 });
 
 describe('pool options and jobs (VALIDATION)', () => {
