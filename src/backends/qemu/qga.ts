@@ -19,7 +19,18 @@ export interface QgaSyncOptions {
   signal?: AbortSignal | undefined;
 }
 
-export class QgaClient {
+/**
+ * One guest agent, as the exec and file-transfer logic needs it: send one command, get its
+ * reply. A QgaClient on the agent's socket is one; libvirt's `qemu-agent-command` is another.
+ */
+export interface AgentChannel {
+  /** Runs one agent command; resolves with its `return`, COMMAND_FAILED on an error reply, TIMEOUT past `timeoutMs`. */
+  execute(command: string, args?: Record<string, unknown>, timeoutMs?: number, signal?: AbortSignal): Promise<unknown>;
+  /** False once the channel broke and must not be used again. */
+  readonly open: boolean;
+}
+
+export class QgaClient implements AgentChannel {
   private constructor(private readonly conn: JsonLineSocket) {}
 
   /**
@@ -236,7 +247,7 @@ const STATUS_FLOOR_MS = 1_000;
  * adaptive interval. On timeout, or when `signal` aborts, the guest process is killed
  * (best effort) and TIMEOUT (or the signal's reason) thrown.
  */
-export async function guestExec(qga: QgaClient, argv: string[], options: GuestExecOptions): Promise<ExecResult> {
+export async function guestExec(qga: AgentChannel, argv: string[], options: GuestExecOptions): Promise<ExecResult> {
   const started = performance.now();
   const full = wrapArgv(argv, options);
   const [path, ...arg] = full;

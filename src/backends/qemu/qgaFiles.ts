@@ -4,7 +4,7 @@
  */
 import { LocalVmError } from '../../errors.js';
 import { deadline } from '../../time/deadline.js';
-import type { QgaClient } from './qga.js';
+import type { AgentChannel } from './qga.js';
 
 /** Bytes per guest-file-write; base64 makes the JSON line 4/3 of this. */
 export const PUT_CHUNK = 48 * 1024;
@@ -13,7 +13,7 @@ export const GET_CHUNK = 1024 * 1024;
 
 /** Writes `content` to `guestPath` (created or truncated) through guest-file-*. */
 export async function guestPutFile(
-  qga: QgaClient,
+  qga: AgentChannel,
   guestPath: string,
   content: Uint8Array,
   timeoutMs: number,
@@ -33,7 +33,7 @@ export async function guestPutFile(
 type AgentCall = (command: string, args: Record<string, unknown>) => Promise<unknown>;
 
 async function putChunks(
-  qga: QgaClient,
+  qga: AgentChannel,
   guestPath: string,
   content: Uint8Array,
   chunk: number,
@@ -61,7 +61,7 @@ async function putChunks(
 
 /** Reads the whole of `guestPath` through guest-file-*. */
 export async function guestGetFile(
-  qga: QgaClient,
+  qga: AgentChannel,
   guestPath: string,
   timeoutMs: number,
   chunk = GET_CHUNK,
@@ -77,7 +77,7 @@ export async function guestGetFile(
   }
 }
 
-async function getChunks(qga: QgaClient, guestPath: string, chunk: number, call: AgentCall): Promise<Uint8Array> {
+async function getChunks(qga: AgentChannel, guestPath: string, chunk: number, call: AgentCall): Promise<Uint8Array> {
   const handle = await call('guest-file-open', { path: guestPath, mode: 'rb' });
   const parts: Buffer[] = [];
   try {
