@@ -29,7 +29,12 @@ export interface LocalVmConfig {
   platform: NodeJS.Platform;
   /** The PATH used to find tools such as `orbctl`. */
   searchPath: string;
+  /** The libvirt connection URI a libvirt spec without `connect` uses (`LOCALVM_LIBVIRT_URI`). */
+  libvirtUri: string;
 }
+
+/** The libvirt URI when LOCALVM_LIBVIRT_URI is not set: the host's system daemon. */
+export const DEFAULT_LIBVIRT_URI = 'qemu:///system';
 
 export const DEFAULT_TEST_PREFIX = 'pytest-test-';
 
@@ -105,6 +110,7 @@ export function loadConfig(
     verbose: env.LOCALVM_DEBUG === '1',
     platform: process.platform,
     searchPath: env.PATH ?? '',
+    libvirtUri: env.LOCALVM_LIBVIRT_URI || DEFAULT_LIBVIRT_URI,
     ...overrides,
   };
 }

@@ -12,6 +12,8 @@ import { imageSpecIssues, imageUrlProblem } from './images/url.js';
 
 export { VM_NAME_PATTERN, USER_NAME_PATTERN, ENV_NAME_PATTERN, toIssues, parseOrThrow } from './validation.js';
 import { VM_NAME_PATTERN, USER_NAME_PATTERN, parseOrThrow } from './validation.js';
+import { libvirtUriSchema } from './backends/libvirt/uri.js';
+export { libvirtUriSchema };
 
 export const vmNameSchema = z
   .string({ error: 'must be a string' })
@@ -165,6 +167,8 @@ export const vmSpecObjectSchema = z
       .default({}),
     readiness: z.array(probeSchema).max(16).default([]),
     timeouts: timeoutsSchema.default({ ...DEFAULT_TIMEOUTS }),
+    /** libvirt: the connection URI of the host to run on (default LOCALVM_LIBVIRT_URI, else qemu:///system). */
+    connect: libvirtUriSchema.optional(),
   })
   .strict();
 

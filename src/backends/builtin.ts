@@ -4,3 +4,4 @@
  */
 import './qemu/register.js';
 import './orbstack/register.js';
+import './libvirt/register.js';

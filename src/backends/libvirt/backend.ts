@@ -1,0 +1,230 @@
+/**
+ * The libvirt backend: VMs are libvirt domains, driven by `virsh -c URI` through the runner.
+ * libvirt is the truth (state, definition, localvm's metadata); nothing is recorded locally.
+ * Every state change is planned from observations (plan.ts) and then applied (apply.ts).
+ */
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Backend, DiskCapable, SnapshotCapable, VmInfo } from '../../backend.js';
+import type { BackendHost } from '../registry.js';
+import { isLocalVmError, LocalVmError, tail } from '../../errors.js';
+import type { PlanRequest } from '../../plan.js';
+import { DEFAULT_TIMEOUTS, specFingerprint, type VmSpec } from '../../schema.js';
+import { applySteps, undoCreate, type ApplyContext } from './apply.js';
+import { createDiskOps } from './disks.js';
+import { libvirtAgentTransport } from './guest.js';
+import { createLibvirtHost, type LibvirtHost } from './host.js';
+import { metadataNode, withMetadata } from './metadata.js';
+import { domainInfo, observeCreate, observeDomain } from './observe.js';
+import { parseNames, parseSnapshotList } from './parse.js';
+import { planCreate, planExisting, type LvPlan } from './plan.js';
+import { LIBVIRT_BACKEND } from './register.js';
+import { POOL, resolveTarget, targets, type LibvirtTarget } from './target.js';
+import { vmVolume } from './volumes.js';
+
+export type LibvirtBackend = Backend & SnapshotCapable & DiskCapable;
+
+/** Creates the libvirt backend over every configured target (see target.ts). */
+export function createLibvirtBackend(options: BackendHost): LibvirtBackend {
+  const { config, runner } = options;
+  const log = options.log ?? (() => {});
+  const hosts = new Map<string, LibvirtHost>();
+  const hostFor = (target: LibvirtTarget): LibvirtHost => {
+    let h = hosts.get(target.uri);
+    if (!h) {
+      h = createLibvirtHost({ config, runner, target, log });
+      hosts.set(target.uri, h);
+    }
+    return h;
+  };
+  const ctx = { config };
+
+  /** The host holding domain `name`. NOT_FOUND when no reachable host has it (an unreachable one is said). */
+  async function locate(name: string): Promise<LibvirtHost> {
+    const unreachable: string[] = [];
+    for (const t of targets(ctx)) {
+      const host = hostFor(t);
+      try {
+        await host.domstate(name);
+        return host;
+      } catch (error) {
+        if (isLocalVmError(error, 'NOT_FOUND')) continue;
+        if (isLocalVmError(error) && error.details?.unreachable) {
+          unreachable.push(error.message);
+          continue;
+        }
+        throw error;
+      }
+    }
+    throw new LocalVmError('NOT_FOUND', `no libvirt VM named ${name}`, {
+      vm: name,
+      hint: unreachable.length ? `not reachable: ${unreachable.join('; ')}` : undefined,
+    });
+  }
+
+  async function info(name: string): Promise<VmInfo> {
+    return domainInfo(await locate(name), name);
+  }
+
+  async function planFor(request: PlanRequest): Promise<{ host: LibvirtHost; plan: LvPlan }> {
+    if (request.operation === 'create') {
+      const host = hostFor(resolveTarget(request.spec, ctx));
+      return { host, plan: planCreate(host.virsh, request.spec, await observeCreate(host, request.spec, runner)) };
+    }
+    const name = request.name;
+    const host = await locate(name).catch((error: unknown) => {
+      if (isLocalVmError(error, 'NOT_FOUND')) return hostFor(targets(ctx)[0] as LibvirtTarget);
+      throw error;
+    });
+    const observed = await observeDomain(host, name, request.operation === 'delete');
+    const meta = observed.state !== undefined ? await host.metadata(name).catch(() => undefined) : undefined;
+    const timeoutMs =
+      (request.operation === 'stop' ? request.timeoutMs : undefined) ??
+      meta?.spec.timeouts?.stopMs ??
+      DEFAULT_TIMEOUTS.stopMs;
+    const force = request.operation === 'stop' ? request.force : undefined;
+    return { host, plan: planExisting(host.virsh, request.operation, name, observed, { force, timeoutMs }) };
+  }
+
+  async function apply(host: LibvirtHost, plan: LvPlan): Promise<void> {
+    const actx: ApplyContext = { host, runner, vm: plan.vm, created: [] };
+    await applySteps(actx, plan.steps);
+  }
+
+  async function existing(request: Exclude<PlanRequest, { operation: 'create' }>): Promise<VmInfo> {
+    const { host, plan } = await planFor(request);
+    if (plan.steps.length === 1 && plan.steps[0]?.summary.endsWith('does not exist')) {
+      throw new LocalVmError('NOT_FOUND', `no libvirt VM named ${request.name}`, { vm: request.name });
+    }
+    await apply(host, plan);
+    return domainInfo(host, request.name);
+  }
+
+  const guest = (name: string) =>
+    libvirtAgentTransport(
+      // Found per call: the VM may be on any target.
+      () => locate(name),
+      name,
+      async () => (await info(name)).spec?.timeouts?.execMs ?? DEFAULT_TIMEOUTS.execMs,
+    );
+
+  const backend: LibvirtBackend = {
+    name: LIBVIRT_BACKEND,
+    async plan(request) {
+      return (await planFor(request)).plan;
+    },
+    guest,
+    matchesSpec: (existingVm, spec) => existingVm.fingerprint === specFingerprint(spec),
+
+    async create(spec: VmSpec) {
+      const { host, plan } = await planFor({ operation: 'create', spec });
+      const actx: ApplyContext = { host, runner, vm: spec.name, created: [] };
+      try {
+        await applySteps(actx, plan.steps);
+      } catch (error) {
+        await undoCreate(host, spec.name, actx.created);
+        throw error;
+      }
+      return domainInfo(host, spec.name);
+    },
+    start: (name) => existing({ operation: 'start', name }),
+    stop: (name, o = {}) => existing({ operation: 'stop', name, force: o.force, timeoutMs: o.timeoutMs }),
+    restart: (name) => existing({ operation: 'restart', name }),
+
+    async delete(name) {
+      const { host, plan } = await planFor({ operation: 'delete', name });
+      await apply(host, plan);
+    },
+
+    async list() {
+      const out: VmInfo[] = [];
+      for (const t of targets(ctx)) {
+        const host = hostFor(t);
+        let names: string[];
+        try {
+          names = parseNames(await host.virshOut(host.virsh.listNames()));
+        } catch (error) {
+          // One host that does not answer must not hide the others (nor break `localvm list`).
+          if (isLocalVmError(error) && error.details?.unreachable) {
+            log(error.message);
+            continue;
+          }
+          throw error;
+        }
+        for (const name of names) {
+          try {
+            out.push(await domainInfo(host, name));
+          } catch (error) {
+            if (!isLocalVmError(error, 'NOT_FOUND')) throw error; // not localvm's, or gone meanwhile
+          }
+        }
+      }
+      return out;
+    },
+
+    async info(name) {
+      return info(name);
+    },
+
+    async consoleTail(name, lines = 20) {
+      const host = await locate(name);
+      await host.run(host.virsh.poolRefresh(POOL));
+      const dir = await mkdtemp(join(tmpdir(), 'localvm-console-'));
+      try {
+        const file = join(dir, 'console.log');
+        const r = await host.run(host.virsh.volDownload(POOL, vmVolume(name, 'console.log'), file));
+        if (r.exitCode !== 0) return '';
+        return tail((await readFile(file, 'utf8')).replace(/\r/g, ''), lines, 16_000);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+
+    /** Labels only: they live in the metadata; the machine itself is not changed here. */
+    async update(name, spec) {
+      const host = await locate(name);
+      const current = await domainInfo(host, name);
+      if (current.fingerprint !== specFingerprint(spec)) {
+        throw new LocalVmError(
+          'UNSUPPORTED',
+          `changing cpus, memory, ports or disks of libvirt VM ${name} is not supported`,
+          {
+            vm: name,
+            hint: 'delete and create it again, or change only labels',
+          },
+        );
+      }
+      const xml = await host.virshOut(host.virsh.dumpxml(name, { inactive: true }), { vm: name });
+      const node = metadataNode({
+        fingerprint: current.fingerprint ?? specFingerprint(spec),
+        owner: (await host.metadata(name))?.owner ?? '',
+        createdAt: current.createdAt ?? '',
+        labels: spec.labels,
+        spec: { ...(current.spec as VmSpec), labels: spec.labels },
+      });
+      await host.withFile(withMetadata(xml, node), (file) => host.virshOut(host.virsh.define(file), { vm: name }));
+      return domainInfo(host, name);
+    },
+
+    async snapshotCreate(name, snapshot) {
+      const host = await locate(name);
+      await host.virshOut(host.virsh.snapshotCreate(name, snapshot), { vm: name, timeoutMs: 300_000 });
+    },
+    async snapshotList(name) {
+      const host = await locate(name);
+      return parseSnapshotList(await host.virshOut(host.virsh.snapshotList(name), { vm: name }));
+    },
+    async snapshotRestore(name, snapshot) {
+      const host = await locate(name);
+      await host.virshOut(host.virsh.snapshotRevert(name, snapshot), { vm: name, timeoutMs: 300_000 });
+    },
+    async snapshotDelete(name, snapshot) {
+      const host = await locate(name);
+      await host.virshOut(host.virsh.snapshotDelete(name, snapshot), { vm: name, timeoutMs: 300_000 });
+    },
+
+    ...createDiskOps(locate),
+  };
+  return backend;
+}
