@@ -1,7 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { diskTarget, domainXml, type DomainInputs } from '../../src/backends/libvirt/domainXml.js';
-import { metadataNode, parseMetadata, withMetadata, type LocalVmMetadata } from '../../src/backends/libvirt/metadata.js';
+import {
+  metadataNode,
+  parseMetadata,
+  withMetadata,
+  type LocalVmMetadata,
+} from '../../src/backends/libvirt/metadata.js';
 import { volumeXml } from '../../src/backends/libvirt/volumes.js';
 import { el, escapeXml, unescapeXml } from '../../src/backends/libvirt/xml.js';
 import { parseVmSpec } from '../../src/schema.js';
