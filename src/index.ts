@@ -86,3 +86,4 @@ export {
   type PoolSession,
   type PoolStats,
 } from './pool/index.js';
+export * from './backends/libvirt/index.js';

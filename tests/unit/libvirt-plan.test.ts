@@ -66,6 +66,12 @@ describe('libvirt create plan', () => {
     ).not.toContain('#cloud-config');
   });
 
+  it('starts a pool that exists but was stopped', () => {
+    const p = planCreate(virsh, spec, observed({ poolActive: false }));
+    expect(subcommands(p)[0]).toBe('pool-start --pool localvm');
+    expect(subcommands(planCreate(virsh, spec, observed({ poolActive: true })))[0]).not.toContain('pool-');
+  });
+
   it('uploads nothing a host already has, and records what each step creates', () => {
     const p = planCreate(virsh, spec, observed({ volumes: ['img-h1.vmlinux', 'img-h1.initrd'] }));
     expect(subcommands(p).filter((c) => c.startsWith('vol-upload --pool localvm --vol img-'))).toEqual([]);

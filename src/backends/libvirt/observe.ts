@@ -116,21 +116,27 @@ async function bootSource(spec: VmSpec, host: LibvirtHost, runner: CommandRunner
   return { kind: 'image', image: { ...facts, format, virtualBytes: info.virtualSize ?? facts.sizeBytes } };
 }
 
-/** The pool's directory (undefined when there is no pool) and its volumes. */
-export async function observePool(host: LibvirtHost, refresh: boolean): Promise<{ path?: string; volumes: string[] }> {
+/**
+ * The pool's directory (undefined when there is no pool), whether it is active, and its
+ * volumes (none can be listed while it is inactive; a create plans its `pool-start`).
+ */
+export async function observePool(
+  host: LibvirtHost,
+  refresh: boolean,
+): Promise<{ path?: string; active: boolean; volumes: string[] }> {
   let xml: string;
   try {
     xml = await host.virshOut(host.virsh.poolDumpxml(POOL));
   } catch (error) {
-    if (isLocalVmError(error, 'NOT_FOUND')) return { volumes: [] };
+    if (isLocalVmError(error, 'NOT_FOUND')) return { active: false, volumes: [] };
     throw error;
   }
   const path = /<target>[\s\S]*?<path>([^<]+)<\/path>/.exec(xml)?.[1];
-  const state = parseKeyValues(await host.virshOut(host.virsh.poolInfo(POOL))).State;
-  if (state !== 'running') await host.virshOut(host.virsh.poolStart(POOL));
+  const active = parseKeyValues(await host.virshOut(host.virsh.poolInfo(POOL))).State === 'running';
+  if (!active) return { path, active, volumes: [] };
   if (refresh) await host.virshOut(host.virsh.poolRefresh(POOL));
   const volumes = parseVolList(await host.virshOut(host.virsh.volList(POOL))).map((v) => v.name);
-  return { path, volumes };
+  return { path, active, volumes };
 }
 
 /** Everything planCreate needs. ALREADY_EXISTS when the domain exists; VALIDATION/UNSUPPORTED naming the host. */
@@ -198,6 +204,7 @@ export async function observeCreate(
     target: host.target,
     pool: POOL,
     poolPath: pool.path,
+    poolActive: pool.active,
     poolDir: poolDirFor(host.target.uri, host.config),
     volumes: pool.volumes,
     domainType,

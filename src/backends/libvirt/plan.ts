@@ -56,6 +56,8 @@ export interface CreateObservation {
   target: LibvirtTarget;
   /** The pool's directory on the host; undefined when the pool does not exist yet. */
   poolPath?: string | undefined;
+  /** Whether the existing pool is started (it is autostarted, unless someone stopped it). */
+  poolActive?: boolean | undefined;
   /** Where the pool is created when it does not exist. */
   poolDir: string;
   pool: string;
@@ -96,6 +98,8 @@ export function planCreate(virsh: VirshBuilders, spec: VmSpec, o: CreateObservat
       run(virsh.poolStart(pool)),
       run(virsh.poolAutostart(pool)),
     );
+  } else if (o.poolActive === false) {
+    steps.push(run(virsh.poolStart(pool)));
   }
   const base = (part: string, f: { source: string; hash: string; sizeBytes: number }): string => {
     const volume = baseVolume(f.hash, part);
