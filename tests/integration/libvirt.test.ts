@@ -15,7 +15,7 @@ import { connect } from '../../src/connector.js';
 import { realClock, type OperationContext } from '../../src/context.js';
 import { addDisk, listDisks, removeDisk } from '../../src/operations/disk.js';
 import { deleteSnapshot, listSnapshots, restoreSnapshot, snapshotVm } from '../../src/operations/snapshot.js';
-import { createVm, deleteVm, startVm, stopVm, vmInfo, waitForVmReady } from '../../src/operations/vm.js';
+import { createVm, deleteVm, startVm, stopVm, updateVm, vmInfo, waitForVmReady } from '../../src/operations/vm.js';
 import { createExecaRunner } from '../../src/runner.js';
 import { codeOf, rejection } from '../fixtures/rejection.js';
 import { inCI, missingQemuOrTiny, which } from '../fixtures/tools.js';
@@ -112,6 +112,17 @@ describe.skipIf(skip)('libvirt backend (real libvirtd, qemu:///system)', () => {
     expect(vms.find((v) => v.name === VM)?.labels).toEqual(labels);
     const dumped = (await virsh('dumpxml', '--domain', VM)).stdout;
     expect(dumped).not.toContain('<x/>');
+  });
+
+  it('changes labels in place (the running VM keeps running); a machine change is UNSUPPORTED', async () => {
+    const relabelled = { suite: 'lvcore', phase: 'two' };
+    const spec = { name: VM, backend: 'libvirt', image: 'tiny', memory: 192 };
+    expect(await updateVm({ ...spec, labels: relabelled }, ctx)).toMatchObject({
+      state: 'running',
+      labels: relabelled,
+    });
+    expect((await listInFreshProcess()).find((v) => v.name === VM)?.labels).toEqual(relabelled);
+    expect(await codeOf(updateVm({ ...spec, memory: 256 }, ctx))).toBe('UNSUPPORTED');
   });
 
   it('takes, lists, restores and deletes an internal snapshot (RAM included)', async () => {
