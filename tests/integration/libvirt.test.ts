@@ -140,6 +140,11 @@ describe.skipIf(skip)('libvirt backend (real libvirtd, qemu:///system)', () => {
     const disk = await addDisk(VM, { name: 'data', size: '32M' }, ctx);
     expect(disk).toMatchObject({ name: 'data', sizeBytes: 32 * 1024 * 1024, attached: true });
     expect((await listDisks(VM, ctx)).map((d) => d.name)).toEqual(['data']);
+    // The running guest sees it (ACPI PCI hot-plug): the second virtio disk after the state disk.
+    const seen = await sh(
+      'i=0; while [ $i -lt 30 ]; do [ -e /sys/block/vdb ] && exit 0; sleep 1; i=$((i+1)); done; exit 1',
+    );
+    expect(seen.exitCode).toBe(0);
     expect((await leftovers(VM)).volumes).toContain(`${VM}.disk-data.qcow2`);
     expect(await removeDisk(VM, 'data', ctx)).toEqual({ removed: true });
     expect(await listDisks(VM, ctx)).toEqual([]);

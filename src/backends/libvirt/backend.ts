@@ -101,13 +101,23 @@ export function createLibvirtBackend(options: BackendHost): LibvirtBackend {
     return domainInfo(host, request.name);
   }
 
-  const guest = (name: string) =>
-    libvirtAgentTransport(
-      // Found per call: the VM may be on any target.
-      () => locate(name),
-      name,
-      async () => (await info(name)).spec?.timeouts?.execMs ?? DEFAULT_TIMEOUTS.execMs,
-    );
+  // Where each VM's guest was last found: a domain does not move between hosts, and every
+  // virsh round trip saved is tens of milliseconds on each exec. A VM deleted meanwhile makes
+  // the agent command fail NOT_FOUND, which is what the caller should see anyway.
+  const guestHosts = new Map<string, LibvirtHost>();
+  const guest = (name: string) => {
+    const find = async () => {
+      const known = guestHosts.get(name);
+      if (known) return known;
+      const host = await locate(name);
+      guestHosts.set(name, host);
+      return host;
+    };
+    return libvirtAgentTransport(find, name, async () => {
+      const meta = await (await find()).metadata(name);
+      return meta?.spec.timeouts?.execMs ?? DEFAULT_TIMEOUTS.execMs;
+    });
+  };
 
   const backend: LibvirtBackend = {
     name: LIBVIRT_BACKEND,
@@ -133,6 +143,7 @@ export function createLibvirtBackend(options: BackendHost): LibvirtBackend {
     restart: (name) => existing({ operation: 'restart', name }),
 
     async delete(name) {
+      guestHosts.delete(name);
       const { host, plan } = await planFor({ operation: 'delete', name });
       await apply(host, plan);
     },
