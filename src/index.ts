@@ -64,6 +64,18 @@ export {
 } from './operations/snapshot.js';
 export { addDisk, listDisks, parseDisk, parseDiskName, removeDisk, type DiskInput } from './operations/disk.js';
 export {
+  attachDisk,
+  createDisk,
+  deleteDisk,
+  detachDisk,
+  diskInfo,
+  listStandaloneDisks,
+  parseStandaloneDisk,
+  resizeDisk,
+  type CreateDiskOptions,
+  type StandaloneDiskInfo,
+} from './operations/standaloneDisk.js';
+export {
   createTemplate,
   deleteTemplate,
   listTemplates,

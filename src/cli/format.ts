@@ -3,7 +3,7 @@
  * scripts, and error rendering. No I/O; the program writes what these return.
  */
 import { flattenPlan, type Plan } from '../plan.js';
-import type { DiskInfo, Snapshot, VmInfo } from '../backend.js';
+import type { DiskInfo, Snapshot, StandaloneDiskInfo, VmInfo } from '../backend.js';
 import { isLocalVmError } from '../errors.js';
 import type { Command } from '../runner.js';
 import { formatDuration } from '../time/format.js';
@@ -274,6 +274,21 @@ export function formatDiskTable(list: readonly DiskInfo[]): string {
   return formatTable(
     ['NAME', 'SIZE', 'ATTACHED', 'FILE'],
     list.map((d) => [d.name, formatBytes(d.sizeBytes), d.attached ? 'yes' : 'no', d.path]),
+  );
+}
+
+/** `disk list` without a VM: the standalone disks, their sizes and where they are attached. */
+export function formatStandaloneDiskTable(list: readonly StandaloneDiskInfo[]): string {
+  if (list.length === 0) return 'no standalone disks\n';
+  return formatTable(
+    ['NAME', 'SIZE', 'ALLOCATED', 'FORMAT', 'ATTACHED TO'],
+    list.map((d) => [
+      d.name,
+      formatBytes(d.sizeBytes),
+      formatBytes(d.allocatedBytes),
+      d.format,
+      d.attachedTo.map((a) => (a.readonly ? `${a.vm} (ro)` : a.vm)).join(', ') || '-',
+    ]),
   );
 }
 
