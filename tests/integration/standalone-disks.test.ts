@@ -5,7 +5,7 @@
  * guest, the attachment survives stop + start, and deleting a VM detaches its disks without
  * deleting them. The tests run in file order over the same two VMs.
  */
-import { access, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,6 +22,7 @@ import {
   resizeDisk,
 } from '../../src/operations/standaloneDisk.js';
 import { createVm, deleteVm, listVms, startVm, stopVm, waitForVmReady } from '../../src/operations/vm.js';
+import { doctor } from '../../src/operations/doctor.js';
 import { createExecaRunner } from '../../src/runner.js';
 import { codeOf } from '../fixtures/rejection.js';
 import { missingQemuOrTiny } from '../fixtures/tools.js';
@@ -69,7 +70,9 @@ describe.skipIf(skip)('standalone disks (real QEMU)', () => {
   beforeAll(async () => {
     home = await mkdtemp(join(tmpdir(), 'lvm-vol-'));
     ctx = {
-      config: loadConfig({ ...process.env, LOCALVM_HOME: home }),
+      // Another test prefix for this private home: `doctor --fix` below would otherwise delete
+      // these VMs as test VMs no fixture session owns (TEST_VM_ORPHANED).
+      config: loadConfig({ ...process.env, LOCALVM_HOME: home, LOCALVM_TEST_PREFIX: 'lvm-vol-unowned-' }),
       runner: createExecaRunner(),
       clock: realClock,
     };
@@ -181,7 +184,6 @@ describe.skipIf(skip)('standalone disks (real QEMU)', () => {
 
   it('a disk made from an image holds its bytes; an image larger than the size is VALIDATION', async () => {
     const src = join(home, 'src.raw');
-    const { writeFile } = await import('node:fs/promises');
     await writeFile(src, Buffer.concat([Buffer.from(MARKER), Buffer.alloc((1 << 20) - MARKER.length)]));
     expect(await codeOf(createDisk('small', 4096, { from: src }, ctx))).toBe('VALIDATION');
     expect(await exists(join(home, 'disks', 'small'))).toBe(false);
@@ -193,5 +195,42 @@ describe.skipIf(skip)('standalone disks (real QEMU)', () => {
     expect((await sh(B, `dd if=/dev/${dev} bs=${MARKER.length} count=1 2>/dev/null`)).stdout).toBe(MARKER);
     await detachDisk(B, 'copy', {}, ctx);
     expect(await deleteDisk('copy', ctx)).toEqual({ deleted: true });
+  });
+
+  it('doctor finds what a crash between the two records or an out-of-band removal leaves, and fixes it', async () => {
+    const diskCodes = async (fix = false) =>
+      (await doctor({ fix }, ctx)).left.filter((f) => f.code.startsWith('DISK_')).map((f) => [f.code, f.vm ?? f.path]);
+    expect(await diskCodes()).toEqual([]);
+    const d = await createDisk('crash', '16M', {}, ctx);
+    await stopVm(B, {}, ctx);
+    await attachDisk(B, 'crash', {}, ctx);
+
+    // Detach writes the VM record first: a crash right after leaves the claim in disk.json.
+    const vmJson = join(home, 'vms', B, 'vm.json');
+    const record = JSON.parse(await readFile(vmJson, 'utf8')) as Record<string, unknown>;
+    await writeFile(vmJson, JSON.stringify({ ...record, attachedDisks: [] }));
+    expect((await diskInfo('crash', ctx)).attachedTo).toEqual([]);
+    expect(await diskCodes()).toEqual([['DISK_CLAIM_STALE', B]]);
+    const report = await doctor({ fix: true }, ctx);
+    expect(report.findings.find((f) => f.code === 'DISK_CLAIM_STALE')?.status).toBe('fixed');
+    expect(await diskCodes()).toEqual([]);
+    expect(JSON.parse(await readFile(join(home, 'disks', 'crash', 'disk.json'), 'utf8'))).toMatchObject({
+      attachments: [],
+    });
+
+    // A disk removed behind localvm's back: the VM could not start until doctor drops it.
+    await attachDisk(B, 'crash', {}, ctx);
+    await rm(join(home, 'disks', 'crash'), { recursive: true });
+    await mkdir(join(home, 'disks', 'half'));
+    await writeFile(join(home, 'disks', 'half', 'disk.qcow2'), '');
+    expect((await diskCodes()).sort()).toEqual([
+      ['DISK_HALF_CREATED', join(home, 'disks', 'half')],
+      ['DISK_MISSING', B],
+    ]);
+    expect(await diskCodes(true)).toEqual([]);
+    expect(await exists(join(home, 'disks', 'half'))).toBe(false);
+    expect(await exists(d.path)).toBe(false);
+    await startVm(B, ctx);
+    await waitForVmReady(B, {}, ctx);
   });
 });

@@ -10,6 +10,7 @@ import { launchFor, type LaunchInputs } from '../../src/backends/qemu/layout.js'
 import { qemuImg } from '../../src/backends/qemu/qemuImg.js';
 import { vmPaths, type VmRecord } from '../../src/backends/qemu/state.js';
 import { attachRefusal, claimHolds, type DiskAttachment } from '../../src/backends/qemu/volumeStore.js';
+import { classifyDisks } from '../../src/operations/doctor/disks.js';
 import { volumePlugCommands, withVolume } from '../../src/backends/qemu/volumes.js';
 import { loadConfig } from '../../src/config.js';
 import { defaultContext } from '../../src/context.js';
@@ -140,5 +141,48 @@ describe('bad input writes nothing', () => {
     expect(existsSync(join(dir, 'state', 'disks'))).toBe(false);
     // Only the lock directory may have been made (locks are removed on release).
     expect(readdirSync(join(dir, 'state')).filter((e) => e !== 'locks')).toEqual([]);
+  });
+});
+
+describe('doctor on standalone disks', () => {
+  const disk = (attachments: DiskAttachment[]) => ({
+    name: 'd',
+    dir: '/h/disks/d',
+    record: {
+      version: 1,
+      name: 'd',
+      sizeBytes: 1,
+      format: 'qcow2' as const,
+      createdAt: 't',
+      path: '/h/disks/d/disk.qcow2',
+      attachments,
+    },
+  });
+  const vm = (name: string, listed: boolean, createdAt = 't0') => ({
+    name,
+    record: {
+      createdAt,
+      attachedDisks: listed ? [{ disk: 'd', path: '/h/disks/d/disk.qcow2', readonly: false }] : [],
+    } as unknown as VmRecord,
+  });
+  const codes = (facts: Parameters<typeof classifyDisks>[0]) =>
+    classifyDisks(facts).map((f) => [f.code, f.vm ?? f.path, f.fixable]);
+
+  it('agreeing records are coherent; each mismatch is its own finding', () => {
+    expect(codes({ disks: [disk([claim('a', false)])], vms: [vm('a', true)] })).toEqual([]);
+    // A crash between the two writes: the claim stays, the VM does not list the disk (or is another instance).
+    expect(codes({ disks: [disk([claim('a', false)])], vms: [vm('a', false)] })).toEqual([
+      ['DISK_CLAIM_STALE', 'a', true],
+    ]);
+    expect(codes({ disks: [disk([claim('a', false)])], vms: [] })).toEqual([['DISK_CLAIM_STALE', 'a', true]]);
+    expect(codes({ disks: [disk([])], vms: [vm('a', true)] })).toEqual([['DISK_ATTACHMENT_UNRECORDED', 'a', true]]);
+    // Recording it would make a second writer: left to the user.
+    expect(codes({ disks: [disk([claim('b', false)])], vms: [vm('a', true), vm('b', true)] })).toEqual([
+      ['DISK_ATTACHMENT_UNRECORDED', 'a', false],
+    ]);
+    expect(codes({ disks: [], vms: [vm('a', true)] })).toEqual([['DISK_MISSING', 'a', true]]);
+    expect(codes({ disks: [{ name: 'h', dir: '/h/disks/h' }], vms: [] })).toEqual([
+      ['DISK_HALF_CREATED', '/h/disks/h', true],
+    ]);
   });
 });
