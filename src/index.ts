@@ -98,3 +98,4 @@ export {
   type PoolSession,
   type PoolStats,
 } from './pool/index.js';
+export { pruneImages, planPrune, type PruneItem, type PruneKind, type PruneReport } from './operations/prune.js';

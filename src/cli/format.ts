@@ -292,6 +292,24 @@ export function formatStandaloneDiskTable(list: readonly StandaloneDiskInfo[]): 
   );
 }
 
+/** `image prune`: what went (or would go), what was skipped and why, and the bytes freed. */
+export function formatPrune(r: {
+  dryRun: boolean;
+  pruned: { kind: string; name: string; sizeBytes: number; path: string }[];
+  skipped: { kind: string; name: string; reason: string }[];
+  freedBytes: number;
+}): string {
+  const verb = r.dryRun ? 'would remove' : 'removed';
+  const lines = r.pruned.map((i) => `${verb} ${i.kind} ${i.name} (${formatBytes(i.sizeBytes)}) ${i.path}\n`);
+  for (const s of r.skipped) lines.push(`kept ${s.kind} ${s.name}: ${s.reason}\n`);
+  lines.push(
+    r.pruned.length === 0
+      ? 'nothing to prune\n'
+      : `${r.dryRun ? 'would free' : 'freed'} ${formatBytes(r.freedBytes)}\n`,
+  );
+  return lines.join('');
+}
+
 /** What `create` prints for people: created or adopted, where, and how long until ready. */
 export function formatCreated(vm: VmInfo, adopted: boolean, readyMs: number | null): string {
   const accel = vm.accel ? `, ${vm.accel}` : '';

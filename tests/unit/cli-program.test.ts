@@ -184,7 +184,7 @@ describe('localvm program (fake backend)', () => {
     expect(await commands('disk')).toEqual([
       ...['add', 'list', 'remove', 'create', 'attach', 'detach', 'resize', 'delete', 'help'],
     ]);
-    expect(await commands('image')).toEqual(['build', 'list', 'pull', 'rm', 'help']);
+    expect(await commands('image')).toEqual(['build', 'list', 'pull', 'rm', 'prune', 'help']);
     expect(await commands('pool')).toEqual(['list', 'clean', 'help']);
   });
 
