@@ -9,9 +9,14 @@ import { buildQemuCommand } from '../../src/backends/qemu/cmdline.js';
 import { launchFor, type LaunchInputs } from '../../src/backends/qemu/layout.js';
 import { qemuImg } from '../../src/backends/qemu/qemuImg.js';
 import { vmPaths, type VmRecord } from '../../src/backends/qemu/state.js';
-import { attachRefusal, claimHolds, type DiskAttachment } from '../../src/backends/qemu/volumeStore.js';
+import {
+  attachRefusal,
+  claimHolds,
+  volumePlugCommands,
+  withVolume,
+  type DiskAttachment,
+} from '../../src/backends/qemu/volumeStore.js';
 import { classifyDisks } from '../../src/operations/doctor/disks.js';
-import { volumePlugCommands, withVolume } from '../../src/backends/qemu/volumes.js';
 import { loadConfig } from '../../src/config.js';
 import { defaultContext } from '../../src/context.js';
 import {

@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import { LocalVmError } from '../../errors.js';
 import { hostFsError } from '../../host/fs.js';
+import type { QmpCall } from './disks.js';
 import { locksDir, readRecord, vmPaths, type VmRecord } from './state.js';
 
 export const DISK_RECORD_VERSION = 1;
@@ -85,6 +86,29 @@ export function claimHolds(a: DiskAttachment, record: VmRecord | undefined, disk
   return (
     record !== undefined && record.createdAt === a.instance && (record.attachedDisks ?? []).some((d) => d.disk === disk)
   );
+}
+
+/** The QMP commands that plug standalone disk `name` (file `path`) into a running VM. Pure. */
+export function volumePlugCommands(name: string, path: string, readonly: boolean): QmpCall[] {
+  const id = volumeId(name);
+  return [
+    {
+      command: 'blockdev-add',
+      args: {
+        driver: 'qcow2',
+        'node-name': id,
+        'read-only': readonly,
+        file: { driver: 'file', filename: path, 'read-only': readonly },
+      },
+    },
+    { command: 'device_add', args: { driver: 'virtio-blk-pci', drive: id, id: volumeDeviceId(name) } },
+  ];
+}
+
+/** `record` with `disk` attached (`readonly`) or, with `readonly` undefined, detached. Pure. */
+export function withVolume(record: VmRecord, disk: string, path: string, readonly: boolean | undefined): VmRecord {
+  const others = (record.attachedDisks ?? []).filter((d) => d.disk !== disk);
+  return { ...record, attachedDisks: readonly === undefined ? others : [...others, { disk, path, readonly }] };
 }
 
 /** Reads `disk.json`; undefined when there is none. */

@@ -16,7 +16,7 @@ import { withLock } from '../../host/lock.js';
 import { mkdirPrivate } from '../../host/privateDir.js';
 import { parseQemuImgInfo } from '../../parsers.js';
 import { runChecked } from '../../runner.js';
-import { attachedDisk, liveSnapshots, offlineSnapshots, refuseWithSnapshots, unplug, type QmpCall } from './disks.js';
+import { attachedDisk, liveSnapshots, offlineSnapshots, refuseWithSnapshots, unplug } from './disks.js';
 import type { QemuHost } from './host.js';
 import type { QmpClient } from './qmp.js';
 import { qemuImg } from './qemuImg.js';
@@ -30,37 +30,15 @@ import {
   listDiskNames,
   liveAttachments,
   readDiskRecord,
-  volumeDeviceId,
   volumeId,
+  volumePlugCommands,
+  withVolume,
   writeDiskRecord,
   type DiskRecord,
 } from './volumeStore.js';
 
 const QUICK_TIMEOUT_MS = 30_000;
 const IMG_TIMEOUT_MS = 120_000;
-
-/** The QMP commands that plug standalone disk `name` (file `path`) into a running VM. Pure. */
-export function volumePlugCommands(name: string, path: string, readonly: boolean): QmpCall[] {
-  const id = volumeId(name);
-  return [
-    {
-      command: 'blockdev-add',
-      args: {
-        driver: 'qcow2',
-        'node-name': id,
-        'read-only': readonly,
-        file: { driver: 'file', filename: path, 'read-only': readonly },
-      },
-    },
-    { command: 'device_add', args: { driver: 'virtio-blk-pci', drive: id, id: volumeDeviceId(name) } },
-  ];
-}
-
-/** `record` with `disk` attached (`readonly`) or, with `readonly` undefined, detached. Pure. */
-export function withVolume(record: VmRecord, disk: string, path: string, readonly: boolean | undefined): VmRecord {
-  const others = (record.attachedDisks ?? []).filter((d) => d.disk !== disk);
-  return { ...record, attachedDisks: readonly === undefined ? others : [...others, { disk, path, readonly }] };
-}
 
 export interface VolumeOps extends VolumeCapable {
   /**
