@@ -42,7 +42,11 @@ export interface DoctorReport {
  */
 export async function doctor(options: DoctorOptions = {}, ctx?: Partial<OperationContext>): Promise<DoctorReport> {
   const c = withDefaults(ctx);
-  const look = async () => [...classifyHome(await gatherHome(c.config)), ...classifyDisks(await gatherDisks(c.config))];
+  const look = async () => {
+    const home = await gatherHome(c.config);
+    // The VM records doctor has read already: standalone disks are checked against them.
+    return [...classifyHome(home), ...classifyDisks(await gatherDisks(c.config, home.vms))];
+  };
   const found = await look();
   if (!options.fix) {
     return { findings: open(found), left: open(found), coherent: !found.some(isProblem) };

@@ -32,9 +32,18 @@ export interface DiskFacts {
   vms: { name: string; record: VmRecord }[];
 }
 
-/** Reads every disk record and VM record; never writes. */
-export async function gatherDisks(config: LocalVmConfig): Promise<DiskFacts> {
-  const [diskNames, vmNames] = await Promise.all([listDiskNames(config.stateDir), listVmNames(config.stateDir)]);
+/**
+ * Reads every disk record and (unless the caller has them, as doctor's other facts do) every
+ * VM record; never writes.
+ */
+export async function gatherDisks(
+  config: LocalVmConfig,
+  known?: readonly { name: string; record?: VmRecord | undefined }[],
+): Promise<DiskFacts> {
+  const [diskNames, vmNames] = await Promise.all([
+    listDiskNames(config.stateDir),
+    known ? [] : listVmNames(config.stateDir),
+  ]);
   const disks = await Promise.all(
     diskNames.map(async (name) => ({
       name,
@@ -42,13 +51,18 @@ export async function gatherDisks(config: LocalVmConfig): Promise<DiskFacts> {
       record: await readDiskRecord(config.stateDir, name).catch(() => undefined),
     })),
   );
-  const vms = await Promise.all(
-    vmNames.map(async (name) => ({
-      name,
-      record: await readRecord(vmPaths(config.stateDir, config.runDir, name).record).catch(() => undefined),
-    })),
-  );
-  return { disks, vms: vms.filter((v): v is { name: string; record: VmRecord } => v.record !== undefined) };
+  const vms =
+    known ??
+    (await Promise.all(
+      vmNames.map(async (name) => ({
+        name,
+        record: await readRecord(vmPaths(config.stateDir, config.runDir, name).record).catch(() => undefined),
+      })),
+    ));
+  return {
+    disks,
+    vms: vms.flatMap((v) => (v.record ? [{ name: v.name, record: v.record }] : [])),
+  };
 }
 
 const base = { severity: 'warning' as const, fixable: true, needsForce: false };
