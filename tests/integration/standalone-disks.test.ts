@@ -150,6 +150,25 @@ describe.skipIf(skip)('standalone disks (real QEMU)', () => {
     expect((await sh(B, `dd if=/dev/${dev} bs=${MARKER.length} count=1 2>/dev/null`)).stdout).toBe(MARKER);
   });
 
+  it('of two concurrent read-write attaches exactly one wins; a detach cut short by its deadline is TIMEOUT', async () => {
+    await createDisk('race', '16M', {}, ctx);
+    const results = await Promise.allSettled([attachDisk(A, 'race', {}, ctx), attachDisk(B, 'race', {}, ctx)]);
+    const won = results.flatMap((r, i) => (r.status === 'fulfilled' ? [[A, B][i] ?? ''] : []));
+    const lost = results.flatMap((r) => (r.status === 'rejected' ? [(r.reason as { code?: string }).code] : []));
+    expect(won).toHaveLength(1);
+    expect(lost).toEqual(['CONFLICT']);
+    const winner = won[0] ?? '';
+    expect((await diskInfo('race', ctx)).attachedTo).toEqual([{ vm: winner, readonly: false }]);
+    // Wait until the guest has the device: its ACPI unplug answer takes longer than 1 ms.
+    expect(await waitBlocks(winner, (b) => b.length === (winner === B ? 2 : 1))).toHaveLength(winner === B ? 2 : 1);
+    expect(await codeOf(detachDisk(winner, 'race', { timeoutMs: 1 }, ctx))).toBe('TIMEOUT');
+    // Nothing was recorded as detached: a retry finishes the unplug.
+    expect((await diskInfo('race', ctx)).attachedTo).toEqual([{ vm: winner, readonly: false }]);
+    expect(await detachDisk(winner, 'race', {}, ctx)).toEqual({ detached: true });
+    expect(await waitBlocks(winner, (b) => b.length === (winner === B ? 1 : 0))).toHaveLength(winner === B ? 1 : 0);
+    expect(await deleteDisk('race', ctx)).toEqual({ deleted: true });
+  });
+
   it('read-only attachments share; deleting a VM detaches its disks and keeps them', async () => {
     expect(await detachDisk(B, 'shared', {}, ctx)).toEqual({ detached: true });
     expect(await waitBlocks(B, (b) => b.length === 0)).toEqual([]);
