@@ -13,7 +13,7 @@ import { createLifecycle, settleForCapability } from './lifecycle.js';
 import { notFound, observe, requireRecord, requireRunning, toInfo } from './observe.js';
 import { QEMU_BACKEND } from './register.js';
 import { createSnapshotOps } from './snapshot.js';
-import { listVmNames, readRecord, writeRecord } from './state.js';
+import { listVmNames, writeRecord } from './state.js';
 import { createTemplateOps, type TemplateCapable } from './template/ops.js';
 import { createHoldOps, type HoldCapable } from './template/hold.js';
 import type { VmAccess } from './vmAccess.js';
@@ -63,9 +63,8 @@ export function createQemuBackend(options: QemuBackendOptions & { onStep?: StepO
 
     /** Deleting a VM detaches its standalone disks (after its lock is released) and never deletes them. */
     async delete(name) {
-      const before = await readRecord(host.paths(name).record).catch(() => undefined);
       await lifecycle.delete(name);
-      if (before?.attachedDisks?.length) await releaseVm(name, before);
+      await releaseVm(name);
     },
 
     async list() {

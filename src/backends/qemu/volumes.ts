@@ -20,7 +20,7 @@ import { attachedDisk, liveSnapshots, offlineSnapshots, refuseWithSnapshots, unp
 import type { QemuHost } from './host.js';
 import type { QmpClient } from './qmp.js';
 import { qemuImg } from './qemuImg.js';
-import { writeRecord, type VmRecord } from './state.js';
+import { writeRecord } from './state.js';
 import type { VmAccess } from './vmAccess.js';
 import {
   attachRefusal,
@@ -34,6 +34,8 @@ import {
   volumePlugCommands,
   withVolume,
   writeDiskRecord,
+  claimHolds,
+  vmRecordOf,
   type DiskRecord,
 } from './volumeStore.js';
 
@@ -42,10 +44,10 @@ const IMG_TIMEOUT_MS = 120_000;
 
 export interface VolumeOps extends VolumeCapable {
   /**
-   * Drops the claims a deleted VM (`record`, read before the delete) left on its standalone
-   * disks. Never deletes a disk. Called after the VM's lock is released (lock order).
+   * Drops the claims a deleted VM left on standalone disks. Never deletes a disk. Called
+   * after the VM's lock is released (lock order: a disk's lock is never taken under it).
    */
-  releaseVm(vm: string, record: VmRecord): Promise<void>;
+  releaseVm(vm: string): Promise<void>;
 }
 
 export function createVolumeOps(host: QemuHost, access: VmAccess, unplugTimeoutMs = 10_000): VolumeOps {
@@ -315,14 +317,20 @@ export function createVolumeOps(host: QemuHost, access: VmAccess, unplugTimeoutM
       });
     },
 
-    async releaseVm(vm, record) {
-      for (const d of record.attachedDisks ?? []) {
-        await withDiskLock(d.disk, 'release deleted VM', async () => {
-          const rec = await readDiskRecord(stateDir, d.disk);
+    async releaseVm(vm) {
+      // Every disk claiming the VM, not only those its last record listed: an attach may have
+      // finished while the delete waited for the VM's lock.
+      for (const name of await listDiskNames(stateDir)) {
+        const first = await readDiskRecord(stateDir, name).catch(() => undefined);
+        if (!first?.attachments.some((a) => a.vm === vm)) continue;
+        await withDiskLock(name, 'release deleted VM', async () => {
+          const rec = await readDiskRecord(stateDir, name);
           if (!rec) return;
-          const keep = rec.attachments.filter((a) => !(a.vm === vm && a.instance === record.createdAt));
+          const now = await vmRecordOf(stateDir, config.runDir, vm);
+          // A VM created again under the name since holds its own claims: those stay.
+          const keep = rec.attachments.filter((a) => a.vm !== vm || claimHolds(a, now, name));
           if (keep.length !== rec.attachments.length) await writeDiskRecord(stateDir, { ...rec, attachments: keep });
-        }).catch((e: unknown) => host.log(`${vm}: could not release disk ${d.disk}: ${(e as Error).message}`));
+        }).catch((e: unknown) => host.log(`${vm}: could not release disk ${name}: ${(e as Error).message}`));
       }
     },
   };
