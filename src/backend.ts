@@ -174,13 +174,56 @@ export interface DiskCapable {
   diskList(name: string): Promise<DiskInfo[]>;
 }
 
-export type Capability = 'qmp' | 'snapshots' | 'disks';
+/** A standalone disk (`localvm disk create`): its own resource, attached to VMs and detached again. */
+export interface StandaloneDiskInfo {
+  name: string;
+  /** Virtual size. */
+  sizeBytes: number;
+  /** Bytes the image file takes on the host. */
+  allocatedBytes: number;
+  format: string;
+  path: string;
+  createdAt: string;
+  /** The image it was copied from, when it was. */
+  from?: string | undefined;
+  /** The VMs it is attached to (several only when all are read-only). */
+  attachedTo: { vm: string; readonly: boolean }[];
+}
 
-const CAPABILITY_METHOD: Record<Capability, string> = { qmp: 'qmp', snapshots: 'snapshotCreate', disks: 'diskAdd' };
+/**
+ * Standalone disks: created, listed, resized and deleted on their own, attached to and
+ * detached from VMs (hot-plugged when the VM runs). A read-write disk is attached to one
+ * VM at a time; read-only attachments share.
+ */
+export interface VolumeCapable {
+  /** ALREADY_EXISTS when a disk of that name exists; VALIDATION when `from` is larger than `size`. */
+  volumeCreate(name: string, size: number, options?: { from?: string | undefined }): Promise<StandaloneDiskInfo>;
+  volumeList(): Promise<StandaloneDiskInfo[]>;
+  /** NOT_FOUND when there is no such disk. */
+  volumeInfo(name: string): Promise<StandaloneDiskInfo>;
+  /** Idempotent for the same mode; CONFLICT when another VM holds it read-write (or it would). */
+  volumeAttach(vm: string, disk: string, options?: { readonly?: boolean | undefined }): Promise<StandaloneDiskInfo>;
+  /** Waits (up to `timeoutMs`) for a running guest to let go: TIMEOUT otherwise. `detached: false` when it was not attached. */
+  volumeDetach(vm: string, disk: string, options?: { timeoutMs?: number | undefined }): Promise<{ detached: boolean }>;
+  /** Grows the disk (online when attached to a running VM); VALIDATION on a shrink. */
+  volumeResize(disk: string, size: number): Promise<StandaloneDiskInfo>;
+  /** CONFLICT while attached; `deleted: false` when there is no such disk. */
+  volumeDelete(disk: string): Promise<{ deleted: boolean }>;
+}
+
+export type Capability = 'qmp' | 'snapshots' | 'disks' | 'volumes';
+
+const CAPABILITY_METHOD: Record<Capability, string> = {
+  qmp: 'qmp',
+  snapshots: 'snapshotCreate',
+  disks: 'diskAdd',
+  volumes: 'volumeCreate',
+};
 
 export function hasCapability(backend: Backend, capability: 'qmp'): backend is Backend & QmpCapable;
 export function hasCapability(backend: Backend, capability: 'snapshots'): backend is Backend & SnapshotCapable;
 export function hasCapability(backend: Backend, capability: 'disks'): backend is Backend & DiskCapable;
+export function hasCapability(backend: Backend, capability: 'volumes'): backend is Backend & VolumeCapable;
 export function hasCapability(backend: Backend, capability: Capability): boolean {
   return typeof (backend as unknown as Record<string, unknown>)[CAPABILITY_METHOD[capability]] === 'function';
 }
@@ -189,6 +232,7 @@ export function hasCapability(backend: Backend, capability: Capability): boolean
 export function requireCapability(backend: Backend, capability: 'qmp'): Backend & QmpCapable;
 export function requireCapability(backend: Backend, capability: 'snapshots'): Backend & SnapshotCapable;
 export function requireCapability(backend: Backend, capability: 'disks'): Backend & DiskCapable;
+export function requireCapability(backend: Backend, capability: 'volumes'): Backend & VolumeCapable;
 export function requireCapability(backend: Backend, capability: Capability): Backend {
   if (!hasCapability(backend, capability as 'qmp')) {
     const able = backendDrivers()

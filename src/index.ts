@@ -64,6 +64,18 @@ export {
 } from './operations/snapshot.js';
 export { addDisk, listDisks, parseDisk, parseDiskName, removeDisk, type DiskInput } from './operations/disk.js';
 export {
+  attachDisk,
+  createDisk,
+  deleteDisk,
+  detachDisk,
+  diskInfo,
+  listStandaloneDisks,
+  parseStandaloneDisk,
+  resizeDisk,
+  type CreateDiskOptions,
+  type StandaloneDiskInfo,
+} from './operations/standaloneDisk.js';
+export {
   createTemplate,
   deleteTemplate,
   listTemplates,
@@ -87,3 +99,4 @@ export {
   type PoolStats,
 } from './pool/index.js';
 export * from './backends/libvirt/index.js';
+export { pruneImages, planPrune, type PruneItem, type PruneKind, type PruneReport } from './operations/prune.js';

@@ -1,11 +1,12 @@
 /**
- * Two local VMs, a command that uses both, and a file. `pulumi up` boots the server (QEMU,
- * or OrbStack on macOS), builds a template and restores the client from it, `pulumi
+ * Two local VMs, a command that uses both, a file, and a data disk. `pulumi up` boots the
+ * server (QEMU, or OrbStack on macOS), builds a template and restores the client from it,
+ * attaches a standalone disk to the client, `pulumi
  * refresh` notices VMs stopped or deleted behind Pulumi's back, `pulumi destroy` removes
  * everything.
  */
 import * as pulumi from '@pulumi/pulumi';
-import { Template, Vm, VmCommand, VmFile } from 'localvm/pulumi';
+import { Disk, DiskAttachment, Template, Vm, VmCommand, VmFile } from 'localvm/pulumi';
 
 const config = new pulumi.Config();
 const prefix = config.get('prefix') ?? 'example';
@@ -37,6 +38,12 @@ const client = new Vm('client', {
   template: base.name,
   labels: { role: 'client' },
 });
+
+// A standalone data disk (QEMU) attached to the client: it outlives the client (a replaced
+// client gets the same disk back), grows in place when `dataSize` grows, and is deleted only
+// after its attachment, because the attachment takes the Disk's and the Vm's outputs.
+const data = new Disk('data', { name: `${prefix}-data`, size: config.get('dataSize') ?? '64M' });
+const dataOnClient = new DiskAttachment('data-on-client', { vm: client.name, disk: data.name });
 
 // A file in the server, then a command in each VM; the client's command uses what the
 // server's command printed, so it runs only after both VMs and the server's command exist.
@@ -70,3 +77,5 @@ export const clientIp = client.ip4;
 export const motdSha256 = motd.sha256;
 export const clientArch = clientHello.stdout;
 export const templateSizeBytes = base.sizeBytes;
+export const dataDiskBytes = data.sizeBytes;
+export const dataAttachedTo = dataOnClient.vm;

@@ -3,7 +3,7 @@
  * scripts, and error rendering. No I/O; the program writes what these return.
  */
 import { flattenPlan, type Plan } from '../plan.js';
-import type { DiskInfo, Snapshot, VmInfo } from '../backend.js';
+import type { DiskInfo, Snapshot, StandaloneDiskInfo, VmInfo } from '../backend.js';
 import { isLocalVmError } from '../errors.js';
 import type { Command } from '../runner.js';
 import { formatDuration } from '../time/format.js';
@@ -275,6 +275,39 @@ export function formatDiskTable(list: readonly DiskInfo[]): string {
     ['NAME', 'SIZE', 'ATTACHED', 'FILE'],
     list.map((d) => [d.name, formatBytes(d.sizeBytes), d.attached ? 'yes' : 'no', d.path]),
   );
+}
+
+/** `disk list` without a VM: the standalone disks, their sizes and where they are attached. */
+export function formatStandaloneDiskTable(list: readonly StandaloneDiskInfo[]): string {
+  if (list.length === 0) return 'no standalone disks\n';
+  return formatTable(
+    ['NAME', 'SIZE', 'ALLOCATED', 'FORMAT', 'ATTACHED TO'],
+    list.map((d) => [
+      d.name,
+      formatBytes(d.sizeBytes),
+      formatBytes(d.allocatedBytes),
+      d.format,
+      d.attachedTo.map((a) => (a.readonly ? `${a.vm} (ro)` : a.vm)).join(', ') || '-',
+    ]),
+  );
+}
+
+/** `image prune`: what went (or would go), what was skipped and why, and the bytes freed. */
+export function formatPrune(r: {
+  dryRun: boolean;
+  pruned: { kind: string; name: string; sizeBytes: number; path: string }[];
+  skipped: { kind: string; name: string; reason: string }[];
+  freedBytes: number;
+}): string {
+  const verb = r.dryRun ? 'would remove' : 'removed';
+  const lines = r.pruned.map((i) => `${verb} ${i.kind} ${i.name} (${formatBytes(i.sizeBytes)}) ${i.path}\n`);
+  for (const s of r.skipped) lines.push(`kept ${s.kind} ${s.name}: ${s.reason}\n`);
+  lines.push(
+    r.pruned.length === 0
+      ? 'nothing to prune\n'
+      : `${r.dryRun ? 'would free' : 'freed'} ${formatBytes(r.freedBytes)}\n`,
+  );
+  return lines.join('');
 }
 
 /** What `create` prints for people: created or adopted, where, and how long until ready. */

@@ -8,6 +8,7 @@ import { requireCapability, type Backend, type DiskCapable, type DiskInfo } from
 import type { OperationContext } from '../context.js';
 import { diskSchema, parseOrThrow, parseVmName, type DiskSpec } from '../schema.js';
 import { backendOf } from './vm.js';
+import { listStandaloneDisks, type StandaloneDiskInfo } from './standaloneDisk.js';
 
 export type { DiskInfo } from '../backend.js';
 
@@ -56,7 +57,11 @@ export async function removeDisk(vm: string, diskName: string, ctx?: Ctx): Promi
 }
 
 /** The VM's extra disks, with whether each is plugged into the running VM. */
-export async function listDisks(vm: string, ctx?: Ctx): Promise<DiskInfo[]> {
-  parseVmName(vm);
-  return (await diskBackend(vm, ctx)).diskList(vm);
+export async function listDisks(vm: string, ctx?: Ctx): Promise<DiskInfo[]>;
+/** Without a VM: every standalone disk (see standaloneDisk.ts). */
+export async function listDisks(ctx?: Ctx): Promise<StandaloneDiskInfo[]>;
+export async function listDisks(vmOrCtx?: string | Ctx, ctx?: Ctx): Promise<DiskInfo[] | StandaloneDiskInfo[]> {
+  if (typeof vmOrCtx !== 'string') return listStandaloneDisks(vmOrCtx);
+  parseVmName(vmOrCtx);
+  return (await diskBackend(vmOrCtx, ctx)).diskList(vmOrCtx);
 }

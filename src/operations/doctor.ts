@@ -7,7 +7,8 @@
  */
 import { createQemuHost } from '../backends/qemu/host.js';
 import { withDefaults, type OperationContext } from '../context.js';
-import { classifyHome, isProblem } from './doctor/classify.js';
+import { classifyHome, isProblem, lifecycleLockPath } from './doctor/classify.js';
+import { classifyDisks, fixDisks, gatherDisks, isDiskFinding } from './doctor/disks.js';
 import { applyFixes, findingKey } from './doctor/fix.js';
 import { gatherHome } from './doctor/gather.js';
 import type { DoctorFinding, Finding } from './doctor/types.js';
@@ -41,16 +42,33 @@ export interface DoctorReport {
  */
 export async function doctor(options: DoctorOptions = {}, ctx?: Partial<OperationContext>): Promise<DoctorReport> {
   const c = withDefaults(ctx);
-  const found = classifyHome(await gatherHome(c.config));
+  const look = async () => {
+    const home = await gatherHome(c.config);
+    // The VM records doctor has read already: standalone disks are checked against them.
+    return [...classifyHome(home), ...classifyDisks(await gatherDisks(c.config, home.vms))];
+  };
+  const found = await look();
   if (!options.fix) {
     return { findings: open(found), left: open(found), coherent: !found.some(isProblem) };
   }
   const host = createQemuHost({ config: c.config, runner: c.runner, log: c.log });
-  const fixed = await applyFixes(host, found, {
-    force: Boolean(options.force),
-    lockTimeoutMs: options.lockTimeoutMs ?? 10_000,
-  });
-  const left = classifyHome(await gatherHome(c.config));
+  const lockTimeoutMs = options.lockTimeoutMs ?? 10_000;
+  // Disk findings first, under the disk's lock and then the VM's (the disk operations' order).
+  const fixedDisks = await fixDisks(
+    c.config,
+    (vm) => lifecycleLockPath(c.config.stateDir, vm),
+    found.filter(isDiskFinding),
+    lockTimeoutMs,
+  );
+  const fixed = [
+    ...fixedDisks,
+    ...(await applyFixes(
+      host,
+      found.filter((f) => !isDiskFinding(f)),
+      { force: Boolean(options.force), lockTimeoutMs },
+    )),
+  ];
+  const left = await look();
   const leftKeys = new Set(left.map(findingKey));
   // A fix that ran but whose finding is still seen did not work: say so.
   const findings = fixed.map((f): DoctorFinding =>

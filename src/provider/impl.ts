@@ -28,4 +28,18 @@ export {
   templateRead,
   templateUpdate,
 } from './template.js';
+export {
+  diskAttachmentCheck,
+  diskAttachmentCreate,
+  diskAttachmentDelete,
+  diskAttachmentDiff,
+  diskAttachmentRead,
+  diskAttachmentUpdate,
+  diskCheck,
+  diskCreate,
+  diskDelete,
+  diskDiff,
+  diskRead,
+  diskUpdate,
+} from './disk.js';
 export { vmFileCheck, vmFileCreate, vmFileDelete, vmFileDiff, vmFileRead, vmFileUpdate } from './vmFile.js';

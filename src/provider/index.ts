@@ -30,6 +30,7 @@ export {
   type VmCommandArgs,
   type VmFileArgs,
 } from './resources.js';
+export { Disk, DiskAttachment, type DiskAttachmentArgs, type DiskResourceArgs } from './diskResources.js';
 export { UNKNOWN } from './logic.js';
 
 /**

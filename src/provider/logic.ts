@@ -50,6 +50,9 @@ export const VM_REPLACE_KEYS = [
   'name',
   'backend',
   'image',
+  // Another checksum is another image.
+  'imageChecksum',
+  'imageChecksumUrl',
   'kernel',
   'initrd',
   'append',

@@ -58,3 +58,21 @@ export const vmFileProvider: pulumi.dynamic.ResourceProvider = {
   update: async (id, olds, news) => (await loadImpl()).vmFileUpdate(id, olds, news),
   delete: async (id, props) => (await loadImpl()).vmFileDelete(id, props),
 };
+
+export const diskProvider: pulumi.dynamic.ResourceProvider = {
+  check: async (olds, news) => (await loadImpl()).diskCheck(olds, news),
+  diff: async (id, olds, news) => (await loadImpl()).diskDiff(id, olds, news),
+  create: async (inputs) => (await loadImpl()).diskCreate(inputs),
+  read: async (id, props) => (await loadImpl()).diskRead(id, props ?? {}),
+  update: async (id, olds, news) => (await loadImpl()).diskUpdate(id, olds, news),
+  delete: async (id, props) => (await loadImpl()).diskDelete(id, props),
+};
+
+export const diskAttachmentProvider: pulumi.dynamic.ResourceProvider = {
+  check: async (olds, news) => (await loadImpl()).diskAttachmentCheck(olds, news),
+  diff: async (id, olds, news) => (await loadImpl()).diskAttachmentDiff(id, olds, news),
+  create: async (inputs) => (await loadImpl()).diskAttachmentCreate(inputs),
+  read: async (id, props) => (await loadImpl()).diskAttachmentRead(id, props ?? {}),
+  update: async (id, olds, news) => (await loadImpl()).diskAttachmentUpdate(id, olds, news),
+  delete: async (id, props) => (await loadImpl()).diskAttachmentDelete(id, props),
+};

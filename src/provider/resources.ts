@@ -46,6 +46,10 @@ export interface VmArgs {
   name?: In<string>;
   backend?: In<BackendName>;
   image?: In<string>;
+  /** With an image URL: `sha256:<hex>` (or sha512) the download is verified against. */
+  imageChecksum?: In<string>;
+  /** With an image URL, instead of imageChecksum: a SHA256SUMS/SHA512SUMS URL listing the image. */
+  imageChecksumUrl?: In<string>;
   kernel?: In<string>;
   initrd?: In<string>;
   append?: In<string>;

@@ -119,6 +119,43 @@ describe.skipIf(skip)('localvm CLI (real QEMU)', () => {
     expect(localvm('disk', 'list', main).stdout).toBe('no extra disks\n');
   });
 
+  it('standalone disks through the CLI: create, attach (the guest sees it), list, detach, resize, delete', () => {
+    const created = localvm('disk', 'create', 'shared', '32M');
+    expect(created, created.stderr).toMatchObject({ code: 0, stdout: 'created disk shared (32 MiB)\n' });
+    const attached = localvm('disk', 'attach', main, 'shared');
+    expect(attached, attached.stderr).toMatchObject({ code: 0, stdout: `attached disk shared to ${main}\n` });
+    const seen = localvm(
+      'shell',
+      main,
+      'for i in $(seq 50); do cat /sys/block/vd*/size 2>/dev/null && break; sleep 0.1; done',
+    );
+    expect(seen.stdout).toContain('65536');
+    const listed = JSON.parse(localvm('--json', 'disk', 'list').stdout) as unknown[];
+    expect(listed).toMatchObject([
+      { name: 'shared', sizeBytes: 32 << 20, attachedTo: [{ vm: main, readonly: false }] },
+    ]);
+    expect(localvm('disk', 'list').stdout).toMatch(
+      new RegExp(`^NAME .*ATTACHED TO\n(.|\n)*shared +32 MiB .* qcow2 +${main}\n$`),
+    );
+    // Refused while attached (exit 5), a shrink and a bad name (exit 2), unknown disk or VM (exit 3).
+    expect(localvm('disk', 'delete', 'shared').code).toBe(5);
+    expect(localvm('disk', 'resize', 'shared', '1M').code).toBe(2);
+    expect(localvm('disk', 'create', '../x', '1M').code).toBe(2);
+    expect(localvm('disk', 'attach', main, 'nope').code).toBe(3);
+    expect(localvm('disk', 'attach', 'no-such-vm', 'shared').code).toBe(3);
+    expect(localvm('disk', 'detach', main, 'shared').stdout).toBe(`detached disk shared from ${main}\n`);
+    expect(localvm('disk', 'detach', main, 'shared').stdout).toBe(`disk shared was not attached to ${main}\n`);
+    expect(localvm('disk', 'resize', 'shared', '64M').stdout).toBe('disk shared is 64 MiB\n');
+    expect(localvm('disk', 'delete', 'shared').stdout).toBe('deleted disk shared\n');
+    expect(localvm('disk', 'list').stdout).toBe('no standalone disks\n');
+  });
+
+  it('image prune --dry-run --json lists and removes nothing', () => {
+    const r = localvm('--json', 'image', 'prune', '--dry-run');
+    expect(r, r.stderr).toMatchObject({ code: 0 });
+    expect(JSON.parse(r.stdout)).toMatchObject({ dryRun: true, skipped: [] });
+  });
+
   it('--dry-run create prints the exact argv of a real create and leaves nothing on disk', () => {
     const dry = `dry-${tag}`;
     const before = tree(home);

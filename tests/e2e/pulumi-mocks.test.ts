@@ -44,7 +44,7 @@ describe('the example stack under mocks (compiled as its README says)', () => {
     registered = await runProgramUnderMocks({
       program: join(EXAMPLE_DIR, 'bin/index.js'),
       cwd: EXAMPLE_DIR,
-      expected: 6,
+      expected: 8,
       env: {
         PULUMI_CONFIG: JSON.stringify({ 'localvm-mock:userData': USER_DATA, 'localvm-mock:prefix': 'demo' }),
         PULUMI_CONFIG_SECRET_KEYS: JSON.stringify(['localvm-mock:userData']),
@@ -52,7 +52,7 @@ describe('the example stack under mocks (compiled as its README says)', () => {
     });
   }, 60_000);
 
-  it('registers two VMs, a template, a file and two commands as localvm dynamic resources', () => {
+  it('registers two VMs, a template, a file, two commands, a disk and its attachment as localvm dynamic resources', () => {
     const types = Object.fromEntries(registered.map((r) => [r.name, r.type]));
     expect(types).toEqual({
       server: 'pulumi-nodejs:dynamic/localvm:Vm',
@@ -61,6 +61,8 @@ describe('the example stack under mocks (compiled as its README says)', () => {
       motd: 'pulumi-nodejs:dynamic/localvm:VmFile',
       'server-hello': 'pulumi-nodejs:dynamic/localvm:VmCommand',
       'client-hello': 'pulumi-nodejs:dynamic/localvm:VmCommand',
+      data: 'pulumi-nodejs:dynamic/localvm:Disk',
+      'data-on-client': 'pulumi-nodejs:dynamic/localvm:DiskAttachment',
     });
   });
 
@@ -107,6 +109,11 @@ describe('the example stack under mocks (compiled as its README says)', () => {
       env: { GREETING: 'out-of-server-hello' },
       delete: ['rm', '-f', '/tmp/greeting'],
     });
+    expect(byName(registered, 'data').inputs).toMatchObject({ name: 'demo-data', size: '64M' });
+    // The attachment takes both outputs, so Pulumi deletes it before the disk and the client.
+    expect(byName(registered, 'data-on-client').inputs).toMatchObject({ vm: 'demo-client', disk: 'demo-data' });
+    expect(byName(registered, 'data').inputs.__provider).toContain('diskCreate');
+    expect(byName(registered, 'data-on-client').inputs.__provider).toContain('diskAttachmentCreate');
   });
 
   it('keeps userData secret and out of every serialized provider', () => {

@@ -181,8 +181,10 @@ describe('localvm program (fake backend)', () => {
     ]);
     expect(await commands('snapshot')).toEqual(['create', 'list', 'restore', 'delete', 'help']);
     expect(await commands('template')).toEqual(['create', 'list', 'info', 'delete', 'help']);
-    expect(await commands('disk')).toEqual(['add', 'list', 'remove', 'help']);
-    expect(await commands('image')).toEqual(['build', 'list', 'pull', 'rm', 'help']);
+    expect(await commands('disk')).toEqual([
+      ...['add', 'list', 'remove', 'create', 'attach', 'detach', 'resize', 'delete', 'help'],
+    ]);
+    expect(await commands('image')).toEqual(['build', 'list', 'pull', 'rm', 'prune', 'help']);
     expect(await commands('pool')).toEqual(['list', 'clean', 'help']);
   });
 

@@ -4,7 +4,7 @@
  * readiness). The parts live in their own files over one QemuHost: lifecycle.ts (plan,
  * then apply), guest.ts (the agent transport), disks.ts and snapshot.ts (capabilities).
  */
-import type { Backend, DiskCapable, QmpCapable, SnapshotCapable } from '../../backend.js';
+import type { Backend, DiskCapable, QmpCapable, SnapshotCapable, VolumeCapable } from '../../backend.js';
 import type { StepObserver } from './apply.js';
 import { createDiskOps } from './disks.js';
 import { agentTransport, consoleTail } from './guest.js';
@@ -17,6 +17,7 @@ import { listVmNames, writeRecord } from './state.js';
 import { createTemplateOps, type TemplateCapable } from './template/ops.js';
 import { createHoldOps, type HoldCapable } from './template/hold.js';
 import type { VmAccess } from './vmAccess.js';
+import { createVolumeOps } from './volumes.js';
 
 export type { QemuBackendOptions } from './host.js';
 
@@ -25,6 +26,7 @@ export type QemuBackend = Backend &
   QmpCapable &
   SnapshotCapable &
   DiskCapable &
+  VolumeCapable &
   TemplateCapable &
   HoldCapable;
 
@@ -48,6 +50,7 @@ export function createQemuBackend(options: QemuBackendOptions & { onStep?: StepO
     log: host.log,
   };
   const guest = (name: string) => agentTransport(host, name);
+  const { releaseVm, ...volumes } = createVolumeOps(host, access);
 
   return {
     name: QEMU_BACKEND,
@@ -56,6 +59,13 @@ export function createQemuBackend(options: QemuBackendOptions & { onStep?: StepO
     ...createDiskOps({ ...access, writeRecord }),
     ...createTemplateOps(host),
     ...createHoldOps(host),
+    ...volumes,
+
+    /** Deleting a VM detaches its standalone disks (after its lock is released) and never deletes them. */
+    async delete(name) {
+      await lifecycle.delete(name);
+      await releaseVm(name);
+    },
 
     async list() {
       const names = await listVmNames(host.config.stateDir);

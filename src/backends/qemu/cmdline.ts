@@ -35,7 +35,8 @@ export interface QemuLaunch {
   ports: PortForward[];
   /** Guest network restricted to the host (`restrict=on`). */
   isolated: boolean;
-  disks: { id: string; path: string; format: ImageFormat }[];
+  /** `readonly`: the guest sees a read-only disk and QEMU takes only a shared lock on the file. */
+  disks: { id: string; path: string; format: ImageFormat; readonly?: boolean | undefined }[];
   /**
    * A directory holding cloud-init `user-data` and `meta-data`, shown to the guest as a
    * read-only FAT disk labelled `cidata` (the NoCloud seed cloud images look for).
@@ -300,7 +301,7 @@ export function buildQemuCommand(launch: QemuLaunch): Command {
     ids.add(disk.id);
     args.push(
       '-drive',
-      `file=${optionValue(`disks.${i}.path`, disk.path)},format=${imageFormat(`disks.${i}.format`, disk.format)},if=none,id=${disk.id}`,
+      `file=${optionValue(`disks.${i}.path`, disk.path)},format=${imageFormat(`disks.${i}.format`, disk.format)},if=none,id=${disk.id}${disk.readonly ? ',readonly=on' : ''}`,
       '-device',
       `virtio-blk-pci,drive=${disk.id}`,
     );

@@ -20,7 +20,7 @@ import { z } from 'zod';
 import type { DiskCapable, DiskInfo, Snapshot } from '../../backend.js';
 import { qemuImg } from './qemuImg.js';
 import { isLocalVmError, LocalVmError } from '../../errors.js';
-import { runChecked } from '../../runner.js';
+import { runChecked, type CommandRunner } from '../../runner.js';
 import { diskSchema, parseOrThrow, specFingerprint, type DiskSpec, type VmSpec } from '../../schema.js';
 import type { QmpClient } from './qmp.js';
 import { mergeSnapshots, readDiskSnapshots, snapshotDisks, snapshotsFromBlockNodes } from './snapshot.js';
@@ -122,6 +122,8 @@ export function withDisks(record: VmRecord, specDisks: DiskSpec[], dir: string):
   return { ...record, spec, disks, fingerprint: specFingerprint(spec) };
 }
 
+const QUICK_TIMEOUT_MS = 30_000;
+
 export interface DiskDeps extends VmAccess {
   /** Writes `vm.json` atomically (default: state.writeRecord). */
   writeRecord(record: VmRecord): Promise<void>;
@@ -131,92 +133,96 @@ export interface DiskDeps extends VmAccess {
   unplugTimeoutMs?: number | undefined;
 }
 
-const QUICK_TIMEOUT_MS = 30_000;
+/** The snapshots of a stopped VM, read from its disk files. */
+export const offlineSnapshots = async (runner: CommandRunner, record: VmRecord): Promise<Snapshot[]> =>
+  mergeSnapshots(await readDiskSnapshots(runner, record));
+
+/** The snapshots of a running VM, from its block nodes. */
+export async function liveSnapshots(qmp: QmpClient, record: VmRecord): Promise<Snapshot[]> {
+  const nodes = await qmp.execute('query-named-block-nodes', undefined, QUICK_TIMEOUT_MS);
+  return mergeSnapshots(snapshotsFromBlockNodes(nodes, snapshotDisks(record)));
+}
+
+/** CONFLICT when the VM has snapshots: a disk added or removed would make them unrestorable. */
+export function refuseWithSnapshots(name: string, what: 'add' | 'remove', snapshots: Snapshot[]): void {
+  if (snapshots.length === 0) return;
+  const names = snapshots.map((s) => s.name);
+  throw new LocalVmError(
+    'CONFLICT',
+    `VM ${name} has snapshots (${names.join(', ')}); a disk cannot be ${what === 'add' ? 'added' : 'removed'} while it has any`,
+    {
+      vm: name,
+      hint:
+        what === 'add'
+          ? `QEMU cannot restore a snapshot that a newly added disk lacks; delete them first (localvm snapshot delete ${name} <snapshot>)`
+          : `the snapshots hold this disk's contents too; delete them first (localvm snapshot delete ${name} <snapshot>)`,
+      details: { snapshots: names },
+    },
+  );
+}
+
+async function guestRunning(qmp: QmpClient, name: string): Promise<void> {
+  const status = (await qmp.execute('query-status', undefined, QUICK_TIMEOUT_MS)) as {
+    running?: unknown;
+    status?: unknown;
+  };
+  if (status.running === false) {
+    // A paused guest never answers the ACPI unplug request.
+    throw new LocalVmError(
+      'CONFLICT',
+      `VM ${name} is paused (${String(status.status)}); its disks cannot be unplugged`,
+      {
+        vm: name,
+        hint: `resume it (localvm qmp ${name} cont) or stop it first`,
+      },
+    );
+  }
+}
+
+/**
+ * Unplugs the device holding `path`, waits (up to `timeoutMs`) for the guest to release it
+ * (TIMEOUT otherwise), then drops the block node `nodeId` if `blockdev-add` made it.
+ */
+export async function unplug(
+  qmp: QmpClient,
+  o: { vm: string; diskName: string; path: string; nodeId: string; timeoutMs: number },
+): Promise<void> {
+  const { vm: name, diskName, path } = o;
+  const attached = attachedDisk(await qmp.execute('query-block', undefined, QUICK_TIMEOUT_MS), path);
+  if (attached) {
+    await guestRunning(qmp, name);
+    try {
+      await qmp.execute('device_del', { id: attached.qomPath }, QUICK_TIMEOUT_MS);
+    } catch (error) {
+      // An earlier remove timed out while the guest was still releasing it: keep waiting.
+      if (!(isLocalVmError(error, 'COMMAND_FAILED') && /in the process of unplug/i.test(error.message))) throw error;
+    }
+    try {
+      await qmp.waitEvent('DEVICE_DELETED', o.timeoutMs, (e) => isDeviceDeleted(e, attached.qomPath));
+    } catch (error) {
+      if (!isLocalVmError(error, 'TIMEOUT')) throw error;
+      throw new LocalVmError('TIMEOUT', `VM ${name}: the guest did not release disk ${diskName} in ${o.timeoutMs} ms`, {
+        vm: name,
+        cause: error,
+        hint: 'the guest must support ACPI PCI hot-unplug (and not be booted with pci=noacpi); retry, or stop the VM and retry then',
+        details: { disk: diskName, device: attached.qomPath },
+      });
+    }
+  }
+  // A `-drive` disk (attached at launch) goes with its device; a `blockdev-add` node stays until deleted.
+  const nodes = (await qmp.execute('query-named-block-nodes', undefined, QUICK_TIMEOUT_MS)) as {
+    'node-name'?: unknown;
+  }[];
+  if (Array.isArray(nodes) && nodes.some((n) => n['node-name'] === o.nodeId)) {
+    await qmp.execute('blockdev-del', { 'node-name': o.nodeId }, QUICK_TIMEOUT_MS);
+  }
+}
 
 /** The disk methods of the QEMU backend. */
 export function createDiskOps(deps: DiskDeps): DiskCapable {
   const { runner } = deps;
   const removeFile = deps.removeFile ?? ((path: string) => rm(path, { force: true }));
   const unplugTimeoutMs = deps.unplugTimeoutMs ?? 10_000;
-
-  const offlineSnapshots = async (record: VmRecord): Promise<Snapshot[]> =>
-    mergeSnapshots(await readDiskSnapshots(runner, record));
-
-  async function liveSnapshots(qmp: QmpClient, record: VmRecord): Promise<Snapshot[]> {
-    const nodes = await qmp.execute('query-named-block-nodes', undefined, QUICK_TIMEOUT_MS);
-    return mergeSnapshots(snapshotsFromBlockNodes(nodes, snapshotDisks(record)));
-  }
-
-  function refuseWithSnapshots(name: string, what: 'add' | 'remove', snapshots: Snapshot[]): void {
-    if (snapshots.length === 0) return;
-    const names = snapshots.map((s) => s.name);
-    throw new LocalVmError(
-      'CONFLICT',
-      `VM ${name} has snapshots (${names.join(', ')}); a disk cannot be ${what === 'add' ? 'added' : 'removed'} while it has any`,
-      {
-        vm: name,
-        hint:
-          what === 'add'
-            ? `QEMU cannot restore a snapshot that a newly added disk lacks; delete them first (localvm snapshot delete ${name} <snapshot>)`
-            : `the snapshots hold this disk's contents too; delete them first (localvm snapshot delete ${name} <snapshot>)`,
-        details: { snapshots: names },
-      },
-    );
-  }
-
-  async function guestRunning(qmp: QmpClient, name: string): Promise<void> {
-    const status = (await qmp.execute('query-status', undefined, QUICK_TIMEOUT_MS)) as {
-      running?: unknown;
-      status?: unknown;
-    };
-    if (status.running === false) {
-      // A paused guest never answers the ACPI unplug request.
-      throw new LocalVmError(
-        'CONFLICT',
-        `VM ${name} is paused (${String(status.status)}); its disks cannot be unplugged`,
-        {
-          vm: name,
-          hint: `resume it (localvm qmp ${name} cont) or stop it first`,
-        },
-      );
-    }
-  }
-
-  /** Unplugs `path`'s device, waits for the guest to release it, then drops the block node. */
-  async function unplug(qmp: QmpClient, name: string, diskName: string, path: string): Promise<void> {
-    const attached = attachedDisk(await qmp.execute('query-block', undefined, QUICK_TIMEOUT_MS), path);
-    if (attached) {
-      await guestRunning(qmp, name);
-      try {
-        await qmp.execute('device_del', { id: attached.qomPath }, QUICK_TIMEOUT_MS);
-      } catch (error) {
-        // An earlier remove timed out while the guest was still releasing it: keep waiting.
-        if (!(isLocalVmError(error, 'COMMAND_FAILED') && /in the process of unplug/i.test(error.message))) throw error;
-      }
-      try {
-        await qmp.waitEvent('DEVICE_DELETED', unplugTimeoutMs, (e) => isDeviceDeleted(e, attached.qomPath));
-      } catch (error) {
-        if (!isLocalVmError(error, 'TIMEOUT')) throw error;
-        throw new LocalVmError(
-          'TIMEOUT',
-          `VM ${name}: the guest did not release disk ${diskName} in ${unplugTimeoutMs} ms`,
-          {
-            vm: name,
-            cause: error,
-            hint: 'the guest must support ACPI PCI hot-unplug (and not be booted with pci=noacpi); retry the remove, or stop the VM and remove it then',
-            details: { disk: diskName, device: attached.qomPath },
-          },
-        );
-      }
-    }
-    // A `-drive` disk (attached at launch) goes with its device; a `blockdev-add` node stays until deleted.
-    const nodes = (await qmp.execute('query-named-block-nodes', undefined, QUICK_TIMEOUT_MS)) as {
-      'node-name'?: unknown;
-    }[];
-    if (Array.isArray(nodes) && nodes.some((n) => n['node-name'] === diskId(diskName))) {
-      await qmp.execute('blockdev-del', { 'node-name': diskId(diskName) }, QUICK_TIMEOUT_MS);
-    }
-  }
 
   return {
     async diskAdd(name, input) {
@@ -262,7 +268,7 @@ export function createDiskOps(deps: DiskDeps): DiskCapable {
           if (running) {
             await deps.qmpSession(name, record.paths, QUICK_TIMEOUT_MS, plug);
           } else {
-            refuseWithSnapshots(name, 'add', await offlineSnapshots(record));
+            refuseWithSnapshots(name, 'add', await offlineSnapshots(runner, record));
             await runChecked(runner, qemuImg.create({ path, format: 'qcow2', size: disk.size }), { timeoutMs: 60_000 });
             await deps.writeRecord(next);
           }
@@ -288,10 +294,16 @@ export function createDiskOps(deps: DiskDeps): DiskCapable {
         if (running) {
           await deps.qmpSession(name, record.paths, QUICK_TIMEOUT_MS + unplugTimeoutMs, async (qmp) => {
             refuseWithSnapshots(name, 'remove', await liveSnapshots(qmp, record));
-            await unplug(qmp, name, checked, path);
+            await unplug(qmp, {
+              vm: name,
+              diskName: checked,
+              path,
+              nodeId: diskId(checked),
+              timeoutMs: unplugTimeoutMs,
+            });
           });
         } else {
-          refuseWithSnapshots(name, 'remove', await offlineSnapshots(record));
+          refuseWithSnapshots(name, 'remove', await offlineSnapshots(runner, record));
         }
         // The record first: a crash in between leaves a stray file, never a record naming a missing one.
         await deps.writeRecord(

@@ -8,6 +8,7 @@ import { LocalVmError } from '../../errors.js';
 import type { QemuAccel, QemuLaunch } from './cmdline.js';
 import type { Arch, VmSpec } from '../../schema.js';
 import type { BootRecord, TemplateLink, VmPaths } from './state.js';
+import { volumeId, type VmDiskAttachment } from './volumeStore.js';
 
 /** `config.qemuBinary` is the binary itself or a directory holding `qemu-system-<arch>`. */
 export function qemuBinaryFor(configured: string | undefined, arch: Arch): string {
@@ -43,6 +44,8 @@ export interface LaunchInputs {
   arch: Arch;
   boot: BootRecord;
   disks: QemuLaunch['disks'];
+  /** Standalone disks attached to the VM, added after its own disks at every launch. */
+  attachedDisks?: VmDiskAttachment[] | undefined;
   seedDir?: string | undefined;
   seedImage?: string | undefined;
   stateDisk?: string | undefined;
@@ -90,7 +93,15 @@ export function launchFor(
         : boot,
     ports: vm.spec.ports,
     isolated: vm.spec.isolated,
-    disks: vm.disks,
+    disks: [
+      ...vm.disks,
+      ...(vm.attachedDisks ?? []).map((d) => ({
+        id: volumeId(d.disk),
+        path: d.path,
+        format: 'qcow2' as const,
+        ...(d.readonly ? { readonly: true } : {}),
+      })),
+    ],
     ...(vm.seedDir ? { seedDir: vm.seedDir } : {}),
     ...(vm.seedImage ? { seedImage: vm.seedImage } : {}),
     ...(vm.stateDisk ? { stateDisk: vm.stateDisk } : {}),

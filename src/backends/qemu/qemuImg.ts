@@ -16,6 +16,8 @@ export interface QemuImgBuilders {
   snapshot(o: { path: string; op: 'create' | 'list' | 'apply' | 'delete'; name?: string }): Command;
   convert(o: { src: string; dst: string; srcFormat?: string; dstFormat: ImageFormat }): Command;
   commit(path: string): Command;
+  /** Grows `path` to `size` bytes (qemu-img refuses to shrink without --shrink, which is never passed). */
+  resize(o: { path: string; size: number; format: ImageFormat }): Command;
 }
 
 /** An image path for qemu-img: a positional (no leading "-") that QEMU can later use in `-drive file=`. */
@@ -63,6 +65,12 @@ export function createQemuImg(binary = 'qemu-img'): QemuImgBuilders {
     },
     commit(path) {
       return { file: binary, args: ['commit', imagePath('path', path)] };
+    },
+    resize(o) {
+      return {
+        file: binary,
+        args: ['resize', '-f', imageFormat('format', o.format), imagePath('path', o.path), positiveInt('size', o.size)],
+      };
     },
   };
 }

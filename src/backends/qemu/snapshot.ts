@@ -158,6 +158,8 @@ export function snapshotDisks(record: VmRecord): string[] {
   if (record.stateDisk) out.push(record.stateDisk);
   if (record.boot.kind === 'disk' && record.boot.format === 'qcow2') out.push(record.boot.image);
   for (const d of record.disks) if (d.format === 'qcow2') out.push(d.path);
+  // A standalone disk attached read-write is written by savevm too; a read-only one is not.
+  for (const d of record.attachedDisks ?? []) if (!d.readonly) out.push(d.path);
   return out;
 }
 

@@ -14,6 +14,7 @@ import type { ProcessProbe } from '../../host/proc.js';
 import { privateDirExists } from '../../host/privateDir.js';
 import { exists, hostFsError } from '../../host/fs.js';
 import { MAX_SOCKET_PATH } from './cmdline.js';
+import type { VmDiskAttachment } from './volumeStore.js';
 
 export { MAX_SOCKET_PATH };
 
@@ -51,6 +52,8 @@ export interface VmRecord {
   boot: BootRecord;
   arch: Arch;
   disks: { id: string; path: string; format: 'qcow2' | 'raw' }[];
+  /** Standalone disks (`<stateDir>/disks/`) attached to this VM; see volumeStore.ts. */
+  attachedDisks?: VmDiskAttachment[] | undefined;
   /** cloud-init NoCloud seed directory (user-data, meta-data), when the spec has userData. */
   seedDir?: string | undefined;
   /** The seed as an ISO image built from seedDir (records from before ISO seeds have none: vvfat). */

@@ -1,7 +1,7 @@
 /** `localvm image build|list|pull|rm`: the tiny guest image, downloaded images, the image cache. */
 import type { Command as Commander } from 'commander';
 import type { DownloadProgress } from '../../images/index.js';
-import { formatDownloadProgress, formatImageTable, formatPulled } from '../format.js';
+import { formatDownloadProgress, formatImageTable, formatPrune, formatPulled } from '../format.js';
 import type { CliSession } from '../shared.js';
 
 /** Redraws one progress line on a terminal (at most 10 times a second); plain start and end lines otherwise. */
@@ -87,5 +87,16 @@ export function registerImage(program: Commander, cli: CliSession): void {
         vmsUsingImage(ctx.config, ctx.runner, path, entry),
       );
       cli.print(cmd, removed, removed.map((e) => `removed ${e.id} ${e.url} (${e.path})\n`).join(''));
+    });
+  image
+    .command('prune')
+    .description('remove old tiny builds, downloaded images and templates nothing in this home uses')
+    .option('--dry-run', 'list what would be removed, with sizes, and remove nothing')
+    .action(async (opts: { dryRun?: boolean }, cmd: Commander) => {
+      const ctx = cli.contextFor(cmd);
+      const { pruneImages } = await import('../../operations/prune.js');
+      const dryRun = Boolean(opts.dryRun) || Boolean(cli.globals(cmd).dryRun);
+      const report = await pruneImages({ dryRun }, ctx);
+      cli.print(cmd, report, formatPrune(report));
     });
 }

@@ -46,6 +46,11 @@ const ORDER: Record<DoctorAction['kind'], number> = {
   'remove-path': 5,
   'release-lock': 6,
   'remove-session': 7,
+  // Fixed by doctor/disks.ts, never here (they take the disk's lock before the VM's).
+  'drop-disk-claim': 8,
+  'claim-disk': 8,
+  'drop-vm-disk': 8,
+  'remove-disk-dir': 8,
 };
 
 const rank = (f: Finding) => (f.action ? ORDER[f.action.kind] : 99);
@@ -140,6 +145,11 @@ async function act(host: QemuHost, vm: string | undefined, action: DoctorAction)
       await updateSession(config.stateDir, action.id, () => undefined);
       return `removed ${file}`;
     }
+    case 'drop-disk-claim':
+    case 'claim-disk':
+    case 'drop-vm-disk':
+    case 'remove-disk-dir':
+      throw new Error(`${action.kind} is fixed under the disk's lock (doctor/disks.ts)`);
   }
 }
 

@@ -35,7 +35,15 @@ export type DoctorCode =
   /** A fixture session record whose runner is dead. */
   | 'STALE_SESSION'
   /** A cached image no VM of this home uses and that new VMs would not use either. */
-  | 'UNUSED_IMAGE';
+  | 'UNUSED_IMAGE'
+  /** disk.json records an attachment the VM does not list (a crash between attach's or detach's two writes). */
+  | 'DISK_CLAIM_STALE'
+  /** A VM lists a standalone disk whose disk.json does not record the attachment. */
+  | 'DISK_ATTACHMENT_UNRECORDED'
+  /** A VM lists a standalone disk that does not exist. */
+  | 'DISK_MISSING'
+  /** A standalone disk directory without its disk.json (an interrupted create). */
+  | 'DISK_HALF_CREATED';
 
 /** `info` findings are reported but do not make the home incoherent (exit code 0). */
 export type Severity = 'error' | 'warning' | 'info';
@@ -52,7 +60,12 @@ export type DoctorAction =
   | { kind: 'remove-session'; id: string }
   | { kind: 'repoint-tiny' }
   | { kind: 'drop-disk'; disk: string }
-  | { kind: 'recreate-state-disk'; path: string };
+  | { kind: 'recreate-state-disk'; path: string }
+  // Standalone disks (doctor/disks.ts fixes these under the disk's lock, then the VM's).
+  | { kind: 'drop-disk-claim'; disk: string; vm: string }
+  | { kind: 'claim-disk'; disk: string; vm: string }
+  | { kind: 'drop-vm-disk'; disk: string }
+  | { kind: 'remove-disk-dir'; disk: string };
 
 export interface Finding {
   code: DoctorCode;
