@@ -19,6 +19,12 @@ export interface CreateTemplateInput {
   name: string;
   /** The VM to boot and freeze (its `name` is the template's). Default: the `tiny` guest. */
   spec?: Omit<VmSpecInput, 'name'> & { name?: string };
+  /**
+   * Instead of `spec`: a running, ready QEMU VM to freeze as it is. Its RAM and device state
+   * become the template's and its disks the template's read-only backing files; the VM then
+   * continues as the template's first clone (same name, ports, labels and guest state).
+   */
+  from?: string;
   /** Commands run in the guest, in order, after it answers and before it is frozen; each must exit 0. */
   setup?: string[][];
 }
@@ -28,8 +34,13 @@ const createTemplateSchema = z
     name: vmNameSchema,
     spec: z.record(z.string(), z.unknown()).optional(),
     setup: z.array(argvSchema).max(64).default([]),
+    from: vmNameSchema.optional(),
   })
-  .strict();
+  .strict()
+  .refine((t) => t.from === undefined || t.spec === undefined, {
+    path: ['from'],
+    message: 'give either spec (boot a new VM) or from (freeze a running one), not both',
+  });
 
 async function templateBackend(ctx: Ctx): Promise<Backend & TemplateCapable> {
   for (const b of await availableBackends(withDefaults(ctx))) {
@@ -43,11 +54,19 @@ async function templateBackend(ctx: Ctx): Promise<Backend & TemplateCapable> {
 const parseName = (name: unknown) => parseOrThrow(z.object({ name: vmNameSchema }), { name }, 'template name').name;
 
 /**
- * Boots `spec`, waits for its agent, runs `setup`, and freezes it as template `name`.
- * ALREADY_EXISTS when the template exists; on any failure nothing of it is left.
+ * Boots `spec`, waits for its agent, runs `setup`, and freezes it as template `name`; or,
+ * with `from`, runs `setup` in that running VM and freezes it (it continues as a clone).
+ * ALREADY_EXISTS when the template exists; on any failure nothing of it is left (and a
+ * `from` VM is resumed as it was).
  */
 export async function createTemplate(input: CreateTemplateInput, ctx?: Ctx): Promise<TemplateInfo> {
   const parsed = parseOrThrow(createTemplateSchema, input, 'template');
+  if (parsed.from !== undefined) {
+    const backend = await templateBackend(ctx);
+    if (!backend.templateCreateFrom)
+      throw new LocalVmError('UNSUPPORTED', `backend ${backend.name} cannot freeze a running VM as a template`);
+    return backend.templateCreateFrom({ name: parsed.name, from: parsed.from, setup: parsed.setup });
+  }
   const spec = parseVmSpec({ ...parsed.spec, name: parsed.name });
   if (spec.template !== undefined) {
     throw new LocalVmError('VALIDATION', 'a template is made from a boot, not from another template', {

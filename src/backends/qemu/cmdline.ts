@@ -58,7 +58,7 @@ export interface QemuLaunch {
    * Guest RAM as a file (templates and their clones): `share: true` on the VM a template is
    * frozen from (its RAM lands in the file), `false` on a clone (a private copy-on-write view).
    */
-  memoryFile?: { path: string; share: boolean } | undefined;
+  memoryFile?: { path: string; share: boolean; id?: string | undefined } | undefined;
   /** A VM generation id (`-device vmgenid`): a fresh one per clone makes the guest reseed its RNG. */
   vmgenid?: string | undefined;
   /** Wait for a migration stream (`-incoming defer`) instead of booting: a clone restoring. */
@@ -68,6 +68,15 @@ export interface QemuLaunch {
 /** The machine type of a launch with RAM in a file (`-machine <type>,memory-backend=ram0`). */
 export function machineType(arch: QemuArch): string {
   return arch === 'aarch64' ? 'virt' : 'pc';
+}
+
+/**
+ * The id QEMU gives a machine's RAM when no backend is named (`default-ram-id` in
+ * query-machines). A migration stream names RAM blocks by id, so a file-backed machine that
+ * takes in the RAM of a VM launched without one must use this id (see template/fromVm.ts).
+ */
+export function defaultRamId(arch: QemuArch): string {
+  return arch === 'aarch64' ? 'mach-virt.ram' : 'pc.ram';
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -218,7 +227,10 @@ export function buildQemuCommand(launch: QemuLaunch): Command {
 
   // With RAM in a file the machine is named, so the backend can be attached to it; x86 without
   // one keeps QEMU's default (`pc`), which is the same machine.
-  if (launch.memoryFile !== undefined) args.push('-machine', `${machineType(arch)},memory-backend=ram0`);
+  const ramId = launch.memoryFile?.id ?? 'ram0';
+  if (ramId !== 'ram0' && ramId !== defaultRamId(arch))
+    throw invalid('memoryFile.id', `must be ram0 or ${defaultRamId(arch)}`);
+  if (launch.memoryFile !== undefined) args.push('-machine', `${machineType(arch)},memory-backend=${ramId}`);
   else if (arch === 'aarch64') args.push('-machine', 'virt');
   switch (accel) {
     case 'tcg':
@@ -241,7 +253,7 @@ export function buildQemuCommand(launch: QemuLaunch): Command {
       ? []
       : [
           '-object',
-          `memory-backend-file,id=ram0,size=${launch.memory}M,mem-path=${optionValue('memoryFile.path', launch.memoryFile.path)},share=${launch.memoryFile.share ? 'on' : 'off'}`,
+          `memory-backend-file,id=${ramId},size=${launch.memory}M,mem-path=${optionValue('memoryFile.path', launch.memoryFile.path)},share=${launch.memoryFile.share ? 'on' : 'off'}`,
         ]),
     '-smp',
     positiveInt('cpus', launch.cpus),

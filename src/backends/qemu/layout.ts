@@ -109,7 +109,11 @@ export function launchFor(
     qemuBinary: qemuBinaryFor(qemuBinary, vm.arch),
     ...(vm.template
       ? {
-          memoryFile: { path: vm.template.ramFile, share: vm.template.role === 'source' },
+          memoryFile: {
+            path: vm.template.ramFile,
+            share: vm.template.role === 'source',
+            ...(vm.template.ramId !== undefined ? { id: vm.template.ramId } : {}),
+          },
           vmgenid: vm.template.vmgenid,
           ...(options.incoming ? { incoming: true } : {}),
         }

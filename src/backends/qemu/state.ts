@@ -79,6 +79,11 @@ export interface TemplateLink {
   /** MiB: the RAM file's size, which the VM's memory must equal. */
   memory: number;
   vmgenid: string;
+  /**
+   * The RAM backend's id when it is not `ram0`: a template frozen from a running VM keeps the
+   * machine's default id (`pc.ram`), the name its RAM blocks have in the migration stream.
+   */
+  ramId?: string | undefined;
 }
 
 /** True when a NUL-separated /proc cmdline has `-name` whose guest name is `name`. Pure. */

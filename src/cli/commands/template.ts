@@ -10,6 +10,7 @@ import type { CliSession } from '../shared.js';
 
 interface TemplateCreateOptions {
   file?: string;
+  from?: string;
   image?: string;
   memory?: string;
   cpus?: string;
@@ -65,9 +66,15 @@ export function registerTemplate(program: Commander, cli: CliSession): void {
     .description('templates: a VM booted once and frozen, restored by `create --template` in a fraction of a boot');
   template
     .command('create')
-    .description('boot a VM from a spec, run the setup commands, and freeze it as a template')
+    .description(
+      'boot a VM from a spec (or take a running one with --from), run the setup commands, and freeze it as a template',
+    )
     .argument('<name>', 'template name (a-z, 0-9, "-")')
     .option('-f, --file <spec.json>', 'a JSON VM spec to boot (its name is ignored)')
+    .option(
+      '--from <vm>',
+      "freeze this running VM instead of booting one: its disks become the template's and it continues as the template's clone",
+    )
     .option('--image <image>', 'tiny (default) or a qcow2/raw path')
     .option('--memory <memory>', 'memory in MiB, or 512M / 2G (every clone has the same)')
     .option('--cpus <n>', 'virtual CPUs')
@@ -78,11 +85,14 @@ export function registerTemplate(program: Commander, cli: CliSession): void {
     )
     .action(async (name: string, opts: TemplateCreateOptions, cmd: Commander) => {
       cli.noDryRun(cmd, 'template create');
-      const spec = await specFrom(name, opts);
       const setup = (opts.setup ?? []).map(parseSetupArg);
+      const from = opts.from;
+      if (from !== undefined && [opts.file, opts.image, opts.memory, opts.cpus].some((o) => o !== undefined))
+        throw usage('from', 'takes the running VM as it is: it cannot be given with -f, --image, --memory or --cpus');
+      const input = from !== undefined ? { name, from, setup } : { name, spec: await specFrom(name, opts), setup };
       const t = await cli.withProgress(
-        `creating template ${name}`,
-        () => createTemplate({ name, spec, setup }, cli.contextFor(cmd)),
+        from !== undefined ? `freezing ${from} as template ${name}` : `creating template ${name}`,
+        () => createTemplate(input, cli.contextFor(cmd)),
         (r) => `frozen in ${r.createMs} ms, ${formatBytes(r.sizeBytes)} on disk`,
       );
       cli.print(cmd, t, `template ${t.name} ready: localvm create NAME --template ${t.name}\n`);
@@ -116,6 +126,7 @@ export function registerTemplate(program: Commander, cli: CliSession): void {
         `size:      ${formatBytes(t.sizeBytes)} (device state ${formatBytes(t.stateBytes)})`,
         `qemu:      ${t.qemuVersion}`,
         `setup:     ${t.setup.length ? t.setup.map((a) => JSON.stringify(a)).join(' ') : '-'}`,
+        ...(t.from !== undefined ? [`from:      VM ${t.from}`] : []),
         `clones:    ${t.clones.length ? t.clones.join(', ') : '-'}`,
         `dir:       ${t.dir}`,
         '',

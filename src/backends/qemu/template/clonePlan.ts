@@ -118,7 +118,14 @@ export async function planCloneCreate(
       .map((d) => ({ id: d.id, path: join(p.dir, basename(d.path)), format: 'qcow2' })),
     stateDisk: stateDiskFor(p.dir),
     paths: p,
-    template: { name: t.name, role: 'clone', ramFile: tp.ram, memory: cspec.memory, vmgenid: randomUUID() },
+    template: {
+      name: t.name,
+      role: 'clone',
+      ramFile: tp.ram,
+      memory: cspec.memory,
+      vmgenid: randomUUID(),
+      ...(t.ramId !== undefined ? { ramId: t.ramId } : {}),
+    },
   };
   const accel = await host.chooseAccel(cspec, record.arch, mode);
   const launch = launchFor(record, accel.accel, host.config.qemuBinary, { incoming: true });

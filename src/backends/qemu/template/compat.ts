@@ -60,7 +60,7 @@ export function layoutSignature(launch: QemuLaunch): string {
     stateDisk: launch.stateDisk === undefined ? undefined : '/state',
     paths: { dir: '/vm', qmpSocket: '/vm/qmp', qgaSocket: '/vm/qga', consoleLog: '/vm/console', pidFile: '/vm/pid' },
     qemuBinary: 'qemu',
-    memoryFile: launch.memoryFile === undefined ? undefined : { path: '/ram', share: true },
+    memoryFile: launch.memoryFile === undefined ? undefined : { ...launch.memoryFile, path: '/ram', share: true },
     vmgenid: launch.vmgenid === undefined ? undefined : '00000000-0000-0000-0000-000000000000',
     incoming: false,
   };

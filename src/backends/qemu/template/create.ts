@@ -131,14 +131,14 @@ export async function createTemplate(host: QemuHost, input: TemplateCreateInput)
   });
 }
 
-async function removeBuild(build: QemuHost, record: VmRecord, dir: string): Promise<void> {
+export async function removeBuild(build: QemuHost, record: VmRecord, dir: string): Promise<void> {
   await build.sessions.drop(record.paths.qgaSocket);
   if (record.paths.socketDir) await rm(record.paths.socketDir, { recursive: true, force: true });
   await rm(dir, { recursive: true, force: true });
 }
 
 /** Waits until the build VM's agent answers (the same probe readiness uses). */
-async function awaitAgent(build: QemuHost, name: string, timeoutMs: number): Promise<void> {
+export async function awaitAgent(build: QemuHost, name: string, timeoutMs: number): Promise<void> {
   const guest = agentTransport(build, name);
   let last = '';
   await poll(
@@ -172,7 +172,7 @@ async function settle(build: QemuHost, name: string): Promise<void> {
     .catch((error: unknown) => build.log(`${name}: network settle skipped: ${(error as Error).message}`));
 }
 
-async function runSetup(build: QemuHost, name: string, setup: string[][], timeoutMs: number): Promise<void> {
+export async function runSetup(build: QemuHost, name: string, setup: string[][], timeoutMs: number): Promise<void> {
   const guest = agentTransport(build, name);
   for (const argv of setup) {
     const r = await guest.exec(argv, { timeoutMs });
@@ -188,7 +188,7 @@ async function runSetup(build: QemuHost, name: string, setup: string[][], timeou
  * Stops the build VM and migrates its device state to `file` (RAM stays in the shared file:
  * x-ignore-shared), then quits it. Returns the state's size in bytes.
  */
-async function freeze(build: QemuHost, record: VmRecord, file: string): Promise<number> {
+export async function freeze(build: QemuHost, record: VmRecord, file: string): Promise<number> {
   const name = record.name;
   const p = record.paths;
   // The agent connection is closed first, so clones start with no agent client attached, as they find it.
@@ -226,7 +226,7 @@ async function freeze(build: QemuHost, record: VmRecord, file: string): Promise<
 }
 
 /** Moves the build VM's disks into the template directory as read-only files (the clones' backing files). */
-async function freezeDisks(record: VmRecord, dir: string): Promise<TemplateRecord['disks']> {
+export async function freezeDisks(record: VmRecord, dir: string): Promise<TemplateRecord['disks']> {
   const disks: TemplateRecord['disks'] = [];
   const move = async (id: string, from: string, file: string) => {
     const to = join(dir, file);

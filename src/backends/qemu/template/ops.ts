@@ -8,6 +8,7 @@ import { LocalVmError } from '../../../errors.js';
 import type { VmSpec } from '../../../schema.js';
 import type { QemuHost } from '../host.js';
 import { createTemplate } from './create.js';
+import { createTemplateFromVm } from './fromVm.js';
 import {
   clonesOf,
   listTemplateNames,
@@ -32,6 +33,8 @@ export interface TemplateInfo {
   setup: string[][];
   /** VMs restored from it. */
   clones: string[];
+  /** The VM it was frozen from (`--from`); absent when booted from `spec`. */
+  from?: string | undefined;
   createMs: number;
   stateBytes: number;
   dir: string;
@@ -39,6 +42,8 @@ export interface TemplateInfo {
 
 export interface TemplateCapable {
   templateCreate(input: { name: string; spec: VmSpec; setup: string[][] }): Promise<TemplateInfo>;
+  /** Freezes running VM `from` as template `name`; the VM continues as the template's clone. */
+  templateCreateFrom?(input: { name: string; from: string; setup: string[][] }): Promise<TemplateInfo>;
   templateList(): Promise<TemplateInfo[]>;
   templateInfo(name: string): Promise<TemplateInfo>;
   templateDelete(name: string): Promise<{ deleted: boolean }>;
@@ -58,6 +63,7 @@ export function createTemplateOps(host: QemuHost): TemplateCapable {
       spec: t.spec,
       setup: t.setup,
       clones: await clonesOf(stateDir, t.name),
+      ...(t.from !== undefined ? { from: t.from } : {}),
       createMs: t.createMs,
       stateBytes: t.stateBytes,
       dir,
@@ -66,6 +72,9 @@ export function createTemplateOps(host: QemuHost): TemplateCapable {
   return {
     async templateCreate(input) {
       return describe(await createTemplate(host, input));
+    },
+    async templateCreateFrom(input) {
+      return describe(await createTemplateFromVm(host, input));
     },
     async templateList() {
       const out: TemplateInfo[] = [];

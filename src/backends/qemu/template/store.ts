@@ -45,6 +45,10 @@ export interface TemplateRecord {
   stateSha256: string;
   /** How long freezing took, boot included. */
   createMs: number;
+  /** The VM it was frozen from (`template create --from`); absent when booted from `spec`. */
+  from?: string | undefined;
+  /** Its RAM backend id when not `ram0` (frozen from a running VM: see TemplateLink.ramId). */
+  ramId?: string | undefined;
 }
 
 export const templatesDir = (stateDir: string) => join(stateDir, 'templates');
