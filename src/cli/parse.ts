@@ -239,6 +239,8 @@ export interface CreateExtras {
   label?: string[] | undefined;
   isolated?: boolean | undefined;
   probe?: string[] | undefined;
+  imageChecksum?: string | undefined;
+  imageChecksumUrl?: string | undefined;
 }
 
 /**
@@ -254,7 +256,7 @@ export function mergeCreateSpec(
   const spec: Record<string, unknown> = { ...base, ...flags };
   if (extras.diskSize !== undefined) spec.diskSize = extras.diskSize;
   if (extras.disk?.length) spec.disks = extras.disk.map(parseDiskArg);
-  for (const key of ['kernel', 'initrd', 'append', 'arch', 'accel'] as const) {
+  for (const key of ['kernel', 'initrd', 'append', 'arch', 'accel', 'imageChecksum', 'imageChecksumUrl'] as const) {
     if (extras[key] !== undefined) spec[key] = extras[key];
   }
   if (extras.label?.length) {

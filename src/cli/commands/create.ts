@@ -92,7 +92,18 @@ export function registerCreate(program: Commander, cli: CliSession): void {
     .description('create a VM and wait until it is ready')
     .argument('[name]', 'VM name (a-z, 0-9, "-"); may come from the -f file instead')
     .option('-f, --file <spec>', 'a whole VM spec in YAML or JSON (flags given too override it)')
-    .option('--image <image>', 'tiny (default), a qcow2/raw path, or distro[:version] on OrbStack')
+    .option(
+      '--image <image>',
+      'tiny (default), a qcow2/raw path, an https:// URL of one, or distro[:version] on OrbStack',
+    )
+    .option(
+      '--image-checksum <algo:hex>',
+      'with an image URL: verify the download against sha256:<hex> or sha512:<hex> (as published in SHA256SUMS)',
+    )
+    .option(
+      '--image-checksum-url <url>',
+      'with an image URL, instead of --image-checksum: the SHA256SUMS/SHA512SUMS URL listing it',
+    )
     .option('--memory <memory>', 'memory in MiB, or 512M / 2G')
     .option('--cpus <n>', 'virtual CPUs')
     .option('--port <H:G>', 'forward host port H to guest port G: [BIND:]HOST:GUEST[/udp] (repeatable)', repeat)
