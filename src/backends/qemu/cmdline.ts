@@ -22,6 +22,13 @@ export interface QemuPaths {
   pidFile: string;
 }
 
+/** A kernel booted directly (`-kernel`), on a disk boot: the disk is its root (see rootDisk.ts). */
+export interface DirectKernel {
+  kernel: string;
+  initrd?: string | undefined;
+  append?: string | undefined;
+}
+
 /** Everything needed to launch one VM; accel is already resolved (never `auto`). */
 export interface QemuLaunch {
   name: string;
@@ -32,7 +39,7 @@ export interface QemuLaunch {
   memory: number;
   boot:
     | { kind: 'kernel'; kernel: string; initrd?: string; append?: string }
-    | { kind: 'disk'; image: string; format: ImageFormat };
+    | { kind: 'disk'; image: string; format: ImageFormat; kernel?: DirectKernel | undefined };
   ports: PortForward[];
   /** Guest network restricted to the host (`restrict=on`). */
   isolated: boolean;
@@ -193,19 +200,25 @@ export function buildQemuCommand(launch: QemuLaunch): Command {
   );
 
   const boot = launch.boot;
-  if (boot.kind === 'kernel') {
-    args.push('-kernel', optionValue('boot.kernel', boot.kernel));
-    if (boot.initrd !== undefined) args.push('-initrd', optionValue('boot.initrd', boot.initrd));
+  const direct = (k: DirectKernel, at: string) => {
+    args.push('-kernel', optionValue(`${at}.kernel`, k.kernel));
+    if (k.initrd !== undefined) args.push('-initrd', optionValue(`${at}.initrd`, k.initrd));
     // The kernel command line is one opaque argv element: commas (console=ttyS0,115200) are fine.
-    if (boot.append !== undefined) args.push('-append', boot.append);
+    if (k.append !== undefined) args.push('-append', k.append);
+  };
+  if (boot.kind === 'kernel') {
+    direct(boot, 'boot');
   } else if (boot.kind === 'disk') {
+    // A kernel booted directly with the disk as its root: QEMU loads the kernel, the disk is /dev/vda.
+    if (boot.kernel !== undefined) direct(boot.kernel, 'boot.kernel');
     // The root disk always boots: SeaBIOS follows PCI slot order unless a bootindex says
     // otherwise, and a seed or extra disk with a boot signature would be tried first.
     args.push(
       '-drive',
       `file=${optionValue('boot.image', boot.image)},format=${imageFormat('boot.format', boot.format)},if=none,id=root`,
       '-device',
-      'virtio-blk-pci,drive=root,bootindex=0',
+      // With -kernel, QEMU's linuxboot option ROM holds bootindex 0 and SeaBIOS boots nothing else.
+      boot.kernel === undefined ? 'virtio-blk-pci,drive=root,bootindex=0' : 'virtio-blk-pci,drive=root',
     );
   } else {
     throw invalid('boot.kind', 'must be kernel or disk');

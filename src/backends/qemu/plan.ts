@@ -14,6 +14,7 @@ import type { AccelChoice } from './accel.js';
 import { buildQemuCommand } from './cmdline.js';
 import { checkBootFile, checkDiskImage } from './bootFile.js';
 import type { QemuHost } from './host.js';
+import { bootFiles, rootBoot } from './kernelRoot.js';
 import { diskLayout, launchFor, seedDirFor, STATE_DISK_BYTES, stateDiskFor } from './layout.js';
 import { observe, type Observed } from './observe.js';
 import { qemuImg } from './qemuImg.js';
@@ -90,7 +91,10 @@ async function resolveBoot(host: QemuHost, spec: VmSpec): Promise<{ boot: BootRe
   if (spec.kernel) {
     await checkBootFile(spec.name, 'kernel', spec.kernel);
     if (spec.initrd) await checkBootFile(spec.name, 'initrd', spec.initrd);
-    return { boot: { kind: 'kernel', kernel: spec.kernel, initrd: spec.initrd, append: spec.append } };
+    // With an image (not the default tiny) the kernel boots it as its root disk (kernelRoot.ts).
+    const image = spec.image === 'tiny' ? undefined : resolve(spec.image);
+    if (image) await checkBootFile(spec.name, 'image', image);
+    return { boot: { kind: 'kernel', kernel: spec.kernel, initrd: spec.initrd, append: spec.append }, image };
   }
   if (spec.image === 'tiny') {
     const tiny = await host.findImage(host.config);
@@ -136,7 +140,7 @@ async function imageFormat(host: QemuHost, name: string, image: string): Promise
 
 /** Boot files of a record must still exist (the tiny image may have been pruned). */
 async function checkBootFiles(name: string, boot: BootRecord): Promise<void> {
-  const files = boot.kind === 'kernel' ? [boot.kernel, ...(boot.initrd ? [boot.initrd] : [])] : [boot.image];
+  const files = bootFiles(boot);
   for (const f of files) {
     if (!(await exists(f))) {
       throw new LocalVmError('NOT_FOUND', `boot file ${f} of VM ${name} does not exist`, {
@@ -188,7 +192,7 @@ export async function planCreate(host: QemuHost, spec: VmSpec, mode: PlanMode): 
     createdAt: new Date().toISOString(),
     phase: 'creating',
     desiredState: 'running',
-    boot: image ? { kind: 'disk', image: p.overlay, format: 'qcow2' } : boot,
+    boot: image && backingFormat ? await rootBoot(host.runner, spec, p.overlay, image, backingFormat) : boot,
     arch: spec.arch ?? host.hostArch,
     disks,
     seedDir: seedDirFor(spec, p.dir),

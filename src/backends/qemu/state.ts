@@ -34,7 +34,13 @@ export interface VmPaths {
 
 export type BootRecord =
   | { kind: 'kernel'; kernel: string; initrd?: string | undefined; append?: string | undefined }
-  | { kind: 'disk'; image: string; format: 'qcow2' | 'raw' };
+  | {
+      kind: 'disk';
+      image: string;
+      format: 'qcow2' | 'raw';
+      /** `kernel` with `image`: this kernel boots with the disk as its root (append has its root=). */
+      kernel?: { kernel: string; initrd?: string | undefined; append?: string | undefined } | undefined;
+    };
 
 /** What `vm.json` holds. */
 export interface VmRecord {

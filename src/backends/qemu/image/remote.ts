@@ -59,14 +59,14 @@ const requestOf = (spec: VmSpec): PullRequest => ({
 });
 
 /**
- * Where the root disk of `spec` comes from when its image is a URL; undefined otherwise (and
- * with `kernel`, which for now boots without the image, as with a local image path). Reads the
+ * Where the root disk of `spec` comes from when its image is a URL; undefined otherwise (with
+ * `kernel` too: the kernel then boots the image as its root disk, see kernelRoot.ts). Reads the
  * cache only, and a checksum URL when nothing is cached for it yet; never downloads the image.
  * An uncached image's format is taken from its name (`.raw` is raw, anything else qcow2, as
  * cloud images are published) and checked once the bytes are there.
  */
 export async function planRemoteImage(host: QemuHost, spec: VmSpec): Promise<RemoteImagePlan | undefined> {
-  if (!isImageUrl(spec.image) || spec.kernel) return undefined;
+  if (!isImageUrl(spec.image)) return undefined;
   const req = requestOf(spec);
   const boot = { kind: 'disk', image: '', format: 'qcow2' } as const;
   const cached = await findCachedImage(host.config, req);

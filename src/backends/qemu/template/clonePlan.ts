@@ -111,7 +111,7 @@ export async function planCloneCreate(
     createdAt: new Date().toISOString(),
     phase: 'creating',
     desiredState: 'running',
-    boot: t.boot.kind === 'kernel' ? t.boot : { kind: 'disk', image: p.overlay, format: 'qcow2' },
+    boot: t.boot.kind === 'kernel' ? t.boot : { ...t.boot, image: p.overlay, format: 'qcow2' },
     arch: (t.deps.arch as VmRecord['arch']) ?? host.hostArch,
     disks: t.disks
       .filter((d) => d.id !== 'root')

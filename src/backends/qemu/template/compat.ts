@@ -54,7 +54,7 @@ export function layoutSignature(launch: QemuLaunch): string {
             ...(boot.initrd !== undefined ? { initrd: '/boot/initrd' } : {}),
             ...(boot.append !== undefined ? { append: boot.append } : {}),
           }
-        : { kind: 'disk', image: '/boot/disk', format: boot.format },
+        : { ...boot, image: '/boot/disk' },
     disks: launch.disks.map((d) => ({ ...d, path: `/disk/${d.id}` })),
     seedDir: launch.seedDir === undefined ? undefined : '/seed',
     stateDisk: launch.stateDisk === undefined ? undefined : '/state',

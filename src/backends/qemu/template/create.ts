@@ -112,7 +112,7 @@ export async function createTemplate(host: QemuHost, input: TemplateCreateInput)
         boot:
           record.boot.kind === 'kernel'
             ? record.boot
-            : { kind: 'disk', image: join(tp.dir, 'root.qcow2'), format: 'qcow2' },
+            : { ...record.boot, image: join(tp.dir, 'root.qcow2'), format: 'qcow2' },
         disks,
         stateBytes,
         stateSha256: await fileSha256(tp.state),

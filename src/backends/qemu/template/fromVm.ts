@@ -152,9 +152,7 @@ export async function createTemplateFromVm(host: QemuHost, input: TemplateFromVm
             await bootIdentity(bootFilesOf(src.spec, src.boot)),
           ),
           boot:
-            src.boot.kind === 'kernel'
-              ? src.boot
-              : { kind: 'disk', image: join(tp.dir, 'root.qcow2'), format: 'qcow2' },
+            src.boot.kind === 'kernel' ? src.boot : { ...src.boot, image: join(tp.dir, 'root.qcow2'), format: 'qcow2' },
           disks,
           stateBytes,
           stateSha256: await fileSha256(tp.state),

@@ -172,8 +172,9 @@ export function qemuVersion(runner: CommandRunner, binary: string): Promise<stri
   return v;
 }
 
-/** The boot files a guest depends on: the kernel and initrd, or the user image under the root overlay. */
+/** The boot files a guest depends on: the kernel and initrd, and the user image under the root overlay. */
 export function bootFilesOf(spec: VmSpec, boot: BootRecord): string[] {
-  if (boot.kind === 'kernel') return [boot.kernel, ...(boot.initrd ? [boot.initrd] : [])];
-  return [resolve(spec.image)];
+  const k = boot.kind === 'kernel' ? boot : boot.kernel;
+  const kernel = k ? [k.kernel, ...(k.initrd ? [k.initrd] : [])] : [];
+  return boot.kind === 'kernel' ? kernel : [...kernel, resolve(spec.image)];
 }
