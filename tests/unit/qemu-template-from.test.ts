@@ -100,8 +100,9 @@ describe('RAM backend id of a template frozen from a running VM', () => {
 });
 
 describe('fromVmProblem', () => {
-  it('accepts a ready VM with a recorded accelerator', () => {
+  it('accepts a ready VM with a recorded accelerator, with or without a cloud-init seed', () => {
     expect(fromVmProblem(record())).toBeUndefined();
+    expect(fromVmProblem(record({ seedImage: '/s/vms/a/seed.iso', seedDir: '/s/vms/a/seed' }))).toBeUndefined();
   });
   it.each([
     [
@@ -110,7 +111,6 @@ describe('fromVmProblem', () => {
       'clone of template b',
     ],
     ['a VM still being created', { phase: 'creating' }, 'being created'],
-    ['a VM with a cloud-init seed', { seedImage: '/s/vms/a/seed.iso' }, 'user-data'],
     ['a record without an accelerator', { accel: undefined }, 'accelerator'],
   ] as [string, Partial<VmRecord>, string][])('refuses %s', (_what, o, says) => {
     expect(fromVmProblem(record(o))).toContain(says);

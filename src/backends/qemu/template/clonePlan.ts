@@ -117,6 +117,9 @@ export async function planCloneCreate(
       .filter((d) => d.id !== 'root')
       .map((d) => ({ id: d.id, path: join(p.dir, basename(d.path)), format: 'qcow2' })),
     stateDisk: stateDiskFor(p.dir),
+    // The template's seed, shared read-only: cloud-init ran before the freeze (see template/seed.ts).
+    seedImage: t.seedImage,
+    seedDir: t.seedDir,
     paths: p,
     template: {
       name: t.name,

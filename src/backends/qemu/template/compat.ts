@@ -56,7 +56,9 @@ export function layoutSignature(launch: QemuLaunch): string {
           }
         : { ...boot, image: '/boot/disk' },
     disks: launch.disks.map((d) => ({ ...d, path: `/disk/${d.id}` })),
-    seedDir: launch.seedDir === undefined ? undefined : '/seed',
+    // The seed QEMU shows the guest: the ISO when there is one (cmdline.ts), else the directory.
+    seedDir: launch.seedDir === undefined || launch.seedImage !== undefined ? undefined : '/seed',
+    seedImage: launch.seedImage === undefined ? undefined : '/seed.iso',
     stateDisk: launch.stateDisk === undefined ? undefined : '/state',
     paths: { dir: '/vm', qmpSocket: '/vm/qmp', qgaSocket: '/vm/qga', consoleLog: '/vm/console', pidFile: '/vm/pid' },
     qemuBinary: 'qemu',

@@ -2,7 +2,8 @@
  * Making a template from a spec: a fresh VM is booted with its RAM in the template's file
  * (`share=on`), waited for until its agent answers, given the setup commands, then frozen:
  * `stop`, x-ignore-shared, the device state migrated to the template's `state` file, `quit`.
- * Its disks become the template's read-only backing files. The build VM is planned and
+ * Its disks become the template's read-only backing files, and a cloud-init seed moves into
+ * the template (see seed.ts: cloud-init has finished first). The build VM is planned and
  * launched by the ordinary create plan (so its device layout is a normal VM's), under a
  * private state root inside the template directory, and removed when it is frozen.
  */
@@ -24,6 +25,7 @@ import { planCreate, type QemuStep } from '../plan.js';
 import { readPidFile, type TemplateLink, type VmRecord } from '../state.js';
 import { depsOf } from './compat.js';
 import { awaitMigration, ignoreShared, receiveToFile, unixUri } from './migrate.js';
+import { awaitCloudInit, freezeSeed } from './seed.js';
 import {
   bootFilesOf,
   bootIdentity,
@@ -61,11 +63,6 @@ function asSource(steps: QemuStep[], link: TemplateLink, qemuBinary: string | un
 export async function createTemplate(host: QemuHost, input: TemplateCreateInput): Promise<TemplateRecord> {
   const { name, setup } = input;
   const tp = templatePaths(host.config.stateDir, name);
-  if (input.spec.userData !== undefined) {
-    throw new LocalVmError('UNSUPPORTED', 'templates of specs with userData are not supported yet', {
-      hint: 'run the configuration as --setup commands instead',
-    });
-  }
   return host.lifecycle(templateLockName(name), 'template create', async () => {
     if (await exists(tp.dir)) {
       throw new LocalVmError('ALREADY_EXISTS', `a template named ${name} already exists`, {
@@ -94,10 +91,12 @@ export async function createTemplate(host: QemuHost, input: TemplateCreateInput)
       const launch = launchFor(record, launchStep.action.accel.accel, host.config.qemuBinary);
       await applySteps(build, name, steps);
       await awaitAgent(build, name, spec.timeouts.readyMs);
+      if (spec.userData !== undefined) await awaitCloudInit(build, name, spec.timeouts.readyMs);
       await settle(build, name);
       await runSetup(build, name, setup, spec.timeouts.execMs);
       const stateBytes = await freeze(build, record, tp.state);
       const disks = await freezeDisks(record, tp.dir);
+      const seed = await freezeSeed(record, tp.dir);
       const template: TemplateRecord = {
         version: 1,
         name,
@@ -117,6 +116,7 @@ export async function createTemplate(host: QemuHost, input: TemplateCreateInput)
         stateBytes,
         stateSha256: await fileSha256(tp.state),
         createMs: Math.round(performance.now() - started),
+        ...seed,
       };
       await rename(record.paths.consoleLog, tp.consoleLog).catch(() => undefined);
       await removeBuild(build, record, tp.build);

@@ -33,6 +33,7 @@ import { readPidFile, vmsDir, writeRecord, type VmRecord } from '../state.js';
 import { depsOf } from './compat.js';
 import { freeze, freezeDisks, removeBuild, runSetup } from './create.js';
 import { awaitMigration, unixUri } from './migrate.js';
+import { awaitCloudInit, freezeSeed } from './seed.js';
 import {
   bootFilesOf,
   bootIdentity,
@@ -59,8 +60,6 @@ const ACCELS: ReadonlySet<string> = new Set(['kvm', 'tcg', 'hvf']);
 export function fromVmProblem(record: VmRecord): string | undefined {
   if (record.template) return `it is a clone of template ${record.template.name}: make the template from a boot`;
   if (record.phase !== 'ready') return 'it is still being created';
-  // Its seed disk would be part of the frozen machine, and clones do not have one yet.
-  if (record.seedDir !== undefined || record.seedImage !== undefined) return 'it has cloud-init user-data';
   if (!record.accel || !ACCELS.has(record.accel)) return 'its record names no accelerator';
   return undefined;
 }
@@ -102,6 +101,7 @@ export async function createTemplateFromVm(host: QemuHost, input: TemplateFromVm
         });
       }
       const started = performance.now();
+      if (src.spec.userData !== undefined) await awaitCloudInit(host, from, src.spec.timeouts.readyMs);
       await runSetup(host, from, setup, src.spec.timeouts.execMs);
       await mkdirPrivate(templatesDir(host.config.stateDir));
       await mkdir(tp.dir, { mode: 0o700 });
@@ -140,6 +140,7 @@ export async function createTemplateFromVm(host: QemuHost, input: TemplateFromVm
         await quit(host, src);
         sourceQuit = true;
         const disks = await freezeDisks(src, tp.dir);
+        const seed = await freezeSeed(src, tp.dir);
         const template: TemplateRecord = {
           version: 1,
           name,
@@ -159,6 +160,7 @@ export async function createTemplateFromVm(host: QemuHost, input: TemplateFromVm
           createMs: Math.round(performance.now() - started),
           from,
           ramId: defaultRamId(src.arch),
+          ...seed,
         };
         await rename(src.paths.consoleLog, tp.consoleLog).catch(() => undefined);
         await removeBuild(build, dst, tp.build);

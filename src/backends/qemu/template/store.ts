@@ -49,6 +49,12 @@ export interface TemplateRecord {
   from?: string | undefined;
   /** Its RAM backend id when not `ram0` (frozen from a running VM: see TemplateLink.ramId). */
   ramId?: string | undefined;
+  /**
+   * The cloud-init seed the frozen machine had attached (an ISO, or a directory shown through
+   * vvfat): part of its device layout, so every clone attaches the same one, read-only.
+   */
+  seedImage?: string | undefined;
+  seedDir?: string | undefined;
 }
 
 export const templatesDir = (stateDir: string) => join(stateDir, 'templates');
