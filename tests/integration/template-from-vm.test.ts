@@ -4,7 +4,7 @@
  * running as the template's clone with its name, labels and files, and the ways it refuses
  * (a stopped VM, a clone, a taken name, a failing setup command) leave the source untouched.
  */
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -51,6 +51,32 @@ describe.skipIf(skip)('templates from a running VM (real QEMU)', () => {
     const both = await rejection(createTemplate({ name: T, from: SRC, spec: { memory: 128 } }, ctx));
     expect(both.code).toBe('VALIDATION');
     expect((await rejection(createTemplate({ name: T, from: 'tfv-none' }, ctx))).code).toBe('NOT_FOUND');
+  });
+
+  it('resumes the source untouched when the QEMU taking in its memory dies, leaving no template', async () => {
+    // SIGKILL the receiving QEMU (its -name is the template's) as soon as it appears: the
+    // move fails before or during the migration, and either way the source must run on.
+    let killed = false;
+    const hunt = (async () => {
+      for (let i = 0; i < 2000 && !killed; i++) {
+        for (const pid of await readdir('/proc').catch(() => [])) {
+          if (!/^\d+$/.test(pid)) continue;
+          const argv = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+          if (argv.includes('\0-name\0tfv-dies\0') && argv.includes('\0-incoming\0')) {
+            process.kill(Number(pid), 'SIGKILL');
+            killed = true;
+          }
+        }
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    })();
+    const e = await rejection(createTemplate({ name: 'tfv-dies', from: SRC }, ctx));
+    killed = true;
+    await hunt;
+    expect(['COMMAND_FAILED', 'TIMEOUT', 'TRANSIENT']).toContain(e.code);
+    expect(await stat(join(home, 'templates', 'tfv-dies')).catch(() => undefined)).toBeUndefined();
+    expect((await vmInfo(SRC, ctx)).state).toBe('running');
+    expect((await sh(SRC, 'cat /tmp/from-source')).stdout).toBe('written-in-source\n');
   });
 
   it('freezes the running VM: a clone has what its guest wrote, and the source continues as a clone', async () => {

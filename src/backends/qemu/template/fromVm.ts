@@ -174,9 +174,14 @@ export async function createTemplateFromVm(host: QemuHost, input: TemplateFromVm
           await rm(tp.dir, { recursive: true, force: true });
           await resume(host, src);
         } else if (!(await exists(tp.record))) {
-          // The source is gone but its disks may already be the template's: leave them there
-          // (nothing is deleted), say where, and keep the source's record stopped.
+          // The source's QEMU is gone and its disks may be the template's already: nothing is
+          // deleted, the record says stopped, and the error says where the disks are.
           await writeRecord({ ...src, desiredState: 'stopped', pid: undefined, lastError: String(error) });
+          throw new LocalVmError('COMMAND_FAILED', `freezing ${from} failed after its QEMU stopped: ${String(error)}`, {
+            vm: from,
+            cause: error,
+            hint: `its disks may have moved to ${tp.dir}: move them back into ${src.paths.dir} to start it again`,
+          });
         }
         throw error;
       }
