@@ -24,3 +24,15 @@ export function positional(property: string, value: string): string {
   // NUL bytes need no check here: Node's spawn refuses any argv element that holds one.
   return value;
 }
+
+const SAFE_WORD = /^[A-Za-z0-9_@%+=:,./-]+$/;
+
+/**
+ * Quotes one argument for a POSIX shell: for display, and for the one place a shell must
+ * parse an argv, SSH's remote command (each element quoted on its own, so the guest's shell
+ * sees exactly these words). Pure.
+ */
+export function shellQuote(arg: string): string {
+  if (arg.length > 0 && SAFE_WORD.test(arg)) return arg;
+  return `'${arg.replace(/'/g, `'\\''`)}'`;
+}

@@ -38,6 +38,10 @@ export interface VmInfo {
   startedAt?: string | undefined;
   uptimeMs?: number | undefined;
   lastError?: string | undefined;
+  /** How the guest is reached over SSH (QEMU VMs with an SSH transport; see `localvm ssh-config`). */
+  ssh?: { host: string; port: number; user: string } | undefined;
+  /** The transport `guest()` uses: `agent`, `ssh`, or `auto` while it has not found out yet. */
+  transport?: string | undefined;
 }
 
 export interface ExecOptions {
@@ -93,6 +97,11 @@ export interface Backend {
   plan(request: PlanRequest): Promise<Plan>;
   /** The way into the guest of VM `name` (guest agent, SSH, orbctl run). */
   guest(name: string): GuestTransport;
+  /**
+   * One particular way in (`agent`, `ssh`), whatever `guest` would choose; undefined when this
+   * backend has no such transport (readiness strategies and benchmarks that want one kind).
+   */
+  transport?(name: string, kind: string): GuestTransport | undefined;
   /**
    * Creates and starts the VM. MUST throw ALREADY_EXISTS when a VM of that name exists
    * (the operations layer decides about adoption); MUST leave nothing behind on failure
@@ -211,19 +220,32 @@ export interface VolumeCapable {
   volumeDelete(disk: string): Promise<{ deleted: boolean }>;
 }
 
-export type Capability = 'qmp' | 'snapshots' | 'disks' | 'volumes';
+/** OpenSSH access to a guest from the host (`localvm ssh`, `localvm ssh-config`). */
+export interface SshCapable {
+  /**
+   * The `ssh` command that logs in to VM `name` (a login shell, or `argv` run there), with its
+   * key and pinned host key; the host key is learned first when it is not pinned yet.
+   */
+  sshCommand(name: string, argv: string[], options: { tty: boolean }): Promise<{ file: string; args: string[] }>;
+  /** An ssh_config stanza (`Host localvm-NAME`) for plain ssh, Ansible, pyinfra. */
+  sshConfig(name: string): Promise<string>;
+}
+
+export type Capability = 'qmp' | 'snapshots' | 'disks' | 'volumes' | 'ssh';
 
 const CAPABILITY_METHOD: Record<Capability, string> = {
   qmp: 'qmp',
   snapshots: 'snapshotCreate',
   disks: 'diskAdd',
   volumes: 'volumeCreate',
+  ssh: 'sshCommand',
 };
 
 export function hasCapability(backend: Backend, capability: 'qmp'): backend is Backend & QmpCapable;
 export function hasCapability(backend: Backend, capability: 'snapshots'): backend is Backend & SnapshotCapable;
 export function hasCapability(backend: Backend, capability: 'disks'): backend is Backend & DiskCapable;
 export function hasCapability(backend: Backend, capability: 'volumes'): backend is Backend & VolumeCapable;
+export function hasCapability(backend: Backend, capability: 'ssh'): backend is Backend & SshCapable;
 export function hasCapability(backend: Backend, capability: Capability): boolean {
   return typeof (backend as unknown as Record<string, unknown>)[CAPABILITY_METHOD[capability]] === 'function';
 }
@@ -233,6 +255,7 @@ export function requireCapability(backend: Backend, capability: 'qmp'): Backend 
 export function requireCapability(backend: Backend, capability: 'snapshots'): Backend & SnapshotCapable;
 export function requireCapability(backend: Backend, capability: 'disks'): Backend & DiskCapable;
 export function requireCapability(backend: Backend, capability: 'volumes'): Backend & VolumeCapable;
+export function requireCapability(backend: Backend, capability: 'ssh'): Backend & SshCapable;
 export function requireCapability(backend: Backend, capability: Capability): Backend {
   if (!hasCapability(backend, capability as 'qmp')) {
     const able = backendDrivers()

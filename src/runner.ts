@@ -23,6 +23,8 @@ export interface RunOptions {
    * the signal's reason, e.g. the TIMEOUT of a deadline (see src/time/deadline.ts).
    */
   signal?: AbortSignal | undefined;
+  /** Keep stdout and stderr as bytes too (`stdoutBytes`/`stderrBytes`), for byte-exact transfers. */
+  binary?: boolean | undefined;
 }
 
 export interface RunResult {
@@ -35,6 +37,9 @@ export interface RunResult {
   stderr: string;
   timedOut: boolean;
   durationMs: number;
+  /** With `binary`: the output exactly as the process wrote it. */
+  stdoutBytes?: Uint8Array | undefined;
+  stderrBytes?: Uint8Array | undefined;
 }
 
 export interface CommandRunner {
@@ -48,6 +53,11 @@ export interface CommandRunner {
    * without waiting (for the fixture reaper).
    */
   spawnDetached?(cmd: Command, options?: Pick<RunOptions, 'env' | 'cwd'>): Promise<number>;
+  /**
+   * Runs `cmd` on this process's own terminal (stdin, stdout and stderr inherited: `localvm
+   * ssh`) and resolves with its exit code (128 + n when a signal ended it).
+   */
+  runInteractive?(cmd: Command): Promise<number>;
 }
 
 /** Runs `cmd` and throws COMMAND_FAILED (or TIMEOUT) unless it exits 0. */
@@ -95,7 +105,7 @@ export function createExecaRunner(): CommandRunner {
         const r = await execa(cmd.file, cmd.args, {
           reject: false,
           stripFinalNewline: false,
-          encoding: 'utf8',
+          encoding: options.binary ? ('buffer' as const) : ('utf8' as const),
           input: options.input,
           ...(options.input === undefined ? { stdin: 'ignore' as const } : {}),
           timeout: options.timeoutMs,
@@ -114,15 +124,18 @@ export function createExecaRunner(): CommandRunner {
             command: { file: cmd.file, args: cmd.args },
           });
         }
+        const bytes = (v: unknown) => (v instanceof Uint8Array ? v : new Uint8Array());
+        const text = (v: unknown) => (v instanceof Uint8Array ? Buffer.from(v).toString('utf8') : String(v ?? ''));
         return {
           file: cmd.file,
           args: cmd.args,
           exitCode: r.timedOut || r.exitCode === undefined ? -1 : r.exitCode,
           signal: r.signal,
-          stdout: String(r.stdout ?? ''),
-          stderr: String(r.stderr ?? ''),
+          stdout: text(r.stdout),
+          stderr: text(r.stderr),
           timedOut: Boolean(r.timedOut),
           durationMs: performance.now() - started,
+          ...(options.binary ? { stdoutBytes: bytes(r.stdout), stderrBytes: bytes(r.stderr) } : {}),
         };
       } catch (error) {
         if (error instanceof LocalVmError) throw error;
@@ -148,6 +161,24 @@ export function createExecaRunner(): CommandRunner {
       child.unref();
       if (child.pid === undefined) throw new LocalVmError('COMMAND_FAILED', `could not start ${cmd.file}`);
       return child.pid;
+    },
+    async runInteractive(cmd) {
+      const { spawn } = await import('node:child_process');
+      const { constants } = await import('node:os');
+      const child = spawn(cmd.file, cmd.args, { stdio: 'inherit' });
+      return new Promise<number>((resolve, reject) => {
+        child.once('error', (error: NodeJS.ErrnoException) =>
+          reject(
+            error.code === 'ENOENT'
+              ? new LocalVmError('TOOL_NOT_FOUND', `${cmd.file} was not found on PATH`, {
+                  hint: `install ${cmd.file}, or put it on PATH`,
+                  command: { file: cmd.file, args: cmd.args },
+                })
+              : error,
+          ),
+        );
+        child.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? (constants.signals[signal] ?? 0) : 0)));
+      });
     },
   };
 }

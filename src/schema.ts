@@ -166,6 +166,12 @@ export const vmSpecObjectSchema = z
       .refine((labels) => Object.keys(labels).length <= MAX_LABELS, `at most ${MAX_LABELS} labels`)
       .default({}),
     readiness: z.array(probeSchema).max(16).default([]),
+    /**
+     * How localvm reaches the guest (QEMU): the guest agent, SSH with a per-VM key, or `auto`
+     * (unset): whichever answers first, remembered. SSH is set up for VMs booting a disk image
+     * unless this is `agent`. OrbStack ignores it (`orbctl run` needs neither).
+     */
+    transport: z.enum(['auto', 'agent', 'ssh']).optional(),
     timeouts: timeoutsSchema.default({ ...DEFAULT_TIMEOUTS }),
     /** libvirt: the connection URI of the host to run on (default LOCALVM_LIBVIRT_URI, else qemu:///system). */
     connect: libvirtUriSchema.optional(),
@@ -302,6 +308,7 @@ export function specFingerprint(spec: VmSpec): string {
     isolated: spec.isolated,
     // Only when set, so the fingerprints of VMs that are not clones stay what they were.
     ...(spec.template !== undefined ? { template: spec.template } : {}),
+    ...(spec.transport !== undefined && spec.transport !== 'auto' ? { transport: spec.transport } : {}),
   };
   return createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 16);
 }

@@ -36,3 +36,26 @@ export async function applyMode(
     throw new LocalVmError('COMMAND_FAILED', `chmod of ${path} in ${vm} failed: ${tail(r.stderr, 3, 300)}`, { vm });
   }
 }
+
+/** The sentence a TIMEOUT and the exec hint carry when the agent is silent but the guest is up. */
+export const AGENT_SILENT =
+  'no qemu-guest-agent answered; the guest is up: use transport ssh or install qemu-guest-agent';
+
+/** A getty's prompt (`NAME login: `) in the console's last lines. Pure. */
+export function consoleShowsLogin(consoleTail: string): boolean {
+  return /\S login: *$/m.test(consoleTail);
+}
+
+/**
+ * What to add when the agent gave no answer: the guest is up when its console shows a login
+ * prompt or an SSH server sent its banner; undefined when nothing says so. Pure.
+ */
+export function agentSilenceNote(evidence: {
+  consoleTail: string;
+  sshBanner?: string | undefined;
+}): string | undefined {
+  const seen: string[] = [];
+  if (consoleShowsLogin(evidence.consoleTail)) seen.push('the console shows a login prompt');
+  if (evidence.sshBanner?.startsWith('SSH-')) seen.push(`port 22 answers (${evidence.sshBanner})`);
+  return seen.length ? `${AGENT_SILENT} (${seen.join(', ')})` : undefined;
+}

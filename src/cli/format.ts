@@ -7,6 +7,9 @@ import type { DiskInfo, Snapshot, StandaloneDiskInfo, VmInfo } from '../backend.
 import { isLocalVmError } from '../errors.js';
 import type { Command } from '../runner.js';
 import { formatDuration } from '../time/format.js';
+import { shellQuote } from '../argv.js';
+
+export { shellQuote };
 
 /** The `--json` shape of a VM: stable field names, absent values as null. */
 export interface VmJson {
@@ -28,6 +31,9 @@ export interface VmJson {
   startedAt: string | null;
   uptimeMs: number | null;
   lastError: string | null;
+  /** `localvm ssh` reaches the VM here (QEMU VMs with an SSH transport). */
+  ssh: { host: string; port: number; user: string } | null;
+  transport: string | null;
 }
 
 /** A VM as `--json` prints it (the same for `list` entries and `info`). */
@@ -51,6 +57,8 @@ export function vmToJson(vm: VmInfo): VmJson {
     startedAt: vm.startedAt ?? null,
     uptimeMs: vm.uptimeMs ?? null,
     lastError: vm.lastError ?? null,
+    ssh: vm.ssh ? { host: vm.ssh.host, port: vm.ssh.port, user: vm.ssh.user } : null,
+    transport: vm.transport ?? null,
   };
 }
 
@@ -94,6 +102,8 @@ export function formatVmInfo(vm: VmInfo): string {
     if (value === null) continue;
     if (key === 'ports') {
       if (vm.ports.length) rows.push([key, formatPorts(vm.ports)]);
+    } else if (key === 'ssh') {
+      if (vm.ssh) rows.push([key, `${vm.ssh.user}@${vm.ssh.host}:${vm.ssh.port} (localvm ssh ${vm.name})`]);
     } else if (key === 'labels') {
       const labels = Object.entries(vm.labels).map(([k, v]) => `${k}=${v}`);
       if (labels.length) rows.push([key, labels.join(',')]);
@@ -183,14 +193,6 @@ export function formatDownloadProgress(
     ? ` of ${formatBytes(totalBytes)} (${Math.floor((receivedBytes * 100) / Math.max(1, totalBytes))}%)`
     : '';
   return `${formatBytes(receivedBytes)}${of}${rate}`;
-}
-
-const SAFE_WORD = /^[A-Za-z0-9_@%+=:,./-]+$/;
-
-/** Quotes one argument for display in a POSIX shell. Display only: localvm never runs shell strings. */
-export function shellQuote(arg: string): string {
-  if (arg.length > 0 && SAFE_WORD.test(arg)) return arg;
-  return `'${arg.replace(/'/g, `'\\''`)}'`;
 }
 
 /** A command as one line: a JSON argv (`--json`) or shell-quoted for people. */

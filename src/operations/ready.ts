@@ -15,26 +15,37 @@ import { poll } from '../time/poll.js';
 import { locate, notFound } from './locate.js';
 import { probeLimit, type ReadinessStrategy, type ReadyCheck } from './readyCheck.js';
 import { port } from './readyPort.js';
+import { agentSilenceNote, cloudInit, readSshBanner, ssh } from './readyGuest.js';
+
+/** Verdicts of a guest agent that did not answer: a TIMEOUT then looks for signs the guest is up. */
+const agentSilence = new WeakSet<ProbeResult>();
 
 /**
- * The backend's own probe (the guest agent answers; OrbStack: running with an IP). The
- * agent probe is event-driven (a guest-sync sent before the agent is up is answered the
- * moment it starts), so a long probe timeout detects readiness with no polling delay.
+ * The backend's own probe through the transport it uses (the guest agent, SSH or whichever
+ * answers first; OrbStack: running with an IP). The agent probe is event-driven (a
+ * guest-sync sent before the agent is up is answered the moment it starts), so a long probe
+ * timeout detects readiness with no polling delay. The default strategy.
  */
-function agent(options: { timeoutMs?: number } = {}): ReadinessStrategy {
+function guest(options: { timeoutMs?: number } = {}, kind?: string): ReadinessStrategy {
   return {
-    description: 'agent',
+    description: kind ?? 'agent',
     async check(ctx) {
       ctx.countProbe();
-      return ctx.backend
-        .guest(ctx.name)
-        .probe(probeLimit(ctx, options.timeoutMs))
-        .catch((error: unknown): ProbeResult => ({
-          ready: false,
-          detail: `probe failed: ${(error as Error).message}`,
-        }));
+      const transport = (kind ? ctx.backend.transport?.(ctx.name, kind) : undefined) ?? ctx.backend.guest(ctx.name);
+      const result = await transport.probe(probeLimit(ctx, options.timeoutMs)).catch((error: unknown): ProbeResult => ({
+        ready: false,
+        detail: `probe failed: ${(error as Error).message}`,
+      }));
+      // Only evidence that the guest is up turns this into a note (see agentSilenceNote).
+      if (!result.ready && transport.kind !== 'ssh') agentSilence.add(result);
+      return result;
     },
   };
+}
+
+/** The guest agent itself answers, whatever transport the VM would choose (QEMU; elsewhere the backend's probe). */
+function agent(options: { timeoutMs?: number } = {}): ReadinessStrategy {
+  return guest(options, 'agent');
 }
 
 /** A guest command (an argv, no shell) that must exit 0. */
@@ -78,7 +89,7 @@ function all(...strategies: ReadinessStrategy[]): ReadinessStrategy {
 export type { ReadinessStrategy, ReadyCheck } from './readyCheck.js';
 export type { PortOptions } from './readyPort.js';
 
-export const ready = { agent, command, port, all };
+export const ready = { agent, ssh, cloudInit, command, port, all };
 
 export interface ReadyOptions {
   /** Overall deadline (default: the VM spec's `timeouts.readyMs`, else 120 s). */
@@ -152,7 +163,7 @@ export async function waitForVmReady(
   const timeoutMs = opts.timeoutMs ?? found.info.spec?.timeouts.readyMs ?? 120_000;
   const probes = opts.probes ?? found.info.spec?.readiness ?? [];
   const strategy = all(
-    ...(opts.strategies === undefined ? [agent()] : [opts.strategies].flat()),
+    ...(opts.strategies === undefined ? [guest()] : [opts.strategies].flat()),
     ...probes.map((p) => command(p.argv, { timeoutMs: p.timeoutMs })),
   );
 
@@ -202,12 +213,21 @@ export async function waitForVmReady(
         maxMs: opts.maxIntervalMs ?? 500,
         onTimeout: async () => {
           const consoleTail = (await backend.consoleTail?.(name, 15).catch(() => '')) ?? '';
+          // The agent was silent: say so when the guest is up all the same.
+          const silent = agentSilence.has(last)
+            ? agentSilenceNote({
+                consoleTail,
+                sshBanner: found.info.ssh ? await readSshBanner(found.info.ssh.port) : undefined,
+              })
+            : undefined;
           return new LocalVmError(
             'TIMEOUT',
             `VM ${name} was not ready after ${formatDuration(timeoutMs)} (${count} probes); last probe: ${last.detail}` +
+              (silent ? `; ${silent}` : '') +
               (consoleTail ? `\nconsole tail:\n${consoleTail}` : ''),
             {
               vm: name,
+              ...(silent ? { hint: silent } : {}),
               details: { lastProbe: last.detail, probes: count, consoleTail, timeoutMs: wholeMs(timeoutMs) },
             },
           );

@@ -197,6 +197,8 @@ describe('formatting', () => {
       'startedAt',
       'uptimeMs',
       'lastError',
+      'ssh',
+      'transport',
     ]);
     expect(json.pid).toBeNull();
   });

@@ -15,6 +15,8 @@ import { killHard, waitGone } from './observe.js';
 import type { QemuStep } from './plan.js';
 import { mkdirPrivate } from '../../host/privateDir.js';
 import { readPidFile, removeStaleRuntime, writeRecord, type VmRecord } from './state.js';
+import { readPublicKey } from './ssh/transport.js';
+import { mergeUserData } from './ssh/userData.js';
 import { applyCloneAction } from './template/restore.js';
 
 /** Called with each step as it is executed (tests compare what ran with what was planned). */
@@ -74,7 +76,11 @@ async function applyStep(host: QemuHost, vm: string, step: QemuStep, afterUndeli
       return 'done';
     case 'write-seed':
       await mkdir(a.dir, { mode: 0o700 });
-      await writeFile(join(a.dir, 'user-data'), a.userData, { mode: 0o600 });
+      await writeFile(
+        join(a.dir, 'user-data'),
+        a.sshKey ? mergeUserData(a.userData, await readPublicKey(a.sshKey.keyFile), a.sshKey.user) : (a.userData ?? ''),
+        { mode: 0o600 },
+      );
       await writeFile(join(a.dir, 'meta-data'), a.metaData, { mode: 0o600 });
       return 'done';
     case 'run':

@@ -4,15 +4,17 @@
  * readiness). The parts live in their own files over one QemuHost: lifecycle.ts (plan,
  * then apply), guest.ts (the agent transport), disks.ts and snapshot.ts (capabilities).
  */
-import type { Backend, DiskCapable, QmpCapable, SnapshotCapable, VolumeCapable } from '../../backend.js';
+import type { Backend, DiskCapable, QmpCapable, SnapshotCapable, SshCapable, VolumeCapable } from '../../backend.js';
 import type { StepObserver } from './apply.js';
 import { createDiskOps } from './disks.js';
-import { agentTransport, consoleTail } from './guest.js';
+import { consoleTail } from './guest.js';
 import { createQemuHost, type QemuBackendOptions } from './host.js';
 import { createLifecycle, settleForCapability } from './lifecycle.js';
 import { notFound, observe, requireRecord, requireRunning, toInfo } from './observe.js';
 import { QEMU_BACKEND } from './register.js';
 import { createSnapshotOps } from './snapshot.js';
+import { createSshAccess } from './ssh/access.js';
+import { qemuTransport, qemuTransportOf } from './ssh/choose.js';
 import { listVmNames, writeRecord } from './state.js';
 import { createTemplateOps, type TemplateCapable } from './template/ops.js';
 import { createHoldOps, type HoldCapable } from './template/hold.js';
@@ -27,6 +29,7 @@ export type QemuBackend = Backend &
   SnapshotCapable &
   DiskCapable &
   VolumeCapable &
+  SshCapable &
   TemplateCapable &
   HoldCapable;
 
@@ -49,7 +52,7 @@ export function createQemuBackend(options: QemuBackendOptions & { onStep?: StepO
     qmpSession: host.qmpSession,
     log: host.log,
   };
-  const guest = (name: string) => agentTransport(host, name);
+  const guest = (name: string) => qemuTransport(host, name);
   const { releaseVm, ...volumes } = createVolumeOps(host, access);
 
   return {
@@ -66,6 +69,7 @@ export function createQemuBackend(options: QemuBackendOptions & { onStep?: StepO
       await lifecycle.delete(name);
       await releaseVm(name);
     },
+    ...createSshAccess(host),
 
     async list() {
       const names = await listVmNames(host.config.stateDir);
@@ -79,6 +83,7 @@ export function createQemuBackend(options: QemuBackendOptions & { onStep?: StepO
     },
 
     guest,
+    transport: (name, kind) => qemuTransportOf(host, name, kind),
     consoleTail: (name, lines) => consoleTail(host, name, lines),
 
     async qmp(name, command, args) {

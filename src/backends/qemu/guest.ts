@@ -6,8 +6,9 @@
 import { open } from 'node:fs/promises';
 import type { ExecOptions, ProbeResult, PutFileOptions } from '../../backend.js';
 import { isLocalVmError, LocalVmError, tail } from '../../errors.js';
+import { readSshBanner } from '../../host/sshBanner.js';
 import { formatMs } from '../../time/format.js';
-import { applyMode, type GuestTransport } from '../../transport.js';
+import { agentSilenceNote, applyMode, type GuestTransport } from '../../transport.js';
 import type { QemuHost } from './host.js';
 import { observe, requireRecord, requireRunning } from './observe.js';
 import { guestExec, guestGetFile, guestPutFile, type QgaClient } from './qga.js';
@@ -33,6 +34,14 @@ async function withAgent<T>(
       });
     }
     if (isLocalVmError(error) && error.vm === undefined) {
+      const silentAgent = error.code === 'TIMEOUT' && error.details?.guestPid === undefined;
+      // An agent that never answered a guest that is up: say what to do instead of "booting?".
+      const note = silentAgent
+        ? agentSilenceNote({
+            consoleTail: await consoleTail(host, name).catch(() => ''),
+            sshBanner: record.ssh ? await readSshBanner(record.ssh.port) : undefined,
+          })
+        : undefined;
       throw new LocalVmError(error.code, `${name}: ${error.message}`, {
         vm: name,
         cause: error,
@@ -40,10 +49,7 @@ async function withAgent<T>(
         transient: error.transient,
         // A guest command that ran too long carries its guest pid; anything else timed
         // out before the agent answered at all.
-        hint:
-          error.code === 'TIMEOUT' && error.details?.guestPid === undefined
-            ? 'is the guest still booting? see `localvm console`'
-            : error.hint,
+        hint: silentAgent ? (note ?? 'is the guest still booting? see `localvm console`') : error.hint,
       });
     }
     throw error;

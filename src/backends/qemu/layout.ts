@@ -51,6 +51,8 @@ export interface LaunchInputs {
   stateDisk?: string | undefined;
   paths: VmPaths;
   template?: TemplateLink | undefined;
+  /** Guest port 22 is forwarded to 127.0.0.1:`port` (see ssh/). */
+  ssh?: { port: number } | undefined;
 }
 
 /**
@@ -91,7 +93,9 @@ export function launchFor(
             ...(boot.append !== undefined ? { append: boot.append } : {}),
           }
         : boot,
-    ports: vm.spec.ports,
+    ports: vm.ssh
+      ? [...vm.spec.ports, { host: vm.ssh.port, guest: 22, protocol: 'tcp', bind: '127.0.0.1' }]
+      : vm.spec.ports,
     isolated: vm.spec.isolated,
     disks: [
       ...vm.disks,

@@ -97,6 +97,12 @@ export function toInfo(host: QemuHost, name: string, o: Observed): VmInfo {
     startedAt,
     uptimeMs: startedAt ? Math.max(0, Date.now() - Date.parse(startedAt)) : undefined,
     lastError: r?.lastError,
+    ...(r?.ssh
+      ? {
+          ssh: { host: '127.0.0.1', port: r.ssh.port, user: r.ssh.user },
+          transport: r.spec.transport && r.spec.transport !== 'auto' ? r.spec.transport : (r.transport ?? 'auto'),
+        }
+      : {}),
   };
 }
 

@@ -3,7 +3,7 @@
  * (the record, the process, the image's format as `qemu-img info` reports it, the cached
  * accelerator verdict). `apply.ts` executes exactly these steps; `--dry-run` prints them.
  */
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { LocalVmError } from '../../errors.js';
 import { exists } from '../../host/fs.js';
 import { parseQemuImgInfo } from '../../parsers.js';
@@ -22,6 +22,9 @@ import { QEMU_BACKEND } from './register.js';
 import { findIsoTool, seedImageFor, seedIsoCommand } from './seed.js';
 import { planRemoteImage, type DownloadAction } from './image/remote.js';
 import { RECORD_VERSION, vmsDir, type BootRecord, type VmPaths, type VmRecord } from './state.js';
+import { keygenCommand } from './ssh/argv.js';
+import { freeLoopbackPort } from './ssh/port.js';
+import { SSH_USER } from './ssh/userData.js';
 import { planCloneCreate } from './template/clonePlan.js';
 import type { CloneAction } from './template/restore.js';
 
@@ -31,7 +34,15 @@ export type QemuAction =
   | { kind: 'write-record'; record: VmRecord }
   | { kind: 'touch'; path: string }
   | DownloadAction
-  | { kind: 'write-seed'; dir: string; userData: string; metaData: string }
+  | {
+      kind: 'write-seed';
+      dir: string;
+      /** The user's user-data (none: only ours, when the seed is there for SSH). */
+      userData: string | undefined;
+      metaData: string;
+      /** Merge the VM's public key (`<keyFile>.pub`, written by an earlier step) into the user-data. */
+      sshKey?: { keyFile: string; user: string } | undefined;
+    }
   | { kind: 'run'; timeoutMs: number }
   | { kind: 'launch'; record: VmRecord; accel: AccelChoice }
   | { kind: 'remove-runtime'; paths: VmPaths }
@@ -183,7 +194,9 @@ export async function planCreate(host: QemuHost, spec: VmSpec, mode: PlanMode): 
   const { boot, image } = remote ?? (await resolveBoot(host, spec));
   const backingFormat = remote ? remote.format : image ? await imageFormat(host, name, image) : undefined;
   const disks = diskLayout(spec, p.dir);
-  const isoTool = spec.userData !== undefined ? findIsoTool(host.config) : undefined;
+  const ssh = await planSsh(spec, p.dir, image !== undefined || remote !== undefined);
+  const seedDir = seedDirFor(spec, p.dir) ?? (ssh ? join(p.dir, 'seed') : undefined);
+  const isoTool = seedDir !== undefined ? findIsoTool(host.config) : undefined;
   const record: VmRecord = {
     version: RECORD_VERSION,
     name,
@@ -195,10 +208,11 @@ export async function planCreate(host: QemuHost, spec: VmSpec, mode: PlanMode): 
     boot: image && backingFormat ? await rootBoot(host.runner, spec, p.overlay, image, backingFormat) : boot,
     arch: spec.arch ?? host.hostArch,
     disks,
-    seedDir: seedDirFor(spec, p.dir),
-    seedImage: spec.userData !== undefined && isoTool ? seedImageFor(p.dir) : undefined,
+    seedDir,
+    seedImage: seedDir !== undefined && isoTool ? seedImageFor(p.dir) : undefined,
     stateDisk: stateDiskFor(p.dir),
     paths: p,
+    ...(ssh ? { ssh } : {}),
   };
   const steps: QemuStep[] = [
     ...(remote?.steps ?? []),
@@ -220,13 +234,22 @@ export async function planCreate(host: QemuHost, spec: VmSpec, mode: PlanMode): 
     // The console log exists from the start, so `console` works even if QEMU never runs.
     { summary: `create ${p.consoleLog} (mode 0600)`, action: { kind: 'touch', path: p.consoleLog } },
   ];
-  if (record.seedDir && spec.userData !== undefined) {
+  if (ssh) {
+    steps.push(
+      runStep(keygenCommand(ssh.keyFile, `localvm-${name}`)),
+      // Empty until the first connect pins the guest's host key.
+      { summary: `create ${ssh.knownHosts} (mode 0600)`, action: { kind: 'touch', path: ssh.knownHosts } },
+    );
+  }
+  if (record.seedDir) {
+    const bytes = spec.userData !== undefined ? Buffer.byteLength(spec.userData) : 0;
     steps.push({
-      summary: `write the cloud-init seed ${record.seedDir}/{user-data,meta-data} (${Buffer.byteLength(spec.userData)} bytes of user-data, mode 0600)`,
+      summary: `write the cloud-init seed ${record.seedDir}/{user-data,meta-data} (${bytes} bytes of user-data${ssh ? `, merged with the SSH key for ${ssh.user}` : ''}, mode 0600)`,
       action: {
         kind: 'write-seed',
         dir: record.seedDir,
         userData: spec.userData,
+        sshKey: ssh ? { keyFile: ssh.keyFile, user: ssh.user } : undefined,
         // instance-id changes with the spec, so cloud-init runs again when the VM is recreated differently.
         metaData: `instance-id: ${name}-${record.fingerprint}\nlocal-hostname: ${name}\n`,
       },
@@ -260,6 +283,28 @@ export async function planCreate(host: QemuHost, spec: VmSpec, mode: PlanMode): 
   }
   steps.push(...(await launchSteps(host, record, mode)));
   return { backend: QEMU_BACKEND, operation: 'create', vm: name, steps };
+}
+
+/**
+ * The VM's SSH access, when it gets one: asked for (`transport: 'ssh'`), or by default for
+ * a VM that boots a disk image (a cloud image with cloud-init and sshd; the tiny image has
+ * neither). Guest port 22 is forwarded to a loopback port free now.
+ */
+async function planSsh(spec: VmSpec, dir: string, bootsDisk: boolean): Promise<VmRecord['ssh']> {
+  const wanted = spec.transport ?? 'auto';
+  if (wanted === 'agent' || (wanted === 'auto' && !bootsDisk)) return undefined;
+  if (spec.image === 'tiny' && !spec.kernel) {
+    throw new LocalVmError('VALIDATION', 'the tiny image has no SSH server', {
+      vm: spec.name,
+      issues: [{ property: 'transport', reason: "the tiny image is reached through its agent: use 'agent' or 'auto'" }],
+    });
+  }
+  return {
+    port: await freeLoopbackPort(),
+    user: SSH_USER,
+    keyFile: join(dir, 'ssh_key'),
+    knownHosts: join(dir, 'known_hosts'),
+  };
 }
 
 /** Plans starting a VM from its record; nothing to do when it runs. */

@@ -13,7 +13,7 @@ export const QEMU_BACKEND = 'qemu';
 registerBackend({
   name: QEMU_BACKEND,
   summary: 'QEMU processes on this host (KVM, HVF or software emulation)',
-  capabilities: ['qmp', 'snapshots', 'disks', 'volumes'],
+  capabilities: ['qmp', 'snapshots', 'disks', 'volumes', 'ssh'],
   embeddedImages: ['tiny'],
   // Always available: its VMs live in the state directory, readable on any host. A missing
   // binary is said here and reported by the launch itself as TOOL_NOT_FOUND with a hint.

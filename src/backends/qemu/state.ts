@@ -74,6 +74,19 @@ export interface VmRecord {
   paths: VmPaths;
   /** Set on a template's source VM and on its clones (see template/). */
   template?: TemplateLink | undefined;
+  /** How the VM is reached over SSH (see ssh/), when it has an SSH transport. */
+  ssh?: SshRecord | undefined;
+  /** The transport `auto` found answering first, remembered for the next calls. */
+  transport?: 'agent' | 'ssh' | undefined;
+}
+
+/** A VM's SSH access: guest port 22 forwarded to 127.0.0.1:`port`, its own key, its pinned host key. */
+export interface SshRecord {
+  port: number;
+  user: string;
+  /** The private key (0600); the public one is `<keyFile>.pub`. */
+  keyFile: string;
+  knownHosts: string;
 }
 
 /** How a VM is tied to a template: its RAM file, and the VM generation id it runs with. */
