@@ -23,6 +23,7 @@ import { registerRun } from './commands/run.js';
 import { registerPool } from './commands/pool.js';
 import { registerShell } from './commands/shell.js';
 import { registerSnapshot } from './commands/snapshot.js';
+import { registerSsh } from './commands/ssh.js';
 import { registerTemplate } from './commands/template.js';
 import { EXIT_CODES, EXIT_CODES_HELP, exitCodeFor } from './exitCodes.js';
 import { errorToJson, formatError } from './format.js';
@@ -40,6 +41,7 @@ const COMMANDS: readonly RegisterCommand[] = [
   registerExec,
   registerShell,
   registerCp,
+  registerSsh,
   registerQmp,
   registerCleanup,
   registerSnapshot,

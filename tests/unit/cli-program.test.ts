@@ -177,6 +177,7 @@ describe('localvm program (fake backend)', () => {
     };
     expect(await commands()).toEqual([
       ...['create', 'start', 'stop', 'restart', 'delete', 'list', 'info', 'console', 'exec', 'shell', 'cp'],
+      ...['ssh', 'ssh-config'],
       ...['qmp', 'cleanup', 'snapshot', 'template', 'disk', 'image', 'doctor', 'demo', 'run', 'pool', 'help'],
     ]);
     expect(await commands('snapshot')).toEqual(['create', 'list', 'restore', 'delete', 'help']);
