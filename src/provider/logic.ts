@@ -63,6 +63,8 @@ export const VM_REPLACE_KEYS = [
   'user',
   'userData',
   'isolated',
+  // SSH or not is set up at create (key, seed, port forward).
+  'transport',
   // A clone of another template is another machine (its RAM and disks are that template's).
   'template',
 ] as const;

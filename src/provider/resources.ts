@@ -73,6 +73,8 @@ export interface VmArgs {
   template?: In<string>;
   ports?: In<In<PortForwardArgs>[]>;
   isolated?: In<boolean>;
+  /** How localvm reaches the guest (QEMU): `agent`, `ssh`, or `auto` (the first to answer). Changing it replaces the VM. */
+  transport?: In<'auto' | 'agent' | 'ssh'>;
   labels?: In<Record<string, In<string>>>;
   /** Commands that must exit 0 in the guest before the VM counts as created. */
   readiness?: In<In<ProbeArgs>[]>;

@@ -1,3 +1,4 @@
+import { createServer } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import {
   classifySshFailure,
@@ -12,6 +13,8 @@ import {
 } from '../../src/backends/qemu/ssh/argv.js';
 import { shellQuote } from '../../src/argv.js';
 import { decidedTransport, raceProbes } from '../../src/backends/qemu/ssh/choose.js';
+import { planSsh, withFreeSshPort } from '../../src/backends/qemu/ssh/plan.js';
+import type { VmRecord } from '../../src/backends/qemu/state.js';
 import { sshGuestArgv } from '../../src/backends/qemu/ssh/transport.js';
 import { MERGE_HOW, mergeUserData, sshCloudConfig, userDataContentType } from '../../src/backends/qemu/ssh/userData.js';
 import { LocalVmError } from '../../src/errors.js';
@@ -241,5 +244,35 @@ describe('transport choice', () => {
     expect(codeOfSync(() => parseVmSpec({ name: 'a', transport: 'telnet' }))).toBe('VALIDATION');
     expect(specFingerprint(spec('auto'))).toBe(specFingerprint(spec()));
     expect(specFingerprint(spec('ssh'))).not.toBe(specFingerprint(spec()));
+  });
+});
+
+describe('planning SSH access', () => {
+  it('a disk-image VM gets it unless transport is agent; tiny only refuses an explicit ssh', async () => {
+    const auto = await planSsh(parseVmSpec({ name: 'a', image: '/img.qcow2' }), '/d', true);
+    expect(auto).toMatchObject({ user: 'localvm', keyFile: '/d/ssh_key', knownHosts: '/d/known_hosts' });
+    expect(auto?.port).toBeGreaterThan(0);
+    expect(await planSsh(parseVmSpec({ name: 'a', image: '/img.qcow2', transport: 'agent' }), '/d', true)).toBe(
+      undefined,
+    );
+    expect(await planSsh(parseVmSpec({ name: 'a' }), '/d', false)).toBeUndefined();
+    expect(await codeOf(planSsh(parseVmSpec({ name: 'a', transport: 'ssh' }), '/d', false))).toBe('VALIDATION');
+  });
+
+  it('a stopped VM whose recorded SSH port was taken starts on a new one', async () => {
+    const server = createServer();
+    const taken = await new Promise<number>((resolve) =>
+      server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)),
+    );
+    try {
+      const record = { ssh: { port: taken, user: 'localvm', keyFile: '/k', knownHosts: '/h' } } as VmRecord;
+      const moved = await withFreeSshPort(record);
+      expect(moved.ssh?.port).not.toBe(taken);
+      expect({ ...moved.ssh, port: 0 }).toEqual({ ...record.ssh, port: 0 });
+      const free = { ssh: { ...record.ssh, port: moved.ssh?.port ?? 0 } } as VmRecord;
+      expect(await withFreeSshPort(free)).toBe(free);
+    } finally {
+      server.close();
+    }
   });
 });

@@ -15,6 +15,7 @@ import { QEMU_BACKEND } from './register.js';
 import { createSnapshotOps } from './snapshot.js';
 import { createSshAccess } from './ssh/access.js';
 import { qemuTransport, qemuTransportOf } from './ssh/choose.js';
+import { closeSshMaster } from './ssh/transport.js';
 import { listVmNames, writeRecord } from './state.js';
 import { createTemplateOps, type TemplateCapable } from './template/ops.js';
 import { createHoldOps, type HoldCapable } from './template/hold.js';
@@ -58,7 +59,14 @@ export function createQemuBackend(options: QemuBackendOptions & { onStep?: StepO
   return {
     name: QEMU_BACKEND,
     ...lifecycle,
-    ...createSnapshotOps({ ...access, dropAgent: (p) => host.sessions.drop(p.qgaSocket) }),
+    ...createSnapshotOps({
+      ...access,
+      // Both ways in hold connections a loadvm sends back in time.
+      dropAgent: async (p) => {
+        await host.sessions.drop(p.qgaSocket);
+        await closeSshMaster(host, p);
+      },
+    }),
     ...createDiskOps({ ...access, writeRecord }),
     ...createTemplateOps(host),
     ...createHoldOps(host),

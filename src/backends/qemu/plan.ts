@@ -22,9 +22,7 @@ import { QEMU_BACKEND } from './register.js';
 import { findIsoTool, seedImageFor, seedIsoCommand } from './seed.js';
 import { planRemoteImage, type DownloadAction } from './image/remote.js';
 import { RECORD_VERSION, vmsDir, type BootRecord, type VmPaths, type VmRecord } from './state.js';
-import { keygenCommand } from './ssh/argv.js';
-import { freeLoopbackPort } from './ssh/port.js';
-import { SSH_USER } from './ssh/userData.js';
+import { planSsh, sshSteps, withFreeSshPort } from './ssh/plan.js';
 import { planCloneCreate } from './template/clonePlan.js';
 import type { CloneAction } from './template/restore.js';
 
@@ -234,13 +232,7 @@ export async function planCreate(host: QemuHost, spec: VmSpec, mode: PlanMode): 
     // The console log exists from the start, so `console` works even if QEMU never runs.
     { summary: `create ${p.consoleLog} (mode 0600)`, action: { kind: 'touch', path: p.consoleLog } },
   ];
-  if (ssh) {
-    steps.push(
-      runStep(keygenCommand(ssh.keyFile, `localvm-${name}`)),
-      // Empty until the first connect pins the guest's host key.
-      { summary: `create ${ssh.knownHosts} (mode 0600)`, action: { kind: 'touch', path: ssh.knownHosts } },
-    );
-  }
+  if (ssh) steps.push(...sshSteps(name, ssh, runStep));
   if (record.seedDir) {
     const bytes = spec.userData !== undefined ? Buffer.byteLength(spec.userData) : 0;
     steps.push({
@@ -285,35 +277,14 @@ export async function planCreate(host: QemuHost, spec: VmSpec, mode: PlanMode): 
   return { backend: QEMU_BACKEND, operation: 'create', vm: name, steps };
 }
 
-/**
- * The VM's SSH access, when it gets one: asked for (`transport: 'ssh'`), or by default for
- * a VM that boots a disk image (a cloud image with cloud-init and sshd; the tiny image has
- * neither). Guest port 22 is forwarded to a loopback port free now.
- */
-async function planSsh(spec: VmSpec, dir: string, bootsDisk: boolean): Promise<VmRecord['ssh']> {
-  const wanted = spec.transport ?? 'auto';
-  if (wanted === 'agent' || (wanted === 'auto' && !bootsDisk)) return undefined;
-  if (spec.image === 'tiny' && !spec.kernel) {
-    throw new LocalVmError('VALIDATION', 'the tiny image has no SSH server', {
-      vm: spec.name,
-      issues: [{ property: 'transport', reason: "the tiny image is reached through its agent: use 'agent' or 'auto'" }],
-    });
-  }
-  return {
-    port: await freeLoopbackPort(),
-    user: SSH_USER,
-    keyFile: join(dir, 'ssh_key'),
-    knownHosts: join(dir, 'known_hosts'),
-  };
-}
-
 /** Plans starting a VM from its record; nothing to do when it runs. */
 export async function planStart(host: QemuHost, o: Observed & { record: VmRecord }, mode: PlanMode): Promise<QemuPlan> {
   const name = o.record.name;
   if (o.state.state === 'running')
     return { backend: QEMU_BACKEND, operation: 'start', vm: name, steps: [note(`${name} is running: nothing to do`)] };
   await checkBootFiles(name, o.record.boot);
-  return { backend: QEMU_BACKEND, operation: 'start', vm: name, steps: await launchSteps(host, o.record, mode) };
+  const record = await withFreeSshPort(o.record);
+  return { backend: QEMU_BACKEND, operation: 'start', vm: name, steps: await launchSteps(host, record, mode) };
 }
 
 /** The steps that stop a running QEMU: graceful (power button) unless forced, then quit, then SIGKILL. */

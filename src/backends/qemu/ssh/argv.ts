@@ -108,9 +108,12 @@ export function sshInteractiveCommand(
   };
 }
 
-/** `ssh -O exit`: stops the control master of a VM (nothing happens when none runs). */
-export function sshExitMasterCommand(t: SshTarget, sshBinary = 'ssh'): Command {
-  return { file: sshBinary, args: [...sshOptions(t, { pinned: true }), '-O', 'exit', '127.0.0.1'] };
+/** `ssh -O exit`: stops the control master on `controlPath` (it fails harmlessly when none runs). */
+export function sshExitMasterCommand(controlPath: string, sshBinary = 'ssh'): Command {
+  return {
+    file: sshBinary,
+    args: ['-F', '/dev/null', '-o', `ControlPath=${configValue(controlPath)}`, '-O', 'exit', '127.0.0.1'],
+  };
 }
 
 // ssh adds `.` and 16 random characters to the control path while it binds the socket.

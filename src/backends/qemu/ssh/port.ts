@@ -18,3 +18,13 @@ export function freeLoopbackPort(): Promise<number> {
     });
   });
 }
+
+/** True when 127.0.0.1:`port` can be bound right now. */
+export function loopbackPortFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}

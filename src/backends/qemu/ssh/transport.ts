@@ -16,8 +16,8 @@ import { applyMode, type GuestTransport } from '../../../transport.js';
 import type { QemuHost } from '../host.js';
 import { observe, requireRecord, requireRunning } from '../observe.js';
 import { wrapArgv } from '../qga.js';
-import type { VmRecord } from '../state.js';
-import { classifySshFailure, controlPathFor, sshExecCommand, type SshTarget } from './argv.js';
+import type { VmPaths, VmRecord } from '../state.js';
+import { classifySshFailure, controlPathFor, sshExecCommand, sshExitMasterCommand, type SshTarget } from './argv.js';
 
 /** The SSH target of a record; UNSUPPORTED when the VM was created without SSH. */
 export function sshTarget(host: QemuHost, record: VmRecord): SshTarget {
@@ -183,4 +183,14 @@ export function sshTransport(host: QemuHost, name: string): GuestTransport {
 /** The VM's public key, as the seed injects it. */
 export async function readPublicKey(keyFile: string): Promise<string> {
   return (await readFile(`${keyFile}.pub`, 'utf8')).trim();
+}
+
+/**
+ * Stops the VM's control master, if one runs: after a snapshot restore the guest's side of
+ * its connection jumped back in time, so the next call must connect afresh. Best effort.
+ */
+export async function closeSshMaster(host: QemuHost, paths: VmPaths): Promise<void> {
+  const controlPath = controlPathFor(paths.dir, host.config.runDir);
+  if (!(await stat(controlPath).catch(() => undefined))) return;
+  await host.runner.run(sshExitMasterCommand(controlPath), { timeoutMs: 5_000 }).catch(() => undefined);
 }
