@@ -4,10 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(qemu-system-x86 qemu-utils busybox-static qemu-guest-agent cpio xz-utils genisoimage)
+PACKAGES=(qemu-system-x86 qemu-utils busybox-static qemu-guest-agent cpio xz-utils genisoimage openssh-client)
 
 missing=()
-for tool in qemu-system-x86_64 qemu-img busybox qemu-ga cpio xz; do
+# ssh and ssh-keygen: the SSH transport of cloud-image VMs.
+for tool in qemu-system-x86_64 qemu-img busybox qemu-ga cpio xz ssh ssh-keygen; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 # The cloud-init seed is an ISO image: any one of these tools writes it.
