@@ -100,3 +100,5 @@ export {
 } from './pool/index.js';
 export * from './backends/libvirt/index.js';
 export { pruneImages, planPrune, type PruneItem, type PruneKind, type PruneReport } from './operations/prune.js';
+export { sshCommand, sshConfig } from './operations/ssh.js';
+export { AGENT_SILENT } from './transport.js';

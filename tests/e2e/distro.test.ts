@@ -8,7 +8,8 @@
  * initramfs (every storage driver) and cloud-init's Python need headroom while booting, and
  * under TCG only the pages the guest touches cost host memory.
  */
-import { readFile, rm } from 'node:fs/promises';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,13 +18,17 @@ import { loadConfig } from '../../src/config.js';
 import { connect } from '../../src/connector.js';
 import { realClock, type OperationContext } from '../../src/context.js';
 import { restoreSnapshot, snapshotVm } from '../../src/operations/snapshot.js';
+import { ready } from '../../src/operations/ready.js';
+import { AGENT_SILENT } from '../../src/operations/readyGuest.js';
 import { createVm, deleteVm, listVms, startVm, stopVm, vmInfo, waitForVmReady } from '../../src/operations/vm.js';
 import { createExecaRunner } from '../../src/runner.js';
-import { codeOf } from '../fixtures/rejection.js';
+import { ensureBuilt, repo } from '../fixtures/build.js';
+import { codeOf, rejection } from '../fixtures/rejection.js';
 import { distroImagePath, ed25519AuthorizedKey, freePort, missingDistroImage, sshBanner } from '../fixtures/distro.js';
 
 const skipAgent = missingDistroImage('agent') !== undefined;
 const skipNoAgent = missingDistroImage('noagent') !== undefined;
+const cli = join(repo, 'dist/cli/main.js');
 
 const PREFIX = 'pytest-test-distro-';
 const MEMORY = 1024;
@@ -172,15 +177,23 @@ describe.skipIf(skipAgent)('Debian guest with qemu-guest-agent (real QEMU, TCG)'
   }, 180_000);
 });
 
-describe.skipIf(skipNoAgent)('Debian guest without qemu-guest-agent (real QEMU, TCG)', () => {
+describe.skipIf(skipNoAgent)('Debian guest without qemu-guest-agent: reached over SSH (real QEMU, TCG)', () => {
   const VM = `${PREFIX}noagent`;
   const home = mkdtempSync(join(tmpdir(), 'lvm-distro-'));
   const ctx = context(home);
+  const dir = join(home, 'vms', VM);
   const measured: Record<string, string> = {};
+  // A key pair of the test's own user, so the test can log in as that user next to ours.
+  const aliceKey = join(home, 'alice_key');
   let sshPort = 0;
-  let banner: string | undefined;
+  const cliRun = (...args: string[]) =>
+    spawnSync(process.execPath, [cli, ...args], { env: { ...process.env, LOCALVM_HOME: home }, encoding: 'utf8' });
+  const ssh = (args: string[]) => spawnSync('ssh', args, { encoding: 'utf8', timeout: 120_000 });
 
   beforeAll(async () => {
+    ensureBuilt('dist/cli/main.js');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'alice', '-f', aliceKey]);
+    const alicePub = (await readFile(`${aliceKey}.pub`, 'utf8')).trim();
     sshPort = await freePort();
     const started = performance.now();
     await createVm(
@@ -188,17 +201,14 @@ describe.skipIf(skipNoAgent)('Debian guest without qemu-guest-agent (real QEMU, 
         name: VM,
         image: distroImagePath('noagent'),
         memory: MEMORY,
-        userData,
+        userData: userData.replace(userKey, alicePub),
         ports: [{ host: sshPort, guest: 22 }],
       },
       ctx,
     );
-    while (performance.now() - started < BOOT_MS) {
-      banner = await sshBanner(sshPort);
-      if (banner) break;
-      await sleep(1_000);
-    }
-    measured['create → port 22 answers (seed)'] = since(started);
+    // The default readiness: the VM's transport, auto, finds SSH answering (no agent ever does).
+    await waitForVmReady(VM, { timeoutMs: BOOT_MS }, ctx);
+    measured['create → ready over SSH (seed)'] = since(started);
   }, BOOT_MS + 60_000);
 
   afterAll(async () => {
@@ -207,12 +217,19 @@ describe.skipIf(skipNoAgent)('Debian guest without qemu-guest-agent (real QEMU, 
     console.log(`[distro noagent] ${JSON.stringify(measured)}`);
   });
 
-  it('answers on port 22 through the port forward', () => {
-    expect(banner).toMatch(/^SSH-2\.0-OpenSSH_/);
+  it('answers on port 22 through the port forwards, and auto remembered ssh', async () => {
+    expect(await sshBanner(sshPort)).toMatch(/^SSH-2\.0-OpenSSH_/);
+    const info = await vmInfo(VM, ctx);
+    expect(info.transport).toBe('ssh');
+    expect(info.ssh).toMatchObject({ host: '127.0.0.1', user: 'localvm' });
+    expect(await sshBanner(info.ssh?.port ?? 0)).toMatch(/^SSH-2\.0-OpenSSH_/);
+    // The VM's key pair is its own, private to the owner; the host key is pinned.
+    expect((await stat(join(dir, 'ssh_key'))).mode & 0o777).toBe(0o600);
+    expect(await readFile(join(dir, 'known_hosts'), 'utf8')).toMatch(new RegExp(`^localvm-${VM} ssh-ed25519 `));
   });
 
   it('reaches its login prompt on the serial console', async () => {
-    const consoleLog = join(home, 'vms', VM, 'console.log');
+    const consoleLog = join(dir, 'console.log');
     const deadline = performance.now() + 120_000;
     let text = '';
     while (performance.now() < deadline) {
@@ -223,9 +240,86 @@ describe.skipIf(skipNoAgent)('Debian guest without qemu-guest-agent (real QEMU, 
     expect(text).toMatch(new RegExp(`${VM} login: `));
   }, 180_000);
 
-  it('never gets an answer from a guest agent: agent readiness times out', async () => {
-    // What waitForVmReady says today for a guest that is up but has no agent. When readiness
-    // over SSH lands, this becomes: ready over ssh, and the agent-only wait explains itself.
-    expect(await codeOf(waitForVmReady(VM, { timeoutMs: 20_000 }, ctx))).toBe('TIMEOUT');
+  it('exec, putFile and getFile work over SSH: as root, exit codes, stdin, byte-exact files', async () => {
+    const vm = await connect(VM, ctx);
+    const id = await vm.exec(['id', '-u']);
+    expect([id.exitCode, id.stdout, id.stderr]).toEqual([0, '0\n', '']);
+    const quoted = await vm.exec(['sh', '-c', 'printf "%s|" "$@"; exit 4', 'sh', "it's", '$HOME', 'a b'], {
+      cwd: '/tmp',
+      env: { K: 'v w' },
+    });
+    expect([quoted.exitCode, quoted.stdout]).toEqual([4, "it's|$HOME|a b|"]);
+    expect((await vm.exec(['sh', '-c', 'pwd; echo "$K"'], { cwd: '/tmp', env: { K: 'v w' } })).stdout).toBe(
+      '/tmp\nv w\n',
+    );
+    expect((await vm.exec(['cat'], { stdin: 'from stdin' })).stdout).toBe('from stdin');
+    const bytes = Uint8Array.from({ length: 70_000 }, (_, i) => (i * 7) % 256);
+    await vm.putFile('/root/bytes.bin', bytes, { mode: 0o640 });
+    expect(Buffer.from(await vm.getFile('/root/bytes.bin')).equals(Buffer.from(bytes))).toBe(true);
+    expect((await vm.exec(['stat', '-c', '%a %U', '/root/bytes.bin'])).stdout).toBe('640 root\n');
+  });
+
+  it(
+    'waits for cloud-init with ready.cloudInit()',
+    async () => {
+      const started = performance.now();
+      await waitForVmReady(VM, { timeoutMs: BOOT_MS, strategies: [ready.ssh(), ready.cloudInit()] }, ctx);
+      measured['ready → cloud-init done'] = since(started);
+    },
+    BOOT_MS,
+  );
+
+  it("keeps the user's own user and key next to ours: alice logs in with her key", async () => {
+    const port = (await vmInfo(VM, ctx)).ssh?.port ?? 0;
+    const r = ssh([
+      ...['-F', '/dev/null', '-i', aliceKey, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes'],
+      ...['-o', `UserKnownHostsFile=${join(dir, 'known_hosts')}`, '-o', `HostKeyAlias=localvm-${VM}`],
+      ...['-o', 'StrictHostKeyChecking=yes', '-p', String(port), 'alice@127.0.0.1', 'id -un; sudo -n id -u'],
+    ]);
+    expect([r.status, r.stdout]).toEqual([0, 'alice\n0\n']);
+    const vm = await connect(VM, ctx);
+    expect((await vm.exec(['getent', 'passwd', 'alice', 'localvm'])).stdout.split('\n').length).toBe(3);
+  });
+
+  it('the CLI: exec and cp over SSH, `localvm ssh NAME -- cmd` with its exit code, ssh-config for plain ssh -F', async () => {
+    expect(cliRun('exec', VM, '--', 'sh', '-c', 'echo out; exit 3')).toMatchObject({ status: 3, stdout: 'out\n' });
+    const src = join(home, 'up.txt');
+    await writeFile(src, 'through cp\n');
+    expect(cliRun('cp', src, `${VM}:/tmp/up.txt`).status).toBe(0);
+    expect(cliRun('cp', `${VM}:/tmp/up.txt`, join(home, 'down.txt')).status).toBe(0);
+    expect(await readFile(join(home, 'down.txt'), 'utf8')).toBe('through cp\n');
+    expect(cliRun('ssh', VM, '--', 'sh', '-c', 'id -un; exit 7')).toMatchObject({ status: 7, stdout: 'localvm\n' });
+    const config = cliRun('ssh-config', VM);
+    expect(config.status).toBe(0);
+    await writeFile(join(home, 'ssh_config'), config.stdout);
+    const r = ssh([
+      '-F',
+      join(home, 'ssh_config'),
+      '-o',
+      'BatchMode=yes',
+      `localvm-${VM}`,
+      'cat /etc/localvm-distro.txt',
+    ]);
+    expect([r.status, r.stdout]).toEqual([0, 'written by cloud-init\n']);
+  }, 180_000);
+
+  it('agent-only readiness times out and says the guest is up without an agent', async () => {
+    const e = await rejection(waitForVmReady(VM, { timeoutMs: 20_000, strategies: ready.agent() }, ctx));
+    expect(e.code).toBe('TIMEOUT');
+    expect(e.message).toContain(AGENT_SILENT);
+    expect(e.hint).toContain(AGENT_SILENT);
   }, 60_000);
+
+  it('refuses a changed host key (CONFLICT), in the library, readiness and plain ssh', async () => {
+    const other = join(home, 'other_host_key');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', other]);
+    const otherKey = (await readFile(`${other}.pub`, 'utf8')).split(' ').slice(0, 2).join(' ');
+    await writeFile(join(dir, 'known_hosts'), `localvm-${VM} ${otherKey}\n`);
+    // The warm control master authenticated with the real key: stop it, so the next call connects anew.
+    spawnSync('ssh', ['-F', '/dev/null', '-o', `ControlPath=${join(dir, 'ssh.sock')}`, '-O', 'exit', '127.0.0.1']);
+    const vm = await connect(VM, ctx);
+    expect(await codeOf(vm.exec(['true']))).toBe('CONFLICT');
+    expect(await codeOf(waitForVmReady(VM, { timeoutMs: 20_000, strategies: ready.ssh() }, ctx))).toBe('CONFLICT');
+    expect(cliRun('ssh', VM, '--', 'true').status).not.toBe(0);
+  }, 120_000);
 });
