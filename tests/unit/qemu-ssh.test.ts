@@ -18,6 +18,7 @@ import type { VmRecord } from '../../src/backends/qemu/state.js';
 import { sshGuestArgv } from '../../src/backends/qemu/ssh/transport.js';
 import { MERGE_HOW, mergeUserData, sshCloudConfig, userDataContentType } from '../../src/backends/qemu/ssh/userData.js';
 import { LocalVmError } from '../../src/errors.js';
+import { ownedNames } from '../../src/operations/doctor/classifyVm.js';
 import { parseVmSpec, specFingerprint } from '../../src/schema.js';
 import { codeOf, codeOfSync } from '../fixtures/rejection.js';
 
@@ -274,5 +275,20 @@ describe('planning SSH access', () => {
     } finally {
       server.close();
     }
+  });
+});
+
+describe('doctor and SSH files', () => {
+  it("counts the VM's key pair, known_hosts and control socket as the record's own files", () => {
+    const dir = '/s/vms/web';
+    const record = {
+      boot: { kind: 'kernel', kernel: '/k' },
+      disks: [],
+      paths: { qmpSocket: `${dir}/qmp.sock`, qgaSocket: `${dir}/qga.sock` },
+      ssh: { port: 1, user: 'localvm', keyFile: `${dir}/ssh_key`, knownHosts: `${dir}/known_hosts` },
+    } as unknown as VmRecord;
+    const owned = ownedNames(record, dir);
+    for (const f of ['ssh_key', 'ssh_key.pub', 'known_hosts', 'ssh.sock']) expect(owned.has(f)).toBe(true);
+    expect(ownedNames({ ...record, ssh: undefined }, dir).has('ssh_key')).toBe(false);
   });
 });

@@ -30,6 +30,8 @@ export function ownedNames(record: VmRecord, dir: string): Set<string> {
     record.paths.qmpSocket,
     record.paths.qgaSocket,
     ...record.disks.map((d) => d.path),
+    // SSH access: the VM's key pair, its pinned host key, the control master's socket.
+    ...(record.ssh ? [record.ssh.keyFile, `${record.ssh.keyFile}.pub`, record.ssh.knownHosts, `${dir}/ssh.sock`] : []),
   ];
   for (const p of paths) if (p && dirname(p) === dir) owned.add(basename(p));
   return owned;
