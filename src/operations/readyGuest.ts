@@ -33,7 +33,7 @@ export function ssh(options: { timeoutMs?: number } = {}): ReadinessStrategy {
         return await t.probe(probeLimit(ctx, options.timeoutMs));
       } catch (error) {
         // A refused host key does not get better by waiting.
-        if (isLocalVmError(error, 'CONFLICT')) throw error;
+        if (isLocalVmError(error, 'CONFLICT') && error.details?.hostKeyRefused === true) throw error;
         return { ready: false, detail: `ssh probe failed: ${(error as Error).message}` };
       }
     },

@@ -236,9 +236,19 @@ describe('transport choice', () => {
   it('a refused host key ends the race', async () => {
     const p = raceProbes([
       { kind: 'agent', probe: () => new Promise<never>(() => undefined) },
-      { kind: 'ssh', probe: async () => Promise.reject(new LocalVmError('CONFLICT', 'host key changed')) },
+      {
+        kind: 'ssh',
+        probe: async () =>
+          Promise.reject(new LocalVmError('CONFLICT', 'host key changed', { details: { hostKeyRefused: true } })),
+      },
     ]);
     expect(await codeOf(p)).toBe('CONFLICT');
+    // Any other CONFLICT (the VM stopped meanwhile) is just a probe that did not answer.
+    const stopped = await raceProbes([
+      { kind: 'agent', probe: async () => ({ ready: false, detail: 'process not running' }) },
+      { kind: 'ssh', probe: async () => Promise.reject(new LocalVmError('CONFLICT', 'VM a is not running')) },
+    ]);
+    expect(stopped.result.detail).toBe('agent: process not running; ssh: VM a is not running');
   });
 
   it('transport is validated, and only agent/ssh change the fingerprint (auto keeps old ones)', () => {

@@ -5,14 +5,13 @@
  * tiny image, clones, records from before SSH) always use the agent.
  */
 import type { ProbeResult } from '../../../backend.js';
-import { isLocalVmError } from '../../../errors.js';
 import { withLock } from '../../../host/lock.js';
 import type { GuestTransport } from '../../../transport.js';
 import { agentTransport } from '../guest.js';
 import type { QemuHost } from '../host.js';
 import { requireRecord } from '../observe.js';
 import { readRecord, writeRecord, type VmRecord } from '../state.js';
-import { sshTransport } from './transport.js';
+import { isHostKeyRefusal, sshTransport } from './transport.js';
 
 export type TransportKind = 'agent' | 'ssh';
 
@@ -46,7 +45,7 @@ export async function raceProbes(
         },
         (error: unknown) => {
           // A refused host key is an answer, and not one to wait past.
-          if (isLocalVmError(error, 'CONFLICT')) reject(error);
+          if (isHostKeyRefusal(error)) reject(error);
           details.push(`${p.kind}: ${(error as Error).message}`);
           if (--pending === 0) resolve({ result: { ready: false, detail: details.join('; ') } });
         },

@@ -8,7 +8,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { ExecOptions, ExecResult, ProbeResult, PutFileOptions } from '../../../backend.js';
-import { LocalVmError, tail } from '../../../errors.js';
+import { isLocalVmError, LocalVmError, tail } from '../../../errors.js';
 import { mkdirPrivate } from '../../../host/privateDir.js';
 import type { Command, RunResult } from '../../../runner.js';
 import { formatMs } from '../../../time/format.js';
@@ -18,6 +18,11 @@ import { observe, requireRecord, requireRunning } from '../observe.js';
 import { wrapArgv } from '../qga.js';
 import type { VmPaths, VmRecord } from '../state.js';
 import { classifySshFailure, controlPathFor, sshExecCommand, sshExitMasterCommand, type SshTarget } from './argv.js';
+
+/** True for the CONFLICT of a host key that differs from the pinned one. */
+export function isHostKeyRefusal(error: unknown): boolean {
+  return isLocalVmError(error, 'CONFLICT') && error.details?.hostKeyRefused === true;
+}
 
 /** The SSH target of a record; UNSUPPORTED when the VM was created without SSH. */
 export function sshTarget(host: QemuHost, record: VmRecord): SshTarget {
@@ -53,6 +58,7 @@ function sshError(name: string, t: SshTarget, r: RunResult): LocalVmError | unde
         `VM ${name}: the SSH host key differs from the one pinned in ${t.knownHosts}: refused (${said})`,
         {
           vm: name,
+          details: { hostKeyRefused: true, knownHosts: t.knownHosts },
           hint: `if the guest was rebuilt on purpose, remove ${t.knownHosts} and connect again; otherwise something else answers on port ${t.port}`,
         },
       );
@@ -171,7 +177,7 @@ export function sshTransport(host: QemuHost, name: string): GuestTransport {
         return { ready: false, detail: `ssh true exited ${r.exitCode}: ${tail(r.stderr, 2, 300)}` };
       } catch (error) {
         // A changed host key is never "not ready yet": the wait stops with it.
-        if (error instanceof LocalVmError && error.code === 'CONFLICT') throw error;
+        if (isHostKeyRefusal(error)) throw error;
         if (error instanceof LocalVmError && error.code === 'TIMEOUT')
           return { ready: false, detail: `ssh: no answer in ${formatMs(timeoutMs)}` };
         return { ready: false, detail: (error as Error).message };
