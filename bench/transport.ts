@@ -5,7 +5,8 @@
  *
  *   agent: backend.transport(name, 'agent').exec(['true'])
  *   ssh:   backend.transport(name, 'ssh').exec(['true'])   (root through sudo, as the agent runs)
- *   ssh without sudo is not what localvm runs, so it is not measured.
+ *   ssh, no sudo: the same ssh command line running `true` as the login user, to show what
+ *          sudo costs (not what localvm runs: its exec is root, as over the agent).
  *
  * The two are alternated call by call, so load on a shared machine hits both alike. Prints
  * medians and p95 per transport and writes bench/results/transport.json.
@@ -19,6 +20,8 @@ import { loadConfig } from '../src/config.js';
 import { getBackend, realClock, type OperationContext } from '../src/context.js';
 import { ready } from '../src/operations/ready.js';
 import { createVm, deleteVm, waitForVmReady } from '../src/operations/vm.js';
+import { controlPathFor, sshExecCommand } from '../src/backends/qemu/ssh/argv.js';
+import { readRecord, vmPaths } from '../src/backends/qemu/state.js';
 import { createExecaRunner } from '../src/runner.js';
 
 const calls = Number(process.argv[2] ?? 40);
@@ -52,11 +55,18 @@ try {
     await agent.exec(['true']);
     await ssh.exec(['true']);
   }
-  const times = { agent: [] as number[], ssh: [] as number[] };
+  const paths = vmPaths(ctx.config.stateDir, ctx.config.runDir, name);
+  const record = await readRecord(paths.record);
+  if (!record?.ssh) throw new Error('the VM has no SSH access recorded');
+  const target = { name, ...record.ssh, controlPath: controlPathFor(paths.dir, ctx.config.runDir) };
+  const plain = sshExecCommand(target, ['true'], { pinned: true });
+  const noSudo = { exec: async () => ctx.runner.run(plain, { input: '' }) };
+  const times = { agent: [] as number[], ssh: [] as number[], sshNoSudo: [] as number[] };
   for (let i = 0; i < calls; i++) {
     for (const [kind, t] of [
       ['agent', agent],
       ['ssh', ssh],
+      ['sshNoSudo', noSudo],
     ] as const) {
       const started = performance.now();
       const r = await t.exec(['true']);
@@ -72,10 +82,14 @@ try {
     createToReadyS: Math.round(readyS * 10) / 10,
     agent: row(times.agent),
     ssh: row(times.ssh),
+    sshNoSudo: row(times.sshNoSudo),
   };
   console.log(`exec ['true'] round trip, ${calls} calls each, alternated (TCG Debian guest):`);
   console.log(`  agent: median ${result.agent.medianMs} ms, p95 ${result.agent.p95Ms} ms`);
   console.log(`  ssh:   median ${result.ssh.medianMs} ms, p95 ${result.ssh.p95Ms} ms (warm control master, sudo)`);
+  console.log(
+    `  ssh as the login user, no sudo: median ${result.sshNoSudo.medianMs} ms, p95 ${result.sshNoSudo.p95Ms} ms`,
+  );
   console.log(`  load average ${result.loadavg.join(' ')}`);
   await mkdir('bench/results', { recursive: true });
   await writeFile('bench/results/transport.json', `${JSON.stringify(result, null, 2)}\n`);
