@@ -70,7 +70,8 @@ describe.skipIf(skip)('dry-run plans are what runs (real QEMU)', () => {
     // A blank disk boots nothing, but QEMU runs: the argv is what is compared.
     await createAndCompare({ name: `${prefix}pp-img`, image });
     const plan = await backend.plan({ operation: 'create', spec: parseVmSpec({ name: `${prefix}pp-img2`, image }) });
-    const overlay = planCommands(plan)[0]?.args ?? [];
+    // The overlay's qemu-img create (a disk-image VM first generates its SSH key).
+    const overlay = planCommands(plan).find((c) => c.file.endsWith('qemu-img'))?.args ?? [];
     expect(overlay[overlay.indexOf('-F') + 1]).toBe('qcow2');
   });
 

@@ -14,6 +14,7 @@ import {
 import { shellQuote } from '../../src/argv.js';
 import { decidedTransport, raceProbes } from '../../src/backends/qemu/ssh/choose.js';
 import { planSsh, withFreeSshPort } from '../../src/backends/qemu/ssh/plan.js';
+import { preferredSshPort, SSH_PORT_RANGE } from '../../src/backends/qemu/ssh/port.js';
 import type { VmRecord } from '../../src/backends/qemu/state.js';
 import { sshGuestArgv } from '../../src/backends/qemu/ssh/transport.js';
 import { MERGE_HOW, mergeUserData, sshCloudConfig, userDataContentType } from '../../src/backends/qemu/ssh/userData.js';
@@ -262,7 +263,12 @@ describe('planning SSH access', () => {
   it('a disk-image VM gets it unless transport is agent; tiny only refuses an explicit ssh', async () => {
     const auto = await planSsh(parseVmSpec({ name: 'a', image: '/img.qcow2' }), '/d', true);
     expect(auto).toMatchObject({ user: 'localvm', keyFile: '/d/ssh_key', knownHosts: '/d/known_hosts' });
-    expect(auto?.port).toBeGreaterThan(0);
+    // The same port on every plan of the VM (a dry run shows what the create uses), below the ephemeral range.
+    expect(auto?.port).toBe((await planSsh(parseVmSpec({ name: 'a', image: '/img.qcow2' }), '/d', true))?.port);
+    expect(auto?.port).toBe(preferredSshPort('/d'));
+    expect(preferredSshPort('/d')).toBeGreaterThanOrEqual(SSH_PORT_RANGE.first);
+    expect(preferredSshPort('/d')).toBeLessThan(32_768);
+    expect(preferredSshPort('/e')).not.toBe(preferredSshPort('/d'));
     expect(await planSsh(parseVmSpec({ name: 'a', image: '/img.qcow2', transport: 'agent' }), '/d', true)).toBe(
       undefined,
     );
@@ -276,11 +282,14 @@ describe('planning SSH access', () => {
       server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)),
     );
     try {
-      const record = { ssh: { port: taken, user: 'localvm', keyFile: '/k', knownHosts: '/h' } } as VmRecord;
+      const record = {
+        paths: { dir: '/s/vms/a' },
+        ssh: { port: taken, user: 'localvm', keyFile: '/k', knownHosts: '/h' },
+      } as VmRecord;
       const moved = await withFreeSshPort(record);
       expect(moved.ssh?.port).not.toBe(taken);
       expect({ ...moved.ssh, port: 0 }).toEqual({ ...record.ssh, port: 0 });
-      const free = { ssh: { ...record.ssh, port: moved.ssh?.port ?? 0 } } as VmRecord;
+      const free = { ...record, ssh: { ...record.ssh, port: moved.ssh?.port ?? 0 } } as VmRecord;
       expect(await withFreeSshPort(free)).toBe(free);
     } finally {
       server.close();

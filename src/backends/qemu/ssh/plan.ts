@@ -9,13 +9,13 @@ import type { VmSpec } from '../../../schema.js';
 import type { QemuStep } from '../plan.js';
 import type { SshRecord, VmRecord } from '../state.js';
 import { keygenCommand } from './argv.js';
-import { freeLoopbackPort, loopbackPortFree } from './port.js';
+import { loopbackPortFree, pickSshPort } from './port.js';
 import { SSH_USER } from './userData.js';
 
 /**
  * The VM's SSH access, when it gets one: asked for (`transport: 'ssh'`), or by default for
  * a VM that boots a disk image (a cloud image with cloud-init and sshd; the tiny image has
- * neither). Guest port 22 is forwarded to a loopback port free now.
+ * neither). Guest port 22 is forwarded to a loopback port free now (see pickSshPort).
  */
 export async function planSsh(spec: VmSpec, dir: string, bootsDisk: boolean): Promise<SshRecord | undefined> {
   const wanted = spec.transport ?? 'auto';
@@ -27,7 +27,7 @@ export async function planSsh(spec: VmSpec, dir: string, bootsDisk: boolean): Pr
     });
   }
   return {
-    port: await freeLoopbackPort(),
+    port: await pickSshPort(dir),
     user: SSH_USER,
     keyFile: join(dir, 'ssh_key'),
     knownHosts: join(dir, 'known_hosts'),
@@ -40,7 +40,7 @@ export async function planSsh(spec: VmSpec, dir: string, bootsDisk: boolean): Pr
  */
 export async function withFreeSshPort(record: VmRecord): Promise<VmRecord> {
   if (!record.ssh || (await loopbackPortFree(record.ssh.port))) return record;
-  return { ...record, ssh: { ...record.ssh, port: await freeLoopbackPort() } };
+  return { ...record, ssh: { ...record.ssh, port: await pickSshPort(record.paths.dir, record.ssh.port) } };
 }
 
 /** The create steps of SSH access: the key pair, and the known_hosts the first connect fills. */
