@@ -241,6 +241,7 @@ export interface CreateExtras {
   probe?: string[] | undefined;
   imageChecksum?: string | undefined;
   imageChecksumUrl?: string | undefined;
+  transport?: string | undefined;
 }
 
 /**
@@ -256,7 +257,16 @@ export function mergeCreateSpec(
   const spec: Record<string, unknown> = { ...base, ...flags };
   if (extras.diskSize !== undefined) spec.diskSize = extras.diskSize;
   if (extras.disk?.length) spec.disks = extras.disk.map(parseDiskArg);
-  for (const key of ['kernel', 'initrd', 'append', 'arch', 'accel', 'imageChecksum', 'imageChecksumUrl'] as const) {
+  for (const key of [
+    'kernel',
+    'initrd',
+    'append',
+    'arch',
+    'accel',
+    'imageChecksum',
+    'imageChecksumUrl',
+    'transport',
+  ] as const) {
     if (extras[key] !== undefined) spec[key] = extras[key];
   }
   if (extras.label?.length) {

@@ -92,6 +92,17 @@ describe('create flags: every spec field is reachable from the command line', ()
     });
   });
 
+  it('--transport reaches the spec; an unknown transport is a usage error naming it, nothing created', async () => {
+    const { backend, run } = cli();
+    const ok = await run('create', 'tr-ssh', '--image', '/srv/guest.qcow2', '--transport', 'ssh', '--no-wait');
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(backend.vms.get('tr-ssh')?.info.spec?.transport).toBe('ssh');
+    const bad = await run('create', 'tr-bad', '--transport', 'telnet', '--no-wait', '--json');
+    expect(bad.code).toBe(2);
+    expect(JSON.parse(bad.stderr).error.issues.map((i: { property: string }) => i.property)).toContain('transport');
+    expect(backend.vms.has('tr-bad')).toBe(false);
+  });
+
   it('reads JSON spec files too, and refuses a file that holds no mapping', () => {
     expect(parseSpecFile('{"name": "web"}', 'vm.json')).toEqual({ name: 'web' });
     expect(codeOfSync(() => parseSpecFile('- a\n- b\n', 'vm.yaml'))).toBe('VALIDATION');

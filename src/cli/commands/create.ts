@@ -122,6 +122,10 @@ export function registerCreate(program: Commander, cli: CliSession): void {
       'a command that must exit 0 before the VM is ready: words, or a JSON array (repeatable)',
       repeat,
     )
+    .option(
+      '--transport <kind>',
+      'how localvm reaches the guest: auto (default: the guest agent or SSH, whichever answers), agent or ssh',
+    )
     .option('--template <T>', 'restore template T instead of booting (see `localvm template`)')
     .option('--no-wait', 'return once the VM is started, without waiting for the guest agent')
     .option('--ready-timeout <duration>', "how long to wait until ready: 500ms, 30s, 2m (default the spec's, 120 s)")
