@@ -17,7 +17,13 @@ import { planSsh, withFreeSshPort } from '../../src/backends/qemu/ssh/plan.js';
 import { preferredSshPort, SSH_PORT_RANGE } from '../../src/backends/qemu/ssh/port.js';
 import type { VmRecord } from '../../src/backends/qemu/state.js';
 import { sshGuestArgv } from '../../src/backends/qemu/ssh/transport.js';
-import { MERGE_HOW, mergeUserData, sshCloudConfig, userDataContentType } from '../../src/backends/qemu/ssh/userData.js';
+import {
+  definesUsers,
+  MERGE_HOW,
+  mergeUserData,
+  sshCloudConfig,
+  userDataContentType,
+} from '../../src/backends/qemu/ssh/userData.js';
 import { LocalVmError } from '../../src/errors.js';
 import { ownedNames } from '../../src/operations/doctor/classifyVm.js';
 import { parseVmSpec, specFingerprint } from '../../src/schema.js';
@@ -182,6 +188,15 @@ describe('user-data merged with the SSH key', () => {
   it('without user-data the message holds only our part; the same inputs give the same bytes', () => {
     expect(partsOf(mergeUserData(undefined, KEY))).toHaveLength(1);
     expect(mergeUserData('#cloud-config\n{}\n', KEY)).toBe(mergeUserData('#cloud-config\n{}\n', KEY));
+  });
+
+  it("keeps cloud-init's default user unless the user's user-data has a users list of its own", () => {
+    const usersOf = (m: string) => (partsOf(m).at(-1) ?? '').split('\nusers:\n')[1]?.split('\n')[0];
+    expect(usersOf(mergeUserData(undefined, KEY))).toBe('  - default');
+    expect(usersOf(mergeUserData('#cloud-config\nruncmd: [true]\n', KEY))).toBe('  - default');
+    expect(usersOf(mergeUserData('#!/bin/sh\necho hi\n', KEY))).toBe('  - default');
+    expect(usersOf(mergeUserData('#cloud-config\nusers:\n  - name: alice\n', KEY))).toBe('  - name: localvm');
+    expect(definesUsers('#cloud-config\nwrite_files: []\n# users: no\n')).toBe(false);
   });
 
   it('a boundary never occurs inside a part', () => {

@@ -17,6 +17,15 @@ export const SSH_USER = 'localvm';
  */
 export const MERGE_HOW = 'list(append)+dict(no_replace,recurse_list)+str()';
 
+/**
+ * Whether the user's user-data has a `users` list of its own (a top-level key, in a
+ * cloud-config or in a cloud-config part of a MIME message): then it decides about
+ * cloud-init's default user, and ours is only appended to it.
+ */
+export function definesUsers(userData: string | undefined): boolean {
+  return userData !== undefined && /^users\s*:/m.test(userData);
+}
+
 /** The content type cloud-init gives a part by its first line (its own starts-with rules). */
 export function userDataContentType(userData: string): string {
   const first = userData.trimStart().split('\n', 1)[0]?.trim() ?? '';
@@ -35,8 +44,10 @@ export function userDataContentType(userData: string): string {
 /**
  * Our cloud-config: the `localvm` user with the VM's public key, passwordless sudo, no
  * password; and the hostname in /etc/hosts (`manage_etc_hosts: localhost`), for sudo.
+ * `keepDefaultUser`: a `users` list replaces cloud-init's `[default]`, so without a list of
+ * the user's own ours starts with `default` and the image's usual login user still appears.
  */
-export function sshCloudConfig(publicKey: string, user = SSH_USER): string {
+export function sshCloudConfig(publicKey: string, user = SSH_USER, keepDefaultUser = false): string {
   const key = publicKey.trim();
   if (/[\n"\\]/.test(key)) throw new Error('public key must be one line without quotes');
   return [
@@ -50,6 +61,7 @@ export function sshCloudConfig(publicKey: string, user = SSH_USER): string {
     // for DNS (1.6 s a call on the Debian guest). Just the 127.0.1.1 line; a user's setting wins.
     'manage_etc_hosts: localhost',
     'users:',
+    ...(keepDefaultUser ? ['  - default'] : []),
     `  - name: ${user}`,
     '    gecos: localvm SSH access',
     '    shell: /bin/sh',
@@ -67,7 +79,7 @@ export function sshCloudConfig(publicKey: string, user = SSH_USER): string {
  * the boundary never occurs in a part). A user's own MIME message stays one nested part.
  */
 export function mergeUserData(userData: string | undefined, publicKey: string, user = SSH_USER): string {
-  const ours = sshCloudConfig(publicKey, user);
+  const ours = sshCloudConfig(publicKey, user, !definesUsers(userData));
   const parts: { type: string; body: string; mergeType?: string }[] = [];
   if (userData !== undefined && userData.trim() !== '') {
     parts.push({ type: userDataContentType(userData), body: userData });
