@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Gives this machine a running libvirt (qemu:///system) without systemd: the Debian packages,
+# the users and groups libvirt-daemon-system would have added, its directories, then virtlogd
+# and libvirtd as plain daemons. Safe to run again: each step skips what is already there and
+# says what it did. Needs root (CI runs as root); see /work/shared/facts-libvirt.md.
+set -euo pipefail
+
+PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients passt openssh-server)
+
+if [[ $(id -u) != 0 ]]; then
+  echo "setup-libvirt.sh needs root (it installs packages and starts the system daemons)" >&2
+  exit 1
+fi
+
+missing=()
+for tool in virsh libvirtd virtlogd passt sshd; do
+  command -v "$tool" >/dev/null 2>&1 || [[ -x /usr/sbin/$tool ]] || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+  command -v apt-get >/dev/null 2>&1 || {
+    echo "missing: ${missing[*]}; install libvirt (daemon, QEMU driver, clients), passt and an sshd" >&2
+    exit 1
+  }
+  echo "==> installing ${PACKAGES[*]} (missing: ${missing[*]})"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
+else
+  echo "==> libvirt packages present"
+fi
+
+# libvirtd refuses to start without the libvirt-qemu user and group (libvirt-daemon-system,
+# which normally adds them, also pulls in systemd units we cannot use here).
+for group in kvm libvirt libvirt-qemu; do
+  if ! getent group "$group" >/dev/null; then
+    groupadd -r "$group"
+    echo "==> added group $group"
+  fi
+done
+if ! getent passwd libvirt-qemu >/dev/null; then
+  useradd -r -g kvm -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
+  echo "==> added user libvirt-qemu"
+fi
+mkdir -p /var/log/libvirt /var/run/libvirt /var/lib/libvirt/qemu
+
+# A daemon runs when its pid file names a live process (a stale file from a killed daemon
+# does not count: the daemon rewrites it on start).
+running() {
+  local pidfile=$1 pid
+  [[ -s $pidfile ]] || return 1
+  pid=$(<"$pidfile")
+  [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
+}
+
+# virtlogd first: without it domain start fails on /run/libvirt/virtlogd-sock.
+if running /var/run/virtlogd.pid || running /var/run/libvirt/virtlogd.pid; then
+  echo "==> virtlogd already running"
+else
+  virtlogd -d
+  echo "==> started virtlogd"
+fi
+if running /var/run/libvirtd.pid || running /var/run/libvirt/libvirtd.pid; then
+  echo "==> libvirtd already running"
+else
+  libvirtd -d
+  echo "==> started libvirtd"
+fi
+
+# A fresh daemon probes QEMU's capabilities before it answers: slow on a loaded machine.
+deadline=$((SECONDS + 90))
+while ((SECONDS < deadline)); do
+  if version=$(virsh -c qemu:///system version 2>/dev/null); then
+    echo "==> qemu:///system answers:"
+    printf '%s\n' "$version" | sed -n 's/^Using \(.*\)$/    \1/p; s/^Running hypervisor: \(.*\)$/    hypervisor \1/p'
+    exit 0
+  fi
+  sleep 0.5
+done
+echo "libvirtd is running but qemu:///system did not answer within 90 s:" >&2
+virsh -c qemu:///system version >&2 || true
+exit 1
