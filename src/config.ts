@@ -31,6 +31,8 @@ export interface LocalVmConfig {
   searchPath: string;
   /** The libvirt connection URI a libvirt spec without `connect` uses (`LOCALVM_LIBVIRT_URI`). */
   libvirtUri: string;
+  /** The libvirt hosts list (`LOCALVM_HOSTS`, default `<stateDir>/hosts.json`; see src/hosts/config.ts). */
+  hostsFile: string;
 }
 
 /** The libvirt URI when LOCALVM_LIBVIRT_URI is not set: the host's system daemon. */
@@ -111,6 +113,7 @@ export function loadConfig(
     platform: process.platform,
     searchPath: env.PATH ?? '',
     libvirtUri: env.LOCALVM_LIBVIRT_URI || DEFAULT_LIBVIRT_URI,
+    hostsFile: resolve(env.LOCALVM_HOSTS || join(stateDir, 'hosts.json')),
     ...overrides,
   };
 }

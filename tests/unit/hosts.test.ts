@@ -1,0 +1,215 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { LocalVmError, isLocalVmError } from '../../src/errors.js';
+import { DEFAULT_HOST, findHost, loadHosts, parseHostsFile } from '../../src/hosts/config.js';
+import { answered, fanOut, unanswered } from '../../src/hosts/fanout.js';
+import { chooseHost, parseFreecell } from '../../src/hosts/placement.js';
+import { libvirtUriProblem, parseVmSpec } from '../../src/schema.js';
+import { codeOf } from '../fixtures/rejection.js';
+import { testTempDir } from '../fixtures/tempDir.js';
+
+const captured = (file: string) =>
+  readFileSync(join(import.meta.dirname, '../fixtures/captured/libvirt', file), 'utf8');
+
+function thrown(fn: () => unknown): LocalVmError {
+  try {
+    fn();
+  } catch (error) {
+    if (isLocalVmError(error)) return error;
+    throw error;
+  }
+  throw new Error('expected a LocalVmError');
+}
+
+describe('hosts file', () => {
+  it('maps names to URIs in file order', () => {
+    const text = JSON.stringify({ hosts: { box: 'qemu+ssh://me@box.lan/system?keyfile=/k', local: 'qemu:///system' } });
+    expect(parseHostsFile(text, '/h.json')).toEqual([
+      { name: 'box', uri: 'qemu+ssh://me@box.lan/system?keyfile=/k' },
+      { name: 'local', uri: 'qemu:///system' },
+    ]);
+  });
+
+  it('refuses bad JSON, bad names, bad URIs and an empty list, naming the file', () => {
+    for (const text of [
+      '{',
+      '{"hosts":{}}',
+      '{"hosts":{"Bad Name":"qemu:///system"}}',
+      '{"hosts":{"a":"http://x/system"}}',
+      '{"hosts":{"a":"qemu:///system"},"extra":1}',
+    ]) {
+      const error = thrown(() => parseHostsFile(text, '/etc/h.json'));
+      expect(error.code, text).toBe('VALIDATION');
+      expect(error.message, text).toContain('/etc/h.json');
+    }
+  });
+
+  it('without a file there is one host, local, at the default URI; with one, the file is the list', async () => {
+    const dir = testTempDir('localvm-hosts-');
+    const config = loadConfig({ HOME: dir, LOCALVM_HOME: dir });
+    expect(config.hostsFile).toBe(join(dir, 'hosts.json'));
+    expect(await loadHosts(config, 'qemu:///session')).toEqual({
+      hosts: [{ name: DEFAULT_HOST, uri: 'qemu:///session' }],
+    });
+    const file = join(dir, 'other.json');
+    writeFileSync(file, JSON.stringify({ hosts: { a: 'qemu:///system' } }));
+    const fromEnv = loadConfig({ HOME: dir, LOCALVM_HOME: dir, LOCALVM_HOSTS: file });
+    expect(await loadHosts(fromEnv, 'qemu:///session')).toEqual({
+      hosts: [{ name: 'a', uri: 'qemu:///system' }],
+      source: file,
+    });
+    writeFileSync(file, 'not json');
+    expect(await codeOf(loadHosts(fromEnv, 'qemu:///system'))).toBe('VALIDATION');
+  });
+
+  it('an unknown host name is VALIDATION naming the known hosts and the file', () => {
+    const list = {
+      hosts: [
+        { name: 'a', uri: 'qemu:///system' },
+        { name: 'b', uri: 'qemu:///session' },
+      ],
+      source: '/h.json',
+    };
+    expect(findHost(list, 'b').uri).toBe('qemu:///session');
+    const error = thrown(() => findHost(list, 'nope'));
+    expect(error.code).toBe('VALIDATION');
+    expect(error.message).toContain('"nope"');
+    expect(error.message).toContain('a, b');
+    expect(error.message).toContain('/h.json');
+    expect(error.issues?.[0]?.property).toBe('host');
+  });
+});
+
+describe('libvirt URIs', () => {
+  it('accepts local and remote QEMU URIs', () => {
+    for (const uri of [
+      'qemu:///system',
+      'qemu:///session',
+      'qemu+ssh://user@host.example/system?keyfile=/home/u/.ssh/id&no_verify=1',
+      'qemu+ssh://localvm-remote@127.0.0.1:2222/session?keyfile=%2Ftmp%2Fk',
+      'qemu+ssh://[::1]/system',
+      'qemu+tls://box/system',
+    ])
+      expect(libvirtUriProblem(uri), uri).toBeUndefined();
+  });
+
+  it('refuses other schemes, paths, hosts that could read as ssh options, passwords and spaces', () => {
+    for (const uri of [
+      'http://host/system',
+      'xen:///system',
+      'qemu:///other',
+      'qemu://host/system',
+      'qemu+ssh:///system',
+      'qemu+ssh://-oProxyCommand=touch%20x/system',
+      'qemu+ssh://-oProxyCommand=x/system',
+      'qemu+ssh://-user@host/system',
+      'qemu+ssh://u:secret@host/system',
+      'qemu:///system ',
+      'not a uri',
+    ])
+      expect(libvirtUriProblem(uri), uri).toBeDefined();
+  });
+
+  it('a spec may name a host or auto; a bad one is VALIDATION on host', () => {
+    expect(parseVmSpec({ name: 'a', host: 'box' }).host).toBe('box');
+    expect(parseVmSpec({ name: 'a', host: 'auto' }).host).toBe('auto');
+    const error = thrown(() => parseVmSpec({ name: 'a', host: '-oX' }));
+    expect(error.issues?.map((i) => i.property)).toEqual(['host']);
+  });
+});
+
+describe('placement', () => {
+  it('parses virsh freecell with and without --all (captured)', () => {
+    expect(parseFreecell(captured('virsh-freecell.stdout'))).toBe(9152924 * 1024);
+    expect(parseFreecell(captured('virsh-freecell-all.stdout'))).toBe(9501036 * 1024);
+    expect(parseFreecell(captured('virsh-nodeinfo.stdout'))).toBeUndefined();
+    expect(parseFreecell('')).toBeUndefined();
+  });
+
+  const MiB = 1024 * 1024;
+
+  it('picks the answering host with the most free memory that fits', () => {
+    const hosts = [
+      { host: 'a', freeBytes: 1000 * MiB },
+      { host: 'b', freeBytes: 3000 * MiB },
+      { host: 'c', error: 'connection refused' },
+      { host: 'd', freeBytes: 2000 * MiB },
+    ];
+    expect(chooseHost(hosts, 256)).toBe('b');
+    expect(chooseHost(hosts, 3000)).toBe('b');
+    // ties go to the earlier host
+    expect(
+      chooseHost(
+        [
+          { host: 'x', freeBytes: MiB * 512 },
+          { host: 'y', freeBytes: MiB * 512 },
+        ],
+        256,
+      ),
+    ).toBe('x');
+  });
+
+  it('none fits, or none answers: UNSUPPORTED naming every host and what it has', () => {
+    const error = thrown(() =>
+      chooseHost(
+        [
+          { host: 'a', freeBytes: 100 * MiB },
+          { host: 'c', error: 'connection refused' },
+        ],
+        256,
+      ),
+    );
+    expect(error.code).toBe('UNSUPPORTED');
+    expect(error.message).toContain('a: 100 MiB free');
+    expect(error.message).toContain('c: unreachable (connection refused)');
+    expect(thrown(() => chooseHost([], 256)).code).toBe('UNSUPPORTED');
+  });
+});
+
+describe('fanOut', () => {
+  const hosts = [
+    { host: 'a', uri: 'qemu:///system' },
+    { host: 'b', uri: 'qemu+ssh://b/system' },
+    { host: 'c', uri: 'qemu+ssh://c/system' },
+  ];
+
+  it('a failing host is its own result and never the others', async () => {
+    const results = await fanOut(
+      hosts,
+      async (h) => {
+        if (h.host === 'b') throw new LocalVmError('COMMAND_FAILED', 'Connection refused');
+        if (h.host === 'c') throw new Error('boom');
+        return [h.host];
+      },
+      { timeoutMs: 5000 },
+    );
+    expect(results.map((r) => [r.host, r.ok])).toEqual([
+      ['a', true],
+      ['b', false],
+      ['c', false],
+    ]);
+    expect(answered(results)).toEqual(['a']);
+    const failed = unanswered(results);
+    expect(failed.map((f) => [f.host, f.error.code])).toEqual([
+      ['b', 'COMMAND_FAILED'],
+      ['c', 'INTERNAL'],
+    ]);
+    // the error names the host it came from
+    expect(failed[0]?.error.message).toContain('host b (qemu+ssh://b/system)');
+  });
+
+  it('a host that hangs is cut off by its deadline (TIMEOUT), the others answer', async () => {
+    const results = await fanOut(
+      hosts.slice(0, 2),
+      (h, signal) =>
+        h.host === 'a'
+          ? Promise.resolve([1])
+          : new Promise<number[]>((_, reject) => signal.addEventListener('abort', () => reject(signal.reason))),
+      { timeoutMs: 50 },
+    );
+    expect(answered(results)).toEqual([1]);
+    expect(unanswered(results).map((f) => f.error.code)).toEqual(['TIMEOUT']);
+  });
+});
