@@ -33,6 +33,10 @@ export interface LocalVmConfig {
   libvirtUri: string;
   /** The libvirt hosts list (`LOCALVM_HOSTS`, default `<stateDir>/hosts.json`; see src/hosts/config.ts). */
   hostsFile: string;
+  /** libvirt: only this host of the hosts list (`--host NAME`); set by the CLI, never from the environment. */
+  libvirtHost?: string | undefined;
+  /** libvirt: only this connection URI, hosts list or not (`--connect URI`); set by the CLI. */
+  libvirtConnect?: string | undefined;
 }
 
 /** The libvirt URI when LOCALVM_LIBVIRT_URI is not set: the host's system daemon. */

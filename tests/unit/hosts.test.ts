@@ -6,8 +6,10 @@ import { LocalVmError, isLocalVmError } from '../../src/errors.js';
 import { DEFAULT_HOST, findHost, loadHosts, parseHostsFile } from '../../src/hosts/config.js';
 import { answered, fanOut, unanswered } from '../../src/hosts/fanout.js';
 import { chooseHost, parseFreecell } from '../../src/hosts/placement.js';
+import { hostOf, hostTargets, resolveHostTarget } from '../../src/hosts/targets.js';
+import type { CommandRunner } from '../../src/runner.js';
 import { libvirtUriProblem, parseVmSpec } from '../../src/schema.js';
-import { codeOf } from '../fixtures/rejection.js';
+import { codeOf, rejection } from '../fixtures/rejection.js';
 import { testTempDir } from '../fixtures/tempDir.js';
 
 const captured = (file: string) =>
@@ -211,5 +213,105 @@ describe('fanOut', () => {
     );
     expect(answered(results)).toEqual([1]);
     expect(unanswered(results).map((f) => f.error.code)).toEqual(['TIMEOUT']);
+  });
+});
+
+describe('targets', () => {
+  // A runner standing in for virsh: freecell answers per URI, or fails like an unreachable host.
+  function virshRunner(free: Record<string, number | 'down'>): CommandRunner & { calls: string[][] } {
+    const calls: string[][] = [];
+    return {
+      calls,
+      async run(cmd) {
+        calls.push([cmd.file, ...cmd.args]);
+        const uri = cmd.args[1] ?? '';
+        const kib = free[uri];
+        const result = { file: cmd.file, args: cmd.args, signal: undefined, timedOut: false, durationMs: 1 };
+        if (kib === undefined || kib === 'down')
+          return { ...result, exitCode: 1, stdout: '', stderr: 'error: failed to connect to the hypervisor\n' };
+        return { ...result, exitCode: 0, stdout: `Total: ${kib} KiB\n`, stderr: '' };
+      },
+    };
+  }
+
+  function hostsCtx(hosts: Record<string, string> | undefined, free: Record<string, number | 'down'> = {}) {
+    const dir = testTempDir('localvm-targets-');
+    if (hosts) writeFileSync(join(dir, 'hosts.json'), JSON.stringify({ hosts }));
+    const runner = virshRunner(free);
+    return { config: loadConfig({ HOME: dir, LOCALVM_HOME: dir }), runner, defaultUri: 'qemu:///system' };
+  }
+
+  const HOSTS = { a: 'qemu:///system', b: 'qemu+ssh://u@b/session', c: 'qemu+ssh://u@c/system' };
+
+  it('no host: the first host, asking nothing', async () => {
+    const ctx = hostsCtx(HOSTS);
+    expect(await resolveHostTarget({ memory: 256 }, ctx)).toEqual({ host: 'a', uri: 'qemu:///system' });
+    expect(await resolveHostTarget({ memory: 256 }, hostsCtx(undefined))).toEqual({
+      host: 'local',
+      uri: 'qemu:///system',
+    });
+    expect(ctx.runner.calls).toEqual([]);
+  });
+
+  it('a named host; an unknown one is VALIDATION naming the known hosts', async () => {
+    const ctx = hostsCtx(HOSTS);
+    expect(await resolveHostTarget({ host: 'b', memory: 256 }, ctx)).toEqual({ host: 'b', uri: HOSTS.b });
+    const error = await rejection(resolveHostTarget({ host: 'zz', memory: 256 }, ctx));
+    expect(error.code).toBe('VALIDATION');
+    expect(error.message).toContain('a, b, c');
+  });
+
+  it('auto: the answering host with the most free memory; a down host is passed over', async () => {
+    const ctx = hostsCtx(HOSTS, { [HOSTS.a]: 1024 * 1024, [HOSTS.b]: 'down', [HOSTS.c]: 4 * 1024 * 1024 });
+    expect(await resolveHostTarget({ host: 'auto', memory: 256 }, ctx)).toEqual({ host: 'c', uri: HOSTS.c });
+    expect(ctx.runner.calls.map((c) => c.join(' ')).sort()).toEqual(
+      Object.values(HOSTS)
+        .map((u) => `virsh -c ${u} freecell`)
+        .sort(),
+    );
+    const error = await rejection(resolveHostTarget({ host: 'auto', memory: 8192 }, ctx));
+    expect(error.code).toBe('UNSUPPORTED');
+    expect(error.message).toContain('b: unreachable');
+  });
+
+  it('connect: that URI, named after the configured host with it; with host too, VALIDATION', async () => {
+    const ctx = hostsCtx(HOSTS);
+    expect(await resolveHostTarget({ connect: HOSTS.b, memory: 256 }, ctx)).toEqual({ host: 'b', uri: HOSTS.b });
+    expect(await resolveHostTarget({ connect: 'qemu:///session', memory: 256 }, ctx)).toEqual({
+      host: 'qemu:///session',
+      uri: 'qemu:///session',
+    });
+    expect(await codeOf(resolveHostTarget({ connect: 'http://x/system', memory: 256 }, ctx))).toBe('VALIDATION');
+    expect(await codeOf(resolveHostTarget({ connect: HOSTS.b, host: 'b', memory: 256 }, ctx))).toBe('VALIDATION');
+  });
+
+  it('--host and --connect narrow the targets to one host', async () => {
+    const ctx = hostsCtx(HOSTS);
+    expect((await hostTargets(ctx)).map((t) => t.host)).toEqual(['a', 'b', 'c']);
+    expect(await hostTargets({ ...ctx, config: { ...ctx.config, libvirtHost: 'c' } })).toEqual([
+      { host: 'c', uri: HOSTS.c },
+    ]);
+    expect(await hostTargets({ ...ctx, config: { ...ctx.config, libvirtConnect: 'qemu:///session' } })).toEqual([
+      { host: 'qemu:///session', uri: 'qemu:///session' },
+    ]);
+    expect(await codeOf(hostTargets({ ...ctx, config: { ...ctx.config, libvirtHost: 'nope' } }))).toBe('VALIDATION');
+  });
+
+  it('hostOf: the one host with the VM; several is CONFLICT; none is NOT_FOUND unless a host did not answer', () => {
+    const yes = (host: string) => ({ host, uri: host, ok: true as const, value: true });
+    const no = (host: string) => ({ host, uri: host, ok: true as const, value: false });
+    const down = (host: string) => ({
+      host,
+      uri: host,
+      ok: false as const,
+      error: new LocalVmError('COMMAND_FAILED', `host ${host}: refused`),
+    });
+    expect(hostOf('vm', [no('a'), yes('b')])).toEqual({ host: 'b', uri: 'b' });
+    expect(hostOf('vm', [down('a'), yes('b')])).toEqual({ host: 'b', uri: 'b' });
+    expect(thrown(() => hostOf('vm', [yes('a'), yes('b')])).code).toBe('CONFLICT');
+    expect(thrown(() => hostOf('vm', [no('a'), no('b')])).code).toBe('NOT_FOUND');
+    const error = thrown(() => hostOf('vm', [no('a'), down('b')]));
+    expect(error.code).toBe('COMMAND_FAILED');
+    expect(error.message).toContain('host b');
   });
 });
