@@ -8,6 +8,7 @@ import { LocalVmError } from './errors.js';
 import type { Plan, PlanRequest } from './plan.js';
 import type { PortForward, VmSpec } from './schema.js';
 import type { GuestTransport } from './transport.js';
+import type { HostResult } from './hosts/fanout.js';
 
 /** A registered backend's name (see src/backends/registry.ts). */
 export type ConcreteBackend = string;
@@ -17,6 +18,8 @@ export type VmState = 'running' | 'stopped' | 'starting' | 'stopping' | 'creatin
 export interface VmInfo {
   name: string;
   backend: ConcreteBackend;
+  /** The host it runs on, for backends with many hosts (libvirt: a name from the hosts list). */
+  host?: string | undefined;
   state: VmState;
   /** Why the VM is in this state when it was not asked for (`crashed`, `create-failed`). */
   reason?: string | undefined;
@@ -116,6 +119,11 @@ export interface Backend {
   /** Deletes a VM and everything it owns. MUST succeed when the VM does not exist. */
   delete(name: string): Promise<void>;
   list(): Promise<VmInfo[]>;
+  /**
+   * Backends with many hosts (libvirt): each host's VMs, or why that host did not answer, so
+   * one host that is down is reported and never hides the others'. `list` is their union.
+   */
+  listByHost?(): Promise<HostResult<VmInfo[]>[]>;
   /** Throws NOT_FOUND when there is no such VM. */
   info(name: string): Promise<VmInfo>;
   /** The last lines the guest printed on its console, when the backend has one. */

@@ -15,6 +15,8 @@ export { shellQuote };
 export interface VmJson {
   name: string;
   backend: string;
+  /** The host it runs on: only for VMs of a backend with hosts (libvirt), absent otherwise. */
+  host?: string;
   state: string;
   reason: string | null;
   pid: number | null;
@@ -41,6 +43,7 @@ export function vmToJson(vm: VmInfo): VmJson {
   return {
     name: vm.name,
     backend: vm.backend,
+    ...(vm.host !== undefined ? { host: vm.host } : {}),
     state: vm.state,
     reason: vm.reason ?? null,
     pid: vm.pid ?? null,
@@ -77,21 +80,37 @@ export function formatPorts(ports: VmInfo['ports']): string {
   return ports.map((p) => `${p.bind === '127.0.0.1' ? '' : `${p.bind}:`}${p.host}->${p.guest}/${p.protocol}`).join(',');
 }
 
-/** `localvm list` for people; "no VMs" when empty. */
-export function formatVmTable(vms: VmInfo[]): string {
-  if (vms.length === 0) return 'no VMs\n';
-  return formatTable(
-    ['NAME', 'STATE', 'BACKEND', 'CPUS', 'MEMORY', 'IMAGE', 'PORTS'],
-    vms.map((vm) => [
-      vm.name,
-      vm.reason ? `${vm.state} (${vm.reason})` : vm.state,
-      vm.backend,
-      String(vm.cpus),
-      `${vm.memory}M`,
-      vm.image,
-      formatPorts(vm.ports) || '-',
-    ]),
+/** A host that did not answer `list`, as the table shows it. */
+export interface UnreachableRow {
+  backend: string;
+  host: string;
+  uri: string;
+  error: { message: string };
+}
+
+/**
+ * `localvm list` for people; "no VMs" when empty. A HOST column when some VM runs on a named
+ * host (libvirt), and a row per host that did not answer, with its error under the table.
+ */
+export function formatVmTable(vms: VmInfo[], unreachable: readonly UnreachableRow[] = []): string {
+  if (vms.length === 0 && unreachable.length === 0) return 'no VMs\n';
+  const hosts = unreachable.length > 0 || vms.some((vm) => vm.host !== undefined);
+  const rows = vms.map((vm) => [
+    vm.name,
+    vm.reason ? `${vm.state} (${vm.reason})` : vm.state,
+    vm.backend,
+    ...(hosts ? [vm.host ?? '-'] : []),
+    String(vm.cpus),
+    `${vm.memory}M`,
+    vm.image,
+    formatPorts(vm.ports) || '-',
+  ]);
+  for (const u of unreachable) rows.push(['-', 'unreachable', u.backend, u.host, '-', '-', '-', '-']);
+  const table = formatTable(
+    ['NAME', 'STATE', 'BACKEND', ...(hosts ? ['HOST'] : []), 'CPUS', 'MEMORY', 'IMAGE', 'PORTS'],
+    rows,
   );
+  return table + unreachable.map((u) => `unreachable: ${u.error.message}\n`).join('');
 }
 
 /** `localvm info NAME` for people: one `key: value` per line, unset fields left out. */

@@ -67,6 +67,8 @@ export async function runCli(argv: string[], deps: CliDeps): Promise<number> {
     .option('--json', 'machine-readable output (errors as {"error": {...}} on stderr)')
     .option('--dry-run', 'print the commands that would run and run nothing')
     .option('-v, --verbose', 'debug logs on stderr, stack traces on errors')
+    .option('--host <name>', 'libvirt: the host from the hosts list to act on (create: or auto)')
+    .option('--connect <uri>', 'libvirt: the connection URI to act on, e.g. qemu+ssh://user@box/system')
     .addHelpText('after', `\n${EXIT_CODES_HELP}`)
     .showHelpAfterError(false)
     .exitOverride()

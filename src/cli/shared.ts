@@ -36,6 +36,23 @@ export interface GlobalOptions {
   json?: boolean;
   dryRun?: boolean;
   verbose?: boolean;
+  /** libvirt: a host of the hosts list, or `auto` (create only). */
+  host?: string;
+  /** libvirt: a connection URI. */
+  connect?: string;
+}
+
+/**
+ * `--host NAME` and `--connect URI` narrow every libvirt operation to that host (`--host auto`
+ * is create's placement and narrows nothing).
+ */
+function withHostOptions(config: LocalVmConfig, g: GlobalOptions): LocalVmConfig {
+  if ((g.host === undefined || g.host === 'auto') && g.connect === undefined) return config;
+  return {
+    ...config,
+    ...(g.host !== undefined && g.host !== 'auto' ? { libvirtHost: g.host } : {}),
+    ...(g.connect !== undefined ? { libvirtConnect: g.connect } : {}),
+  };
 }
 
 /** A command's registration: adds it (and its subcommands) to the program. */
@@ -90,7 +107,7 @@ export class CliSession {
   contextFor(cmd: Commander): OperationContext {
     const g = this.globals(cmd);
     this.verbose = Boolean(g.verbose) || this.verbose;
-    this.config ??= this.deps.context?.config ?? loadConfig(this.deps.env);
+    this.config ??= withHostOptions(this.deps.context?.config ?? loadConfig(this.deps.env), g);
     if (this.config.verbose) this.verbose = true;
     const runner: CommandRunner = this.deps.context?.runner ?? createExecaRunner();
     return defaultContext({

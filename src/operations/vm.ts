@@ -6,6 +6,7 @@ import pRetry, { AbortError } from 'p-retry';
 import type { Backend, StopOptions, VmInfo } from '../backend.js';
 import { availableBackends, resolveBackend, withDefaults, type OperationContext } from '../context.js';
 import { LocalVmError, isLocalVmError, isTransient } from '../errors.js';
+import { backendFor, listBackend, type UnreachableHost } from './hosts.js';
 import { locate, notFound } from './locate.js';
 import { parseOrThrow, parseVmName, parseVmSpec, specFingerprint, type VmSpec, type VmSpecInput } from '../schema.js';
 import { z } from 'zod';
@@ -245,13 +246,19 @@ export async function cleanupVms(
   matched: string[];
   deleted: string[];
   templates: { matched: string[]; deleted: string[]; kept: string[] };
+  /** Hosts that did not answer (libvirt): their VMs were not looked at, the others' were cleaned. */
+  unreachable: UnreachableHost[];
 }> {
   const prefix = parseOrThrow(prefixSchema, options.prefix, 'cleanup prefix');
   const c = withDefaults(ctx);
   const matched: { name: string; backend: Backend }[] = [];
   const templates: { name: string; backend: TemplateLister }[] = [];
+  const unreachable: UnreachableHost[] = [];
   for (const backend of await availableBackends(c)) {
-    for (const vm of await backend.list()) if (vm.name.startsWith(prefix)) matched.push({ name: vm.name, backend });
+    const listing = await listBackend(backend);
+    unreachable.push(...listing.unreachable);
+    for (const vm of listing.vms)
+      if (vm.name.startsWith(prefix)) matched.push({ name: vm.name, backend: await backendFor(vm, backend, c) });
     const lister = backend as Backend & Partial<TemplateLister>;
     if (typeof lister.templateList === 'function' && typeof lister.templateDelete === 'function') {
       for (const t of await lister.templateList()) {
@@ -283,6 +290,7 @@ export async function cleanupVms(
     matched: matched.map((m) => m.name),
     deleted,
     templates: { matched: templates.map((t) => t.name), deleted: templatesDeleted, kept },
+    unreachable,
   };
 }
 

@@ -13,9 +13,20 @@ export function registerCleanup(program: Commander, cli: CliSession): void {
       const r = await cleanupVms({ prefix: opts.prefix, dryRun }, cli.contextFor(cmd));
       if (cli.json(cmd)) {
         const { matched, deleted, templates } = r;
-        cli.out(JSON.stringify({ prefix: opts.prefix, dryRun, matched, deleted, templates }) + '\n');
+        const unreachable = r.unreachable.map((u) => ({ host: u.host, uri: u.uri, error: u.error.toJSON() }));
+        cli.out(
+          JSON.stringify({
+            prefix: opts.prefix,
+            dryRun,
+            matched,
+            deleted,
+            templates,
+            ...(unreachable.length ? { unreachable } : {}),
+          }) + '\n',
+        );
         return;
       }
+      for (const u of r.unreachable) cli.err(`warning: not cleaned (unreachable): ${u.error.message}\n`);
       if (r.matched.length === 0 && r.templates.matched.length === 0) cli.out(`no VMs start with ${opts.prefix}\n`);
       for (const name of r.matched) cli.out(`${dryRun ? 'would delete' : 'deleted'} ${name}\n`);
       for (const name of r.templates.matched) {

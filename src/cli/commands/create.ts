@@ -35,6 +35,7 @@ async function requestedSpec(
   name: string | undefined,
   opts: CreateOptions,
   backend: string | undefined,
+  host: string | undefined,
 ) {
   const base = opts.file ? parseSpecFile((await readHostFile(opts.file, 'file')).toString('utf8'), opts.file) : {};
   const vmName = name ?? (typeof base.name === 'string' ? base.name : undefined);
@@ -52,6 +53,7 @@ async function requestedSpec(
   const flags = {
     ...buildCreateSpec(vmName, opts, backend),
     ...(opts.template !== undefined ? { template: opts.template } : {}),
+    ...(host !== undefined ? { host } : {}),
   };
   return parseVmSpec(mergeCreateSpec(base, flags, opts, userData));
 }
@@ -132,7 +134,8 @@ export function registerCreate(program: Commander, cli: CliSession): void {
     .addHelpText('after', KEPT_HELP)
     .action(async (name: string | undefined, opts: CreateOptions, cmd: Commander) => {
       const ctx = cli.contextFor(cmd);
-      const spec = await requestedSpec(cli, name, opts, parseBackendArg(cli.globals(cmd).backend));
+      const g = cli.globals(cmd);
+      const spec = await requestedSpec(cli, name, opts, parseBackendArg(g.backend), g.host);
       const readyTimeoutMs =
         opts.readyTimeout === undefined ? undefined : parseDurationArg('ready-timeout', opts.readyTimeout);
       if (cli.globals(cmd).dryRun) {
