@@ -67,6 +67,9 @@ export const VM_REPLACE_KEYS = [
   'transport',
   // A clone of another template is another machine (its RAM and disks are that template's).
   'template',
+  // libvirt: another host is another machine (a VM does not move between hosts).
+  'host',
+  'connect',
 ] as const;
 
 /** Applied in place by `updateVm` (stop, change, start). */

@@ -45,6 +45,13 @@ export interface TimeoutsArgs {
 export interface VmArgs {
   name?: In<string>;
   backend?: In<BackendName>;
+  /**
+   * libvirt: the host from the hosts list to run on, or `auto` (the one with the most free
+   * memory that fits). Changing it replaces the VM.
+   */
+  host?: In<string>;
+  /** libvirt: the connection URI to run on (instead of `host`), e.g. `qemu+ssh://user@box/system`. Changing it replaces the VM. */
+  connect?: In<string>;
   image?: In<string>;
   /** With an image URL: `sha256:<hex>` (or sha512) the download is verified against. */
   imageChecksum?: In<string>;

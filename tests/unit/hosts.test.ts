@@ -8,6 +8,7 @@ import { answered, fanOut, unanswered } from '../../src/hosts/fanout.js';
 import { chooseHost, parseFreecell } from '../../src/hosts/placement.js';
 import { hostOf, hostTargets, resolveHostTarget } from '../../src/hosts/targets.js';
 import type { CommandRunner } from '../../src/runner.js';
+import { checkVm, diffVm } from '../../src/provider/logic.js';
 import { libvirtUriProblem, parseVmSpec } from '../../src/schema.js';
 import { codeOf, rejection } from '../fixtures/rejection.js';
 import { testTempDir } from '../fixtures/tempDir.js';
@@ -313,5 +314,17 @@ describe('targets', () => {
     const error = thrown(() => hostOf('vm', [no('a'), down('b')]));
     expect(error.code).toBe('COMMAND_FAILED');
     expect(error.message).toContain('host b');
+  });
+});
+
+describe('Pulumi Vm on hosts', () => {
+  it('host passes check; changing host replaces the VM, an unchanged host does not', () => {
+    const checked = checkVm({ name: 'web', backend: 'auto', host: 'box' });
+    expect(checked.failures).toEqual([]);
+    expect(checked.inputs.host).toBe('box');
+    const olds = { ...checked.inputs, state: 'running' };
+    expect(diffVm(olds, checkVm({ name: 'web', backend: 'auto', host: 'other' }).inputs).replaces).toEqual(['host']);
+    expect(diffVm(olds, checked.inputs).changes).toBe(false);
+    expect(checkVm({ name: 'web', host: 'Bad!' }).failures.map((f) => f.property)).toEqual(['host']);
   });
 });
