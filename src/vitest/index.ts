@@ -17,6 +17,7 @@
  *   Reused VMs are not in the session record (the reaper leaves them) and the
  *   session-start sweep skips names starting with `<prefix>reuse-`.
  */
+import { createHash } from 'node:crypto';
 import { test as base, type TestAPI } from 'vitest';
 import { connect, type Connector } from '../connector.js';
 import { withDefaults, type OperationContext } from '../context.js';
@@ -112,9 +113,17 @@ export function testPrefix(option?: string, ctx?: Partial<OperationContext>): st
 // Room is left after the prefix for a session id and worker number within 63 characters.
 const prefixSchema = z.string().regex(/^[a-z0-9][a-z0-9-]{0,39}$/, 'must be 1-40 characters of a-z, 0-9 and "-"');
 
-/** The spec hash naming a reused VM: the fingerprint of the spec (name excluded). */
+/**
+ * The spec hash naming a reused VM: the fingerprint of the spec (name excluded), and the
+ * libvirt host or URI when the spec names one (the fingerprint leaves placement out, but a
+ * worker must not adopt its VM from another host).
+ */
 export function reuseHash(spec: Partial<VmSpecInput>): string {
-  return specFingerprint(parseVmSpec({ ...spec, name: 'reuse' })).slice(0, 10);
+  const parsed = parseVmSpec({ ...spec, name: 'reuse' });
+  const fingerprint = specFingerprint(parsed);
+  const place = (spec as { connect?: string }).connect ?? spec.host;
+  if (place === undefined) return fingerprint.slice(0, 10);
+  return createHash('sha256').update(`${fingerprint}@${place}`).digest('hex').slice(0, 10);
 }
 
 /** `<prefix>reuse-<hash>-w<worker>`. Pure. */

@@ -9,7 +9,8 @@ import { chooseHost, parseFreecell } from '../../src/hosts/placement.js';
 import { hostOf, hostTargets, resolveHostTarget } from '../../src/hosts/targets.js';
 import type { CommandRunner } from '../../src/runner.js';
 import { checkVm, diffVm } from '../../src/provider/logic.js';
-import { libvirtUriProblem, parseVmSpec } from '../../src/schema.js';
+import { libvirtUriProblem, parseVmSpec, specFingerprint } from '../../src/schema.js';
+import { reuseHash } from '../../src/vitest/index.js';
 import { codeOf, rejection } from '../fixtures/rejection.js';
 import { testTempDir } from '../fixtures/tempDir.js';
 
@@ -326,5 +327,16 @@ describe('Pulumi Vm on hosts', () => {
     expect(diffVm(olds, checkVm({ name: 'web', backend: 'auto', host: 'other' }).inputs).replaces).toEqual(['host']);
     expect(diffVm(olds, checked.inputs).changes).toBe(false);
     expect(checkVm({ name: 'web', host: 'Bad!' }).failures.map((f) => f.property)).toEqual(['host']);
+  });
+});
+
+describe('fixtures on hosts', () => {
+  it('a reused VM is named per host: another host never adopts it; without a host the name is what it was', () => {
+    const spec = { image: 'tiny', memory: 256 };
+    expect(reuseHash(spec)).toBe(specFingerprint(parseVmSpec({ ...spec, name: 'reuse' })).slice(0, 10));
+    const onA = reuseHash({ ...spec, backend: 'auto', host: 'a' });
+    expect(onA).toMatch(/^[0-9a-f]{10}$/);
+    expect(onA).not.toBe(reuseHash({ ...spec, backend: 'auto', host: 'b' }));
+    expect(onA).not.toBe(reuseHash(spec));
   });
 });
