@@ -88,7 +88,9 @@ export async function resolveBackend(
   requested: BackendName,
   ctx: OperationContext,
   image?: string,
+  placement?: { host?: string | undefined; connect?: string | undefined },
 ): Promise<{ backend: Backend; reason: string }> {
+  if (placement?.host !== undefined || placement?.connect !== undefined) return placedBackend(requested, ctx);
   if (requested !== 'auto') {
     const availability = backendAvailability(requested, ctx);
     if (!availability.available) {
@@ -127,6 +129,32 @@ export async function resolveBackend(
     backend: await getBackend(chosen.driver.name, ctx),
     reason: `auto: ${why}, using ${chosen.driver.name} (${chosen.availability.reason})`,
   };
+}
+
+/**
+ * The backend of a spec naming a host or connection URI: one that places VMs on hosts. Under
+ * `auto` the first such backend; a backend without hosts is VALIDATION (the host would be
+ * silently ignored otherwise).
+ */
+async function placedBackend(
+  requested: BackendName,
+  ctx: OperationContext,
+): Promise<{ backend: Backend; reason: string }> {
+  const withHosts = backendDrivers().filter((d) => d.hosts);
+  const names = withHosts.map((d) => d.name).join(' or ') || 'a backend with hosts';
+  if (requested === 'auto') {
+    const driver = withHosts[0];
+    if (!driver) throw new LocalVmError('UNSUPPORTED', 'no backend places VMs on hosts here (host/connect given)');
+    return resolveBackend(driver.name, ctx).then((r) => ({
+      ...r,
+      reason: `auto: host/connect given, using ${driver.name}`,
+    }));
+  }
+  if (!withHosts.some((d) => d.name === requested) && !ctx.backends?.[requested]) {
+    const reason = `the ${requested} backend runs VMs on this machine only: host and connect need ${names}`;
+    throw new LocalVmError('VALIDATION', `invalid VM spec: ${reason}`, { issues: [{ property: 'host', reason }] });
+  }
+  return resolveBackend(requested, ctx);
 }
 
 /** Every backend that may hold VMs in this context, in registration order. */

@@ -39,6 +39,8 @@ export interface BackendDriver {
   autoRank(config: LocalVmConfig): number | undefined;
   /** Whether this backend can run a spec naming `image` (auto skips those it cannot). */
   acceptsImage?(image: string): boolean;
+  /** Places VMs on hosts (a spec's `host`/`connect`): `auto` sends such specs here, others refuse them. */
+  readonly hosts?: boolean;
   create(host: BackendHost): Promise<Backend>;
 }
 

@@ -15,7 +15,7 @@ type Ctx = Partial<OperationContext> | undefined;
 export async function planCreateVm(input: VmSpecInput, ctx?: Ctx): Promise<Plan> {
   const spec = parseVmSpec(input);
   const c = withDefaults(ctx);
-  const { backend } = await resolveBackend(spec.backend, c, spec.image);
+  const { backend } = await resolveBackend(spec.backend, c, spec.image, spec);
   return backend.plan({ operation: 'create', spec });
 }
 

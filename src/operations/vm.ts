@@ -38,7 +38,7 @@ export async function backendOf(name: string, ctx?: Ctx): Promise<Backend> {
 export async function createVm(input: VmSpecInput, ctx?: Ctx): Promise<VmInfo> {
   const spec = parseVmSpec(input);
   const c = withDefaults(ctx);
-  const { backend, reason } = await resolveBackend(spec.backend, c, spec.image);
+  const { backend, reason } = await resolveBackend(spec.backend, c, spec.image, spec);
   c.log?.(`create ${spec.name}: ${reason}`);
   return backend.create(spec);
 }
@@ -84,7 +84,7 @@ export async function createVmWithRetry(
 ): Promise<CreateResult> {
   const spec = parseVmSpec(input);
   const c = withDefaults(ctx);
-  const { backend, reason } = await resolveBackend(spec.backend, c, spec.image);
+  const { backend, reason } = await resolveBackend(spec.backend, c, spec.image, spec);
   c.log?.(`create ${spec.name}: ${reason}`);
   let attempts = 0;
 

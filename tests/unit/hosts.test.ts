@@ -2,12 +2,13 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
+import { realClock, resolveBackend } from '../../src/context.js';
 import { LocalVmError, isLocalVmError } from '../../src/errors.js';
 import { DEFAULT_HOST, findHost, loadHosts, parseHostsFile } from '../../src/hosts/config.js';
 import { answered, fanOut, unanswered } from '../../src/hosts/fanout.js';
 import { chooseHost, parseFreecell } from '../../src/hosts/placement.js';
 import { hostOf, hostTargets, resolveHostTarget } from '../../src/hosts/targets.js';
-import type { CommandRunner } from '../../src/runner.js';
+import { createRecordingRunner, type CommandRunner } from '../../src/runner.js';
 import { checkVm, diffVm } from '../../src/provider/logic.js';
 import { libvirtUriProblem, parseVmSpec, specFingerprint } from '../../src/schema.js';
 import { reuseHash } from '../../src/vitest/index.js';
@@ -338,5 +339,29 @@ describe('fixtures on hosts', () => {
     expect(onA).toMatch(/^[0-9a-f]{10}$/);
     expect(onA).not.toBe(reuseHash({ ...spec, backend: 'auto', host: 'b' }));
     expect(onA).not.toBe(reuseHash(spec));
+  });
+});
+
+describe('backend for a spec with a host', () => {
+  const ctx = {
+    config: loadConfig({ HOME: '/nonexistent', PATH: '/nonexistent' }),
+    runner: createRecordingRunner(),
+    clock: realClock,
+  };
+
+  it('a backend without hosts refuses host and connect (VALIDATION on host), never ignores them', async () => {
+    const error = await rejection(resolveBackend('qemu', ctx, 'tiny', { host: 'box' }));
+    expect(error.code).toBe('VALIDATION');
+    expect(error.issues?.[0]?.property).toBe('host');
+    expect(await codeOf(resolveBackend('orbstack', ctx, undefined, { connect: 'qemu:///system' }))).toBe('VALIDATION');
+  });
+
+  it('auto with a host never lands on a backend without hosts (tiny would otherwise pick qemu)', async () => {
+    const picked = await resolveBackend('auto', ctx, 'tiny', { host: 'box' }).then(
+      (r) => r.backend.name,
+      (e: LocalVmError) => e.code,
+    );
+    expect(picked).not.toBe('qemu');
+    expect((await resolveBackend('auto', ctx, 'tiny')).backend.name).toBe('qemu');
   });
 });
