@@ -102,3 +102,9 @@ export * from './backends/libvirt/index.js';
 export { pruneImages, planPrune, type PruneItem, type PruneKind, type PruneReport } from './operations/prune.js';
 export { sshCommand, sshConfig } from './operations/ssh.js';
 export { AGENT_SILENT } from './transport.js';
+// Many libvirt hosts: list every host (unreachable ones reported), the hosts list and placement.
+export { listVmsByHost, type UnreachableHost, type VmListing } from './operations/hosts.js';
+export { DEFAULT_HOST, findHost, loadHosts, parseHostsFile, type HostEntry, type HostsList } from './hosts/config.js';
+export { chooseHost, type HostMemory } from './hosts/placement.js';
+export { fanOut, type HostRef, type HostResult } from './hosts/fanout.js';
+export { hostTargets, resolveHostTarget, type HostsContext, type TargetRequest } from './hosts/targets.js';
