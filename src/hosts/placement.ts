@@ -1,18 +1,9 @@
 /**
  * Where `host: 'auto'` puts a VM: on the answering host with the most free memory, if that is
  * enough for the VM. Free memory is libvirt's own figure (`virsh freecell`: the free memory of
- * every NUMA cell, what QEMU can be given), parsed here without running anything.
+ * every NUMA cell, what QEMU can be given). Pure.
  */
 import { LocalVmError } from '../errors.js';
-
-/** The free memory in bytes that `virsh freecell` (with or without `--all`) reports. Pure. */
-export function parseFreecell(stdout: string): number | undefined {
-  // `Total: 9641636 KiB` (no cell given) or a table of cells ending in `Total:    9831352 KiB`.
-  const m = /^\s*Total:\s*(\d+)\s*KiB\s*$/m.exec(stdout);
-  if (!m) return undefined;
-  const bytes = Number(m[1]) * 1024;
-  return Number.isSafeInteger(bytes) ? bytes : undefined;
-}
 
 /** One host as placement sees it: its free memory, or why it did not answer. */
 export type HostMemory = { host: string; freeBytes: number } | { host: string; error: string };

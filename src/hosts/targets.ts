@@ -11,7 +11,8 @@ import { libvirtUriSchema, parseOrThrow } from '../schema.js';
 import type { Clock } from '../time/clock.js';
 import { findHost, loadHosts, type HostsList } from './config.js';
 import { fanOut, unanswered, type HostRef, type HostResult } from './fanout.js';
-import { chooseHost, parseFreecell } from './placement.js';
+import { parseFreecell } from '../backends/libvirt/parse.js';
+import { chooseHost } from './placement.js';
 
 export type { HostRef } from './fanout.js';
 
@@ -60,10 +61,9 @@ export async function hostTargets(ctx: HostsContext): Promise<HostRef[]> {
 /** `virsh -c URI freecell`: the host's free memory in bytes (COMMAND_FAILED with virsh's stderr when it does not answer). */
 export async function freeMemory(t: HostRef, runner: CommandRunner, signal?: AbortSignal): Promise<number> {
   const r = await runChecked(runner, { file: 'virsh', args: ['-c', t.uri, 'freecell'] }, { signal });
-  const bytes = parseFreecell(r.stdout);
-  if (bytes === undefined)
-    throw new LocalVmError('PROTOCOL', `virsh freecell printed no total: ${r.stdout.slice(0, 200)}`);
-  return bytes;
+  if (!/\d+\s*KiB/.test(r.stdout))
+    throw new LocalVmError('PROTOCOL', `virsh freecell printed no free memory: ${r.stdout.slice(0, 200)}`);
+  return parseFreecell(r.stdout) * 1024;
 }
 
 /**

@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
@@ -6,7 +6,7 @@ import { realClock, resolveBackend } from '../../src/context.js';
 import { LocalVmError, isLocalVmError } from '../../src/errors.js';
 import { DEFAULT_HOST, findHost, loadHosts, parseHostsFile } from '../../src/hosts/config.js';
 import { answered, fanOut, unanswered } from '../../src/hosts/fanout.js';
-import { chooseHost, parseFreecell } from '../../src/hosts/placement.js';
+import { chooseHost } from '../../src/hosts/placement.js';
 import { hostOf, hostTargets, resolveHostTarget } from '../../src/hosts/targets.js';
 import { createRecordingRunner, type CommandRunner } from '../../src/runner.js';
 import { checkVm, diffVm } from '../../src/provider/logic.js';
@@ -14,9 +14,6 @@ import { libvirtUriProblem, parseVmSpec, specFingerprint } from '../../src/schem
 import { reuseHash } from '../../src/vitest/index.js';
 import { codeOf, rejection } from '../fixtures/rejection.js';
 import { testTempDir } from '../fixtures/tempDir.js';
-
-const captured = (file: string) =>
-  readFileSync(join(import.meta.dirname, '../fixtures/captured/libvirt', file), 'utf8');
 
 function thrown(fn: () => unknown): LocalVmError {
   try {
@@ -126,13 +123,6 @@ describe('libvirt URIs', () => {
 });
 
 describe('placement', () => {
-  it('parses virsh freecell with and without --all (captured)', () => {
-    expect(parseFreecell(captured('virsh-freecell.stdout'))).toBe(9152924 * 1024);
-    expect(parseFreecell(captured('virsh-freecell-all.stdout'))).toBe(9501036 * 1024);
-    expect(parseFreecell(captured('virsh-nodeinfo.stdout'))).toBeUndefined();
-    expect(parseFreecell('')).toBeUndefined();
-  });
-
   const MiB = 1024 * 1024;
 
   it('picks the answering host with the most free memory that fits', () => {

@@ -21,6 +21,11 @@ import { parseNames, parseSnapshotList } from './parse.js';
 import { planCreate, planExisting, type LvPlan } from './plan.js';
 import { LIBVIRT_BACKEND } from './register.js';
 import { POOL, resolveTarget, targets, type LibvirtTarget } from './target.js';
+import { answered, fanOut, unanswered } from '../../hosts/fanout.js';
+import { HOST_QUERY_MS, hostOf } from '../../hosts/targets.js';
+
+/** How long one host may take to list its VMs (a virsh call per domain, over SSH for remote hosts). */
+const HOST_LIST_MS = 120_000;
 import { vmVolume } from './volumes.js';
 
 export type LibvirtBackend = Backend & SnapshotCapable & DiskCapable;
@@ -38,29 +43,24 @@ export function createLibvirtBackend(options: BackendHost): LibvirtBackend {
     }
     return h;
   };
-  const ctx = { config };
+  const ctx = { config, runner };
 
-  /** The host holding domain `name`. NOT_FOUND when no reachable host has it (an unreachable one is said). */
+  /**
+   * The host holding domain `name`, every host asked at once (src/hosts/targets.ts hostOf):
+   * NOT_FOUND when every host says no, CONFLICT when several have it, and when it is on no
+   * host that answered, the error of one that did not (naming it: the VM may be there).
+   */
   async function locate(name: string): Promise<LibvirtHost> {
-    const unreachable: string[] = [];
-    for (const t of targets(ctx)) {
-      const host = hostFor(t);
+    const has = async (t: LibvirtTarget) => {
       try {
-        await host.domstate(name);
-        return host;
+        await hostFor(t).domstate(name);
+        return true;
       } catch (error) {
-        if (isLocalVmError(error, 'NOT_FOUND')) continue;
-        if (isLocalVmError(error) && error.details?.unreachable) {
-          unreachable.push(error.message);
-          continue;
-        }
+        if (isLocalVmError(error, 'NOT_FOUND')) return false;
         throw error;
       }
-    }
-    throw new LocalVmError('NOT_FOUND', `no libvirt VM named ${name}`, {
-      vm: name,
-      hint: unreachable.length ? `not reachable: ${unreachable.join('; ')}` : undefined,
-    });
+    };
+    return hostFor(hostOf(name, await fanOut(await targets(ctx), has, { timeoutMs: HOST_QUERY_MS })));
   }
 
   async function info(name: string): Promise<VmInfo> {
@@ -69,12 +69,12 @@ export function createLibvirtBackend(options: BackendHost): LibvirtBackend {
 
   async function planFor(request: PlanRequest): Promise<{ host: LibvirtHost; plan: LvPlan }> {
     if (request.operation === 'create') {
-      const host = hostFor(resolveTarget(request.spec, ctx));
+      const host = hostFor(await resolveTarget(request.spec, ctx));
       return { host, plan: planCreate(host.virsh, request.spec, await observeCreate(host, request.spec, runner)) };
     }
     const name = request.name;
     const host = await locate(name).catch((error: unknown) => {
-      if (isLocalVmError(error, 'NOT_FOUND')) return hostFor(targets(ctx)[0] as LibvirtTarget);
+      if (isLocalVmError(error, 'NOT_FOUND')) return targets(ctx).then((t) => hostFor(t[0] as LibvirtTarget));
       throw error;
     });
     const observed = await observeDomain(host, name, request.operation === 'delete');
@@ -148,30 +148,27 @@ export function createLibvirtBackend(options: BackendHost): LibvirtBackend {
       await apply(host, plan);
     },
 
-    async list() {
-      const out: VmInfo[] = [];
-      for (const t of targets(ctx)) {
+    async listByHost() {
+      const listHost = async (t: LibvirtTarget) => {
         const host = hostFor(t);
-        let names: string[];
-        try {
-          names = parseNames(await host.virshOut(host.virsh.listNames()));
-        } catch (error) {
-          // One host that does not answer must not hide the others (nor break `localvm list`).
-          if (isLocalVmError(error) && error.details?.unreachable) {
-            log(error.message);
-            continue;
-          }
-          throw error;
-        }
-        for (const name of names) {
+        const out: VmInfo[] = [];
+        for (const name of parseNames(await host.virshOut(host.virsh.listNames()))) {
           try {
             out.push(await domainInfo(host, name));
           } catch (error) {
             if (!isLocalVmError(error, 'NOT_FOUND')) throw error; // not localvm's, or gone meanwhile
           }
         }
-      }
-      return out;
+        return out;
+      };
+      return fanOut(await targets(ctx), listHost, { timeoutMs: HOST_LIST_MS });
+    },
+
+    async list() {
+      // One host that does not answer must not hide the others (nor break `localvm list`).
+      const results = await backend.listByHost!();
+      for (const u of unanswered(results)) log(u.error.message);
+      return answered(results);
     },
 
     async info(name) {

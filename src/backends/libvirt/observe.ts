@@ -241,6 +241,7 @@ export async function domainInfo(host: LibvirtHost, name: string): Promise<VmInf
   return {
     name,
     backend: LIBVIRT_BACKEND,
+    host: host.target.host,
     state: state.state,
     reason:
       state.state === 'stopped' && state.reason !== 'shutdown' && state.reason !== 'destroyed'

@@ -12,6 +12,7 @@ registerBackend({
   name: LIBVIRT_BACKEND,
   summary: 'VMs of a libvirt daemon, local or over SSH (virsh -c URI)',
   capabilities: ['snapshots', 'disks'],
+  hosts: true,
   availability(config) {
     return findTool(config, 'virsh')
       ? { available: true, reason: 'virsh on PATH' }

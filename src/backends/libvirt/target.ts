@@ -1,12 +1,15 @@
 /**
- * Which libvirt daemon a VM lives on. A spec's `connect` wins; otherwise the configured URI
- * (LOCALVM_LIBVIRT_URI, default qemu:///system). `list` and `cleanup` visit every target.
- * This is the seam for many hosts: a hosts list and placement replace these bodies, the
- * interface stays.
+ * Which libvirt daemon a VM lives on: the spec's `connect` URI, its `host` (a name from the
+ * hosts list, or `auto`), else the first host (src/hosts/targets.ts). Without a hosts file
+ * there is one host, `local`, at LOCALVM_LIBVIRT_URI (default qemu:///system). `list` and
+ * `cleanup` visit every target; `--host`/`--connect` narrow them to one.
  */
 import { join } from 'node:path';
 import type { LocalVmConfig } from '../../config.js';
 import { LocalVmError } from '../../errors.js';
+import { DEFAULT_HOST as HOSTS_DEFAULT } from '../../hosts/config.js';
+import { hostTargets, resolveHostTarget } from '../../hosts/targets.js';
+import type { CommandRunner } from '../../runner.js';
 import type { VmSpec } from '../../schema.js';
 import { parseLibvirtUri } from './uri.js';
 
@@ -18,19 +21,23 @@ export interface LibvirtTarget {
 
 export interface TargetContext {
   config: LocalVmConfig;
+  runner: CommandRunner;
 }
 
-/** The name of the single target of a one-host setup. */
-export const DEFAULT_HOST = 'default';
+/** The name of the single target of a one-host setup (no hosts file). */
+export const DEFAULT_HOST = HOSTS_DEFAULT;
 
-/** Where `spec` runs. */
-export function resolveTarget(spec: Pick<VmSpec, 'connect'>, ctx: TargetContext): LibvirtTarget {
-  return { host: DEFAULT_HOST, uri: spec.connect ?? ctx.config.libvirtUri };
+/** Where `spec` runs (`auto` asks every host for its free memory). */
+export function resolveTarget(
+  spec: Pick<VmSpec, 'connect' | 'host' | 'memory'>,
+  ctx: TargetContext,
+): Promise<LibvirtTarget> {
+  return resolveHostTarget(spec, { ...ctx, defaultUri: ctx.config.libvirtUri });
 }
 
 /** Every daemon VMs may live on, in order. */
-export function targets(ctx: TargetContext): LibvirtTarget[] {
-  return [{ host: DEFAULT_HOST, uri: ctx.config.libvirtUri }];
+export function targets(ctx: TargetContext): Promise<LibvirtTarget[]> {
+  return hostTargets({ ...ctx, defaultUri: ctx.config.libvirtUri });
 }
 
 /** The storage pool every localvm volume lives in, on every host. */

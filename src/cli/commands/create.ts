@@ -35,7 +35,7 @@ async function requestedSpec(
   name: string | undefined,
   opts: CreateOptions,
   backend: string | undefined,
-  host: string | undefined,
+  place: { host?: string | undefined; connect?: string | undefined },
 ) {
   const base = opts.file ? parseSpecFile((await readHostFile(opts.file, 'file')).toString('utf8'), opts.file) : {};
   const vmName = name ?? (typeof base.name === 'string' ? base.name : undefined);
@@ -53,7 +53,8 @@ async function requestedSpec(
   const flags = {
     ...buildCreateSpec(vmName, opts, backend),
     ...(opts.template !== undefined ? { template: opts.template } : {}),
-    ...(host !== undefined ? { host } : {}),
+    ...(place.host !== undefined ? { host: place.host } : {}),
+    ...(place.connect !== undefined ? { connect: place.connect } : {}),
   };
   return parseVmSpec(mergeCreateSpec(base, flags, opts, userData));
 }
@@ -135,7 +136,7 @@ export function registerCreate(program: Commander, cli: CliSession): void {
     .action(async (name: string | undefined, opts: CreateOptions, cmd: Commander) => {
       const ctx = cli.contextFor(cmd);
       const g = cli.globals(cmd);
-      const spec = await requestedSpec(cli, name, opts, parseBackendArg(g.backend), g.host);
+      const spec = await requestedSpec(cli, name, opts, parseBackendArg(g.backend), g);
       const readyTimeoutMs =
         opts.readyTimeout === undefined ? undefined : parseDurationArg('ready-timeout', opts.readyTimeout);
       if (cli.globals(cmd).dryRun) {
