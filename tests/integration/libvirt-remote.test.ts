@@ -18,7 +18,7 @@ import { listVmsByHost } from '../../src/operations/hosts.js';
 import { planCreateVm } from '../../src/operations/plan.js';
 import { cleanupVms, createVm, vmInfo, waitForVmReady } from '../../src/operations/vm.js';
 import { createExecaRunner } from '../../src/runner.js';
-import { startRemoteHost, type RemoteHost } from '../fixtures/libvirtRemote.js';
+import { REMOTE_USER, startRemoteHost, type RemoteHost } from '../fixtures/libvirtRemote.js';
 import { rejection } from '../fixtures/rejection.js';
 import { missingQemuOrTiny, missingRoot } from '../fixtures/tools.js';
 
@@ -143,7 +143,7 @@ describe.skipIf(skip)('libvirt across two hosts (local system daemon, remote ses
     expect(unknown.code).toBe('VALIDATION');
     expect(unknown.message).toContain('local, remote');
 
-    const refused = `qemu+ssh://localvm-remote@127.0.0.1:1/session?keyfile=${remote.keyFile}&no_verify=1`;
+    const refused = `qemu+ssh://${REMOTE_USER}@127.0.0.1:1/session?keyfile=${remote.keyFile}&no_verify=1`;
     const down = await rejection(createVm({ ...spec, connect: refused }, ctx));
     expect(down.message).toContain('127.0.0.1:1');
 
