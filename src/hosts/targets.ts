@@ -105,12 +105,27 @@ function firstOf(targets: HostRef[]): HostRef {
 }
 
 /**
+ * Whether the hosts were asked for (a hosts file, `--host`, `--connect`) rather than the one
+ * implicit default host. A configured host that does not answer is an error; the implicit
+ * default not answering (no libvirtd on this machine) just means it holds no VMs.
+ */
+export async function hostsConfigured(ctx: HostsContext): Promise<boolean> {
+  if (ctx.config.libvirtConnect || ctx.config.libvirtHost) return true;
+  return (await hostsList(ctx).catch(() => ({ source: ctx.config.hostsFile }))).source !== undefined;
+}
+
+/**
  * The one host of `results` (each host's answer to "do you have VM `name`?") that has it.
  * NOT_FOUND when every host answered no; CONFLICT naming the hosts when several have it
  * (`--host` picks one); when it is on none of the hosts that answered but some did not, the
- * first such host's error, naming it: the VM may be there. Pure.
+ * first such host's error, naming it: the VM may be there — unless `downIsAbsent` (the
+ * implicit default host), when it is NOT_FOUND whose hint says which host did not answer. Pure.
  */
-export function hostOf(name: string, results: readonly HostResult<boolean>[]): HostRef {
+export function hostOf(
+  name: string,
+  results: readonly HostResult<boolean>[],
+  options: { downIsAbsent?: boolean } = {},
+): HostRef {
   const having = results.filter((r) => r.ok && r.value);
   if (having.length === 1) return { host: having[0]!.host, uri: having[0]!.uri };
   if (having.length > 1) {
@@ -120,10 +135,12 @@ export function hostOf(name: string, results: readonly HostResult<boolean>[]): H
       hint: `say which with --host (one of ${hosts})`,
     });
   }
-  const down = unanswered(results)[0];
-  if (down) throw down.error;
+  const down = unanswered(results);
+  if (down[0] && !options.downIsAbsent) throw down[0].error;
   throw new LocalVmError('NOT_FOUND', `no VM named ${name} on ${results.map((r) => r.host).join(', ') || 'any host'}`, {
     vm: name,
-    hint: 'localvm list shows the VMs that exist',
+    hint: down.length
+      ? `not reachable: ${down.map((d) => d.error.message).join('; ')}`
+      : 'localvm list shows the VMs that exist',
   });
 }

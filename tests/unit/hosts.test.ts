@@ -7,7 +7,7 @@ import { LocalVmError, isLocalVmError } from '../../src/errors.js';
 import { DEFAULT_HOST, findHost, loadHosts, parseHostsFile } from '../../src/hosts/config.js';
 import { answered, fanOut, unanswered } from '../../src/hosts/fanout.js';
 import { chooseHost } from '../../src/hosts/placement.js';
-import { hostOf, hostTargets, resolveHostTarget } from '../../src/hosts/targets.js';
+import { hostOf, hostsConfigured, hostTargets, resolveHostTarget } from '../../src/hosts/targets.js';
 import { createRecordingRunner, type CommandRunner } from '../../src/runner.js';
 import { checkVm, diffVm } from '../../src/provider/logic.js';
 import { libvirtUriProblem, parseVmSpec, specFingerprint } from '../../src/schema.js';
@@ -306,6 +306,27 @@ describe('targets', () => {
     const error = thrown(() => hostOf('vm', [no('a'), down('b')]));
     expect(error.code).toBe('COMMAND_FAILED');
     expect(error.message).toContain('host b');
+  });
+
+  it('the implicit default host not answering (no libvirtd here) holds no VMs: NOT_FOUND saying so', () => {
+    const down = {
+      host: 'local',
+      uri: 'qemu:///system',
+      ok: false as const,
+      error: new LocalVmError('COMMAND_FAILED', 'host local (qemu:///system): failed to connect'),
+    };
+    const error = thrown(() => hostOf('vm', [down], { downIsAbsent: true }));
+    expect(error.code).toBe('NOT_FOUND');
+    expect(error.hint).toContain('failed to connect');
+  });
+
+  it('hosts count as configured with a hosts file, --host or --connect; not without', async () => {
+    expect(await hostsConfigured(hostsCtx(undefined))).toBe(false);
+    expect(await hostsConfigured(hostsCtx(HOSTS))).toBe(true);
+    const bare = hostsCtx(undefined);
+    expect(await hostsConfigured({ ...bare, config: { ...bare.config, libvirtConnect: 'qemu:///session' } })).toBe(
+      true,
+    );
   });
 });
 

@@ -20,9 +20,8 @@ import { domainInfo, observeCreate, observeDomain } from './observe.js';
 import { parseNames, parseSnapshotList } from './parse.js';
 import { planCreate, planExisting, type LvPlan } from './plan.js';
 import { LIBVIRT_BACKEND } from './register.js';
-import { POOL, resolveTarget, targets, type LibvirtTarget } from './target.js';
+import { locateTarget, POOL, resolveTarget, targets, type LibvirtTarget } from './target.js';
 import { answered, fanOut, unanswered } from '../../hosts/fanout.js';
-import { HOST_QUERY_MS, hostOf } from '../../hosts/targets.js';
 
 /** How long one host may take to list its VMs (a virsh call per domain, over SSH for remote hosts). */
 const HOST_LIST_MS = 120_000;
@@ -45,11 +44,7 @@ export function createLibvirtBackend(options: BackendHost): LibvirtBackend {
   };
   const ctx = { config, runner };
 
-  /**
-   * The host holding domain `name`, every host asked at once (src/hosts/targets.ts hostOf):
-   * NOT_FOUND when every host says no, CONFLICT when several have it, and when it is on no
-   * host that answered, the error of one that did not (naming it: the VM may be there).
-   */
+  /** The host holding domain `name` (target.ts locateTarget: every host asked at once). */
   async function locate(name: string): Promise<LibvirtHost> {
     const has = async (t: LibvirtTarget) => {
       try {
@@ -60,7 +55,7 @@ export function createLibvirtBackend(options: BackendHost): LibvirtBackend {
         throw error;
       }
     };
-    return hostFor(hostOf(name, await fanOut(await targets(ctx), has, { timeoutMs: HOST_QUERY_MS })));
+    return hostFor(await locateTarget(name, ctx, has));
   }
 
   async function info(name: string): Promise<VmInfo> {

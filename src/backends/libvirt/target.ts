@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import type { LocalVmConfig } from '../../config.js';
 import { LocalVmError } from '../../errors.js';
 import { DEFAULT_HOST as HOSTS_DEFAULT } from '../../hosts/config.js';
-import { hostTargets, resolveHostTarget } from '../../hosts/targets.js';
+import { fanOut } from '../../hosts/fanout.js';
+import { HOST_QUERY_MS, hostOf, hostsConfigured, hostTargets, resolveHostTarget } from '../../hosts/targets.js';
 import type { CommandRunner } from '../../runner.js';
 import type { VmSpec } from '../../schema.js';
 import { parseLibvirtUri } from './uri.js';
@@ -33,6 +34,20 @@ export function resolveTarget(
   ctx: TargetContext,
 ): Promise<LibvirtTarget> {
   return resolveHostTarget(spec, { ...ctx, defaultUri: ctx.config.libvirtUri });
+}
+
+/**
+ * The target holding VM `name` (`has` asks one target), every target asked at once; see
+ * hostOf for NOT_FOUND, CONFLICT and targets that do not answer.
+ */
+export async function locateTarget(
+  name: string,
+  ctx: TargetContext,
+  has: (t: LibvirtTarget) => Promise<boolean>,
+): Promise<LibvirtTarget> {
+  const hctx = { ...ctx, defaultUri: ctx.config.libvirtUri };
+  const results = await fanOut(await hostTargets(hctx), has, { timeoutMs: HOST_QUERY_MS });
+  return hostOf(name, results, { downIsAbsent: !(await hostsConfigured(hctx)) });
 }
 
 /** Every daemon VMs may live on, in order. */
