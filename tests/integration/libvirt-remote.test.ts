@@ -101,6 +101,10 @@ describe.skipIf(skip)('libvirt across two hosts (local system daemon, remote ses
       { name: REMOTE_VM, host: 'remote' },
     ]);
 
+    // --host narrows any command to one host.
+    const narrowed = await cli('--host', 'remote', 'list', '--json');
+    expect((JSON.parse(narrowed.stdout) as { name: string }[]).map((v) => v.name)).toEqual([REMOTE_VM]);
+
     // exec through libvirt's agent channel on the far side: no network path to the guest.
     const there = await connect(REMOTE_VM, ctx);
     expect((await there.exec(['cat', '/proc/sys/kernel/hostname'])).stdout.trim()).not.toBe('');
