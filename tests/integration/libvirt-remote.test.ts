@@ -16,7 +16,7 @@ import { connect } from '../../src/connector.js';
 import { realClock, type OperationContext } from '../../src/context.js';
 import { listVmsByHost } from '../../src/operations/hosts.js';
 import { planCreateVm } from '../../src/operations/plan.js';
-import { cleanupVms, createVm, vmInfo, waitForVmReady } from '../../src/operations/vm.js';
+import { cleanupVms, createVm, startVm, stopVm, vmInfo, waitForVmReady } from '../../src/operations/vm.js';
 import { createExecaRunner } from '../../src/runner.js';
 import { REMOTE_USER, startRemoteHost, type RemoteHost } from '../fixtures/libvirtRemote.js';
 import { rejection } from '../fixtures/rejection.js';
@@ -139,6 +139,9 @@ describe.skipIf(skip)('libvirt across two hosts (local system daemon, remote ses
       await remote.startSshd();
     }
     expect((await vmInfo(REMOTE_VM, ctx)).host).toBe('remote');
+    // Back: operations by name find the VM on its host again.
+    expect((await stopVm(REMOTE_VM, { force: true }, ctx)).state).toBe('stopped');
+    expect((await startVm(REMOTE_VM, ctx)).host).toBe('remote');
   });
 
   it('an unknown host, a URI that does not answer, a bad key: errors naming the host, nothing defined', async () => {
