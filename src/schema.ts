@@ -333,31 +333,6 @@ export const hostNameSchema = z
   .string({ error: 'must be a string' })
   .regex(VM_NAME_PATTERN, 'must be 1-63 characters of a-z, 0-9 and "-", starting with a letter or digit');
 
-const LIBVIRT_SCHEMES = new Set(['qemu:', 'qemu+ssh:', 'qemu+tcp:', 'qemu+tls:', 'qemu+unix:']);
-// The remote host and user become arguments of `ssh`: nothing that could read as an option.
-const URI_HOST = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]+\])$/;
-const URI_USER = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$/;
-
-/** Why `uri` is not a libvirt QEMU connection URI localvm accepts, or undefined. Pure. */
-export function libvirtUriProblem(uri: string): string | undefined {
-  if (uri.length > 2048 || /[\s\0]/.test(uri)) return 'must be a URI without spaces';
-  let url: URL;
-  try {
-    url = new URL(uri);
-  } catch {
-    return 'must be a libvirt URI such as qemu:///system or qemu+ssh://user@host/system';
-  }
-  if (!LIBVIRT_SCHEMES.has(url.protocol))
-    return `scheme ${url.protocol} is not one of ${[...LIBVIRT_SCHEMES].join(' ')}`;
-  if (url.pathname !== '/system' && url.pathname !== '/session') return 'path must be /system or /session';
-  const local = url.protocol === 'qemu:' || url.protocol === 'qemu+unix:';
-  if (local && url.hostname) return `${url.protocol}// URIs name no host (qemu:///system)`;
-  if (!local && !URI_HOST.test(url.hostname)) return 'must name a host (letters, digits, "." and "-", or [IPv6])';
-  if (url.username && !URI_USER.test(decodeURIComponent(url.username))) return 'user must be a plain user name';
-  if (url.password) return 'must not carry a password (use keyfile=)';
-  return undefined;
-}
-
 /**
  * The hosts list (`hosts.json`): host name → libvirt URI. The first host is where a VM goes
  * when its spec names none.
