@@ -7,6 +7,8 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseNames, parseVolList } from '../../src/backends/libvirt/parse.js';
 import { volumesOf } from '../../src/backends/libvirt/volumes.js';
@@ -15,9 +17,19 @@ import { connect } from '../../src/connector.js';
 import { realClock, type OperationContext } from '../../src/context.js';
 import { addDisk, listDisks, removeDisk } from '../../src/operations/disk.js';
 import { deleteSnapshot, listSnapshots, restoreSnapshot, snapshotVm } from '../../src/operations/snapshot.js';
-import { createVm, deleteVm, startVm, stopVm, updateVm, vmInfo, waitForVmReady } from '../../src/operations/vm.js';
+import {
+  createVm,
+  deleteVm,
+  listVms,
+  startVm,
+  stopVm,
+  updateVm,
+  vmInfo,
+  waitForVmReady,
+} from '../../src/operations/vm.js';
 import { createExecaRunner } from '../../src/runner.js';
 import { codeOf, rejection } from '../fixtures/rejection.js';
+import { testTempDir } from '../fixtures/tempDir.js';
 import { inCI, missingQemuOrTiny, which } from '../fixtures/tools.js';
 
 const URI = 'qemu:///system';
@@ -112,6 +124,34 @@ describe.skipIf(skip)('libvirt backend (real libvirtd, qemu:///system)', () => {
     expect(vms.find((v) => v.name === VM)?.labels).toEqual(labels);
     const dumped = (await virsh('dumpxml', '--domain', VM)).stdout;
     expect(dumped).not.toContain('<x/>');
+  });
+
+  it('is invisible to another localvm home, which can neither act on it nor on a domain localvm did not make', async () => {
+    const other: OperationContext = {
+      config: loadConfig({ ...process.env, LOCALVM_LIBVIRT_URI: URI, LOCALVM_HOME: testTempDir('lvcore-home-') }),
+      runner,
+      clock: realClock,
+    };
+    expect((await listVms(other)).map((v) => v.name)).not.toContain(VM);
+    expect(await codeOf(vmInfo(VM, other))).toBe('NOT_FOUND');
+    expect(await codeOf(stopVm(VM, {}, other))).toBe('NOT_FOUND');
+    expect(await deleteVm(VM, other)).toEqual({ deleted: false }); // idempotent: there is none here
+    expect((await vmInfo(VM, ctx)).state).toBe('running');
+    // A domain defined without localvm (someone's own VM) is left alone by every home.
+    const foreign = `${PREFIX}foreign`;
+    const xml = join(testTempDir('lvcore-xml-'), 'd.xml');
+    writeFileSync(
+      xml,
+      `<domain type='qemu'><name>${foreign}</name><memory unit='MiB'>64</memory><os><type>hvm</type></os></domain>`,
+    );
+    expect((await virsh('define', '--file', xml)).exitCode).toBe(0);
+    try {
+      expect(await deleteVm(foreign, ctx)).toEqual({ deleted: false });
+      expect(await codeOf(startVm(foreign, ctx))).toBe('NOT_FOUND');
+      expect((await leftovers(foreign)).domains).toEqual([foreign]);
+    } finally {
+      await virsh('undefine', '--domain', foreign);
+    }
   });
 
   it('changes labels in place (the running VM keeps running); a machine change is UNSUPPORTED', async () => {

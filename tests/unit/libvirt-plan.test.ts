@@ -30,7 +30,7 @@ const observed = (over: Partial<CreateObservation> = {}): CreateObservation => (
     initrd: { source: '/cache/initrd', hash: 'h1', sizeBytes: 5 },
     cmdline: 'console=ttyS0',
   },
-  metadata: { fingerprint: 'f', owner: 'o', createdAt: 'c', labels: {}, spec },
+  metadata: { fingerprint: 'f', owner: 'o', home: 'h:/s', createdAt: 'c', labels: {}, spec },
   isoTool: { file: '/usr/bin/genisoimage', prefix: [] },
   ...over,
 });
@@ -92,7 +92,7 @@ describe('libvirt create plan', () => {
           kind: 'image',
           image: { source: '/img/d.qcow2', hash: 'h2', sizeBytes: 3, format: 'qcow2', virtualBytes: 2 ** 31 },
         },
-        metadata: { fingerprint: 'f', owner: 'o', createdAt: 'c', labels: {}, spec: s },
+        metadata: { fingerprint: 'f', owner: 'o', home: 'h:/s', createdAt: 'c', labels: {}, spec: s },
       }),
     );
     const root = p.steps.find((st) => st.action.kind === 'virsh' && st.action.creates && 'volume' in st.action.creates);

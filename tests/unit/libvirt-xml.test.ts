@@ -18,6 +18,7 @@ const spec = parseVmSpec({ name: 'lv-a', backend: 'libvirt', labels: { team: 'in
 const meta = (over: Partial<LocalVmMetadata> = {}): LocalVmMetadata => ({
   fingerprint: 'f00',
   owner: 'root@h',
+  home: 'h:/root/.localvm',
   createdAt: '2026-12-01T00:00:00.000Z',
   labels: spec.labels,
   spec,
@@ -188,10 +189,11 @@ describe('localvm metadata', () => {
   it('writes fingerprint, owner, created, sorted labels and the spec without user-data', () => {
     const s = parseVmSpec({ name: 'lv-a', backend: 'libvirt', userData: '#cloud-config\npassword: hunter2\n' });
     const xml = metadataNode(meta({ labels: { b: '2', a: '1' }, spec: s })).xml;
-    expect(xml.split('\n').slice(0, 6)).toEqual([
+    expect(xml.split('\n').slice(0, 7)).toEqual([
       `<localvm:vm xmlns:localvm='https://localvm.dev/xmlns/libvirt/1'>`,
       '  <localvm:fingerprint>f00</localvm:fingerprint>',
       '  <localvm:owner>root@h</localvm:owner>',
+      '  <localvm:home>h:/root/.localvm</localvm:home>',
       '  <localvm:created>2026-12-01T00:00:00.000Z</localvm:created>',
       `  <localvm:label key='a'>1</localvm:label>`,
       `  <localvm:label key='b'>2</localvm:label>`,
@@ -213,13 +215,19 @@ describe('localvm metadata', () => {
     const m = parseMetadata(`<vm>
   <fingerprint>abc</fingerprint>
   <owner>u@h</owner>
+  <home>h:/srv/a&amp;b</home>
   <created>2026-12-01T00:00:00.000Z</created>
   <label key="a&amp;b">x&lt;y</label>
   <label key="empty"/>
   <spec>{"name":"lv-a","image":"tiny","ports":[]}</spec>
 </vm>
 `);
-    expect(m).toMatchObject({ fingerprint: 'abc', owner: 'u@h', labels: { 'a&b': 'x<y', empty: '' } });
+    expect(m).toMatchObject({
+      fingerprint: 'abc',
+      owner: 'u@h',
+      home: 'h:/srv/a&b',
+      labels: { 'a&b': 'x<y', empty: '' },
+    });
     expect(m?.spec.name).toBe('lv-a');
     expect(parseMetadata('<vm><label key="a">b</label></vm>')).toBeUndefined();
     expect(parseMetadata('<domain/>')).toBeUndefined();

@@ -74,6 +74,15 @@ export function createLibvirtBackend(options: BackendHost): LibvirtBackend {
     });
     const observed = await observeDomain(host, name, request.operation === 'delete');
     const meta = observed.state !== undefined ? await host.metadata(name).catch(() => undefined) : undefined;
+    // A domain this home did not make (someone's own VM, another home's) is never started,
+    // stopped or undefined by it: as far as this home knows, there is no such VM.
+    if (observed.state !== undefined && meta === undefined) {
+      throw new LocalVmError(
+        'NOT_FOUND',
+        `domain ${name} on ${host.target.host} was not made by localvm from this home (${ctx.config.stateDir}): localvm leaves it alone`,
+        { vm: name },
+      );
+    }
     const timeoutMs =
       (request.operation === 'stop' ? request.timeoutMs : undefined) ??
       meta?.spec.timeouts?.stopMs ??
@@ -202,6 +211,7 @@ export function createLibvirtBackend(options: BackendHost): LibvirtBackend {
       const node = metadataNode({
         fingerprint: current.fingerprint ?? specFingerprint(spec),
         owner: (await host.metadata(name))?.owner ?? '',
+        home: host.home,
         createdAt: current.createdAt ?? '',
         labels: spec.labels,
         spec: { ...(current.spec as VmSpec), labels: spec.labels },

@@ -4,14 +4,14 @@
  * the few reads every operation needs (state, metadata, pool path).
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { LocalVmConfig } from '../../config.js';
 import { isLocalVmError } from '../../errors.js';
 import { findTool } from '../../host/tools.js';
 import type { Command, CommandRunner, RunResult } from '../../runner.js';
 import { classifyVirshFailure } from './classify.js';
-import { LOCALVM_NS, parseMetadata, type LocalVmMetadata } from './metadata.js';
+import { homeId, LOCALVM_NS, parseMetadata, type LocalVmMetadata } from './metadata.js';
 import { parseDomstate } from './parse.js';
 import type { LibvirtTarget } from './target.js';
 import { createVirsh, type VirshBuilders } from './virsh.js';
@@ -34,7 +34,12 @@ export interface LibvirtHost {
   /** Runs `cmd`; its stdout, or the classified error (naming the URI) unless it exits 0. */
   virshOut(cmd: Command, options?: VirshRunOptions): Promise<string>;
   domstate(name: string): Promise<ReturnType<typeof parseDomstate>>;
-  /** localvm's metadata of `name`; undefined when the domain is not localvm's; NOT_FOUND when there is none. */
+  /** This home's id in the metadata of the VMs it makes (homeId). */
+  readonly home: string;
+  /**
+   * localvm's metadata of `name`; undefined when the domain is not this home's (not made by
+   * localvm, or by another home); NOT_FOUND when there is none.
+   */
   metadata(name: string): Promise<LocalVmMetadata | undefined>;
   /** Runs `fn` with `content` in a private temporary file (XML for define, attach-device, vol-create). */
   withFile<T>(content: string | Uint8Array, fn: (file: string) => Promise<T>): Promise<T>;
@@ -57,6 +62,7 @@ export function createLibvirtHost(o: {
   };
   const host: LibvirtHost = {
     config: o.config,
+    home: homeId(hostname(), o.config.stateDir),
     target: o.target,
     virsh,
     log,
@@ -71,7 +77,8 @@ export function createLibvirtHost(o: {
     },
     async metadata(name) {
       try {
-        return parseMetadata(await host.virshOut(virsh.metadata(name, LOCALVM_NS), { vm: name }));
+        const meta = parseMetadata(await host.virshOut(virsh.metadata(name, LOCALVM_NS), { vm: name }));
+        return meta?.home === host.home ? meta : undefined;
       } catch (error) {
         // "metadata not found" is a domain that is not localvm's; a missing domain stays NOT_FOUND.
         if (isLocalVmError(error) && /metadata not found/i.test(error.command?.stderrTail ?? '')) return undefined;

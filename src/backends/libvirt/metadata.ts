@@ -15,10 +15,22 @@ export interface LocalVmMetadata {
   fingerprint: string;
   /** Who created it (`user@machine`), for people and `cleanup`. */
   owner: string;
+  /**
+   * The localvm home that made it (`machine:stateDir`, see homeId). A daemon is shared by
+   * every home that reaches it (CI runners, laptops, test homes): each sees and acts on its
+   * own VMs only, as with QEMU's per-home records, so one home's `cleanup --prefix` never
+   * deletes another's VMs.
+   */
+  home: string;
   createdAt: string;
   labels: Record<string, string>;
   /** The spec without userData. */
   spec: VmSpec;
+}
+
+/** The id of a localvm home in a domain's metadata: this machine and the home's state directory. Pure. */
+export function homeId(machine: string, stateDir: string): string {
+  return `${machine}:${stateDir}`;
 }
 
 const p = (tag: string) => `${LOCALVM_PREFIX}:${tag}`;
@@ -31,6 +43,7 @@ export function metadataNode(meta: LocalVmMetadata): XmlNode {
     { [`xmlns:${LOCALVM_PREFIX}`]: LOCALVM_NS },
     el(p('fingerprint'), {}, meta.fingerprint),
     el(p('owner'), {}, meta.owner),
+    el(p('home'), {}, meta.home),
     el(p('created'), {}, meta.createdAt),
     ...Object.entries(meta.labels)
       .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
@@ -69,6 +82,7 @@ export function parseMetadata(xml: string): LocalVmMetadata | undefined {
   return {
     fingerprint,
     owner: textOf(body, 'owner') ?? '',
+    home: textOf(body, 'home') ?? '',
     createdAt: textOf(body, 'created') ?? '',
     labels,
     spec,

@@ -196,6 +196,7 @@ export async function observeCreate(
   const metadata: LocalVmMetadata = {
     fingerprint: specFingerprint(spec),
     owner: `${userInfo().username}@${hostname()}`,
+    home: host.home,
     createdAt: new Date().toISOString(),
     labels: spec.labels,
     spec: { ...spec, arch },
@@ -232,7 +233,11 @@ export async function observeDomain(host: LibvirtHost, name: string, refresh = f
 export async function domainInfo(host: LibvirtHost, name: string): Promise<VmInfo> {
   const meta = await host.metadata(name);
   if (!meta) {
-    throw new LocalVmError('NOT_FOUND', `domain ${name} on ${where(host)} was not made by localvm`, { vm: name });
+    throw new LocalVmError(
+      'NOT_FOUND',
+      `domain ${name} on ${where(host)} was not made by localvm from this home (${host.config.stateDir}): localvm leaves it alone`,
+      { vm: name },
+    );
   }
   const [state, dominfo] = await Promise.all([
     host.domstate(name),
