@@ -42,6 +42,18 @@ if ! getent passwd libvirt-qemu >/dev/null; then
 fi
 mkdir -p /var/log/libvirt /var/run/libvirt /var/lib/libvirt/qemu
 
+# libvirt probes QEMU's capabilities as libvirt-qemu and caches them; when that user cannot
+# open /dev/kvm while the daemon (root) can, it decides "KVM was enabled when probing, but it
+# is not available now", throws the cache away and probes again on every define or start
+# (~60 s each here). So libvirt-qemu joins the group that owns /dev/kvm, whatever its name.
+if [[ -e /dev/kvm ]]; then
+  kvm_group=$(stat -c %G /dev/kvm)
+  if [[ $kvm_group != UNKNOWN && $kvm_group != root ]] && ! id -nG libvirt-qemu | tr ' ' '\n' | grep -qx "$kvm_group"; then
+    usermod -aG "$kvm_group" libvirt-qemu
+    echo "==> libvirt-qemu joins group $kvm_group (owner of /dev/kvm)"
+  fi
+fi
+
 # A daemon runs when its pid file names a live process (a stale file from a killed daemon
 # does not count: the daemon rewrites it on start).
 running() {
