@@ -4,9 +4,18 @@
  * LocalVmError: such a failure is the host's state, not a bug in localvm.
  */
 import { randomBytes } from 'node:crypto';
-import { access } from 'node:fs/promises';
+import { access, readdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { isLocalVmError, LocalVmError } from '../errors.js';
+
+/** The names of the directories in `dir`, sorted; none when `dir` is missing or unreadable. */
+export async function listDirNames(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+  return entries
+    .filter((e) => e.isDirectory())
+    .map((e) => e.name)
+    .sort();
+}
 
 /** True when `path` exists (follows symlinks; a dangling link is absent). */
 export async function exists(path: string): Promise<boolean> {

@@ -4,7 +4,7 @@
  * readers below them are thin.
  */
 import { createHash } from 'node:crypto';
-import { readFile, readdir, rm, rmdir } from 'node:fs/promises';
+import { readFile, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import { LocalVmError } from '../../errors.js';
@@ -12,7 +12,7 @@ import type { VmState } from '../../backend.js';
 import type { Arch, VmSpec } from '../../schema.js';
 import type { ProcessProbe } from '../../host/proc.js';
 import { privateDirExists } from '../../host/privateDir.js';
-import { exists, hostFsError } from '../../host/fs.js';
+import { exists, hostFsError, listDirNames } from '../../host/fs.js';
 import { MAX_SOCKET_PATH } from './cmdline.js';
 import type { VmDiskAttachment } from './volumeStore.js';
 
@@ -270,16 +270,8 @@ export async function writeRecord(record: VmRecord): Promise<void> {
 }
 
 /** Names of VM directories under the state root. */
-export async function listVmNames(stateDir: string): Promise<string[]> {
-  try {
-    const entries = await readdir(vmsDir(stateDir), { withFileTypes: true });
-    return entries
-      .filter((e) => e.isDirectory())
-      .map((e) => e.name)
-      .sort();
-  } catch {
-    return [];
-  }
+export function listVmNames(stateDir: string): Promise<string[]> {
+  return listDirNames(vmsDir(stateDir));
 }
 
 /**

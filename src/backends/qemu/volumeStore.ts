@@ -15,11 +15,11 @@
  * delete holds only the VM's lock while it runs and takes each disk's lock after releasing
  * it, so the order is never reversed.
  */
-import { readFile, readdir } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import { LocalVmError } from '../../errors.js';
-import { hostFsError } from '../../host/fs.js';
+import { hostFsError, listDirNames } from '../../host/fs.js';
 import type { QmpCall } from './disks.js';
 import { locksDir, readRecord, vmPaths, type VmRecord } from './state.js';
 
@@ -143,16 +143,8 @@ export async function writeDiskRecord(stateDir: string, record: DiskRecord): Pro
 }
 
 /** Names of the standalone disk directories. */
-export async function listDiskNames(stateDir: string): Promise<string[]> {
-  try {
-    const entries = await readdir(disksDir(stateDir), { withFileTypes: true });
-    return entries
-      .filter((e) => e.isDirectory())
-      .map((e) => e.name)
-      .sort();
-  } catch {
-    return [];
-  }
+export function listDiskNames(stateDir: string): Promise<string[]> {
+  return listDirNames(disksDir(stateDir));
 }
 
 /** The record of VM `vm` in this home, or undefined (missing or unreadable). */
