@@ -95,29 +95,18 @@ export async function createTemplate(host: QemuHost, input: TemplateCreateInput)
       await settle(build, name);
       await runSetup(build, name, setup, spec.timeouts.execMs);
       const stateBytes = await freeze(build, record, tp.state);
-      const disks = await freezeDisks(record, tp.dir);
-      const seed = await freezeSeed(record, tp.dir);
-      const template: TemplateRecord = {
-        version: 1,
+      const template = await frozenRecord(host, {
         name,
-        createdAt: new Date().toISOString(),
         spec: input.spec,
+        bootSpec: spec,
         setup,
-        deps: depsOf(
-          launch,
-          await qemuVersion(host.runner, launch.qemuBinary ?? `qemu-system-${launch.arch}`),
-          await bootIdentity(bootFilesOf(spec, record.boot)),
-        ),
-        boot:
-          record.boot.kind === 'kernel'
-            ? record.boot
-            : { ...record.boot, image: join(tp.dir, 'root.qcow2'), format: 'qcow2' },
-        disks,
+        launch,
+        vm: record,
+        dir: tp.dir,
+        state: tp.state,
         stateBytes,
-        stateSha256: await fileSha256(tp.state),
-        createMs: Math.round(performance.now() - started),
-        ...seed,
-      };
+        started,
+      });
       await rename(record.paths.consoleLog, tp.consoleLog).catch(() => undefined);
       await removeBuild(build, record, tp.build);
       await writeTemplate(host.config.stateDir, template);
@@ -223,6 +212,51 @@ export async function freeze(build: QemuHost, record: VmRecord, file: string): P
   } finally {
     receiver.close();
   }
+}
+
+/**
+ * The record of a template frozen from the VM `vm` (QEMU has quit; its RAM is in `state`):
+ * its disks and seed move into `dir`, the restore's dependencies are read. Shared by a
+ * template built from a spec and one made from a running VM (`extra`: what only that adds).
+ */
+export async function frozenRecord(
+  host: QemuHost,
+  o: {
+    name: string;
+    spec: TemplateRecord['spec'];
+    /** The parsed spec the VM's boot files come from. */
+    bootSpec: VmSpec;
+    setup: string[][];
+    launch: Parameters<typeof depsOf>[0] & { qemuBinary?: string | undefined; arch: string };
+    vm: VmRecord;
+    dir: string;
+    state: string;
+    stateBytes: number;
+    started: number;
+    extra?: Partial<TemplateRecord>;
+  },
+): Promise<TemplateRecord> {
+  const disks = await freezeDisks(o.vm, o.dir);
+  const seed = await freezeSeed(o.vm, o.dir);
+  return {
+    version: 1,
+    name: o.name,
+    createdAt: new Date().toISOString(),
+    spec: o.spec,
+    setup: o.setup,
+    deps: depsOf(
+      o.launch,
+      await qemuVersion(host.runner, o.launch.qemuBinary ?? `qemu-system-${o.launch.arch}`),
+      await bootIdentity(bootFilesOf(o.bootSpec, o.vm.boot)),
+    ),
+    boot: o.vm.boot.kind === 'kernel' ? o.vm.boot : { ...o.vm.boot, image: join(o.dir, 'root.qcow2'), format: 'qcow2' },
+    disks,
+    stateBytes: o.stateBytes,
+    stateSha256: await fileSha256(o.state),
+    createMs: Math.round(performance.now() - o.started),
+    ...o.extra,
+    ...seed,
+  };
 }
 
 /** Moves the build VM's disks into the template directory as read-only files (the clones' backing files). */

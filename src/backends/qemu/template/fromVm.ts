@@ -30,21 +30,10 @@ import { launchFor } from '../layout.js';
 import { killHard, observe, waitGone } from '../observe.js';
 import { planCreate, type QemuStep } from '../plan.js';
 import { readPidFile, vmsDir, writeRecord, type VmRecord } from '../state.js';
-import { depsOf } from './compat.js';
-import { freeze, freezeDisks, removeBuild, runSetup } from './create.js';
+import { freeze, frozenRecord, removeBuild, runSetup } from './create.js';
 import { awaitMigration, unixUri } from './migrate.js';
-import { awaitCloudInit, freezeSeed } from './seed.js';
-import {
-  bootFilesOf,
-  bootIdentity,
-  fileSha256,
-  qemuVersion,
-  templateLockName,
-  templatePaths,
-  templatesDir,
-  writeTemplate,
-  type TemplateRecord,
-} from './store.js';
+import { awaitCloudInit } from './seed.js';
+import { templateLockName, templatePaths, templatesDir, writeTemplate, type TemplateRecord } from './store.js';
 
 export interface TemplateFromVmInput {
   name: string;
@@ -139,29 +128,19 @@ export async function createTemplateFromVm(host: QemuHost, input: TemplateFromVm
         const stateBytes = await freeze(build, dst, tp.state);
         await quit(host, src);
         sourceQuit = true;
-        const disks = await freezeDisks(src, tp.dir);
-        const seed = await freezeSeed(src, tp.dir);
-        const template: TemplateRecord = {
-          version: 1,
+        const template = await frozenRecord(host, {
           name,
-          createdAt: new Date().toISOString(),
           spec: src.spec,
+          bootSpec: src.spec,
           setup,
-          deps: depsOf(
-            launch,
-            await qemuVersion(host.runner, launch.qemuBinary ?? `qemu-system-${launch.arch}`),
-            await bootIdentity(bootFilesOf(src.spec, src.boot)),
-          ),
-          boot:
-            src.boot.kind === 'kernel' ? src.boot : { ...src.boot, image: join(tp.dir, 'root.qcow2'), format: 'qcow2' },
-          disks,
+          launch,
+          vm: src,
+          dir: tp.dir,
+          state: tp.state,
           stateBytes,
-          stateSha256: await fileSha256(tp.state),
-          createMs: Math.round(performance.now() - started),
-          from,
-          ramId: defaultRamId(src.arch),
-          ...seed,
-        };
+          started,
+          extra: { from, ramId: defaultRamId(src.arch) },
+        });
         await rename(src.paths.consoleLog, tp.consoleLog).catch(() => undefined);
         await removeBuild(build, dst, tp.build);
         await writeTemplate(host.config.stateDir, template);
