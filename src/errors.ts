@@ -98,6 +98,14 @@ export class LocalVmError extends Error {
 }
 
 /** Brand check that works across module instances, unlike `instanceof`. */
+/** What `promise` resolves to, or undefined when it rejects NOT_FOUND (any other error stays). */
+export function unlessNotFound<T>(promise: Promise<T>): Promise<T | undefined> {
+  return promise.catch((error: unknown) => {
+    if (isLocalVmError(error, 'NOT_FOUND')) return undefined;
+    throw error;
+  });
+}
+
 export function isLocalVmError(value: unknown, code?: ErrorCode): value is LocalVmError {
   if (typeof value !== 'object' || value === null) return false;
   if ((value as Record<symbol, unknown>)[BRAND] !== true) return false;

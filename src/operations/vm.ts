@@ -5,7 +5,7 @@
 import pRetry, { AbortError } from 'p-retry';
 import type { Backend, StopOptions, VmInfo } from '../backend.js';
 import { availableBackends, resolveBackend, withDefaults, type OperationContext } from '../context.js';
-import { LocalVmError, isLocalVmError, isTransient } from '../errors.js';
+import { LocalVmError, isLocalVmError, isTransient, unlessNotFound } from '../errors.js';
 import { backendFor, listBackend, type UnreachableHost } from './hosts.js';
 import { locate, notFound } from './locate.js';
 import { parseOrThrow, parseVmName, parseVmSpec, specFingerprint, type VmSpec, type VmSpecInput } from '../schema.js';
@@ -114,10 +114,7 @@ export async function createVmWithRetry(
         throw error;
       }
     }
-    const existing = await backend.info(spec.name).catch((error: unknown) => {
-      if (isLocalVmError(error, 'NOT_FOUND')) return undefined;
-      throw error;
-    });
+    const existing = await unlessNotFound(backend.info(spec.name));
     if (existing?.reason === 'create-failed') {
       // Left by an earlier attempt (ours or a crashed process): nobody uses it, so replace it.
       c.log?.(`create ${spec.name}: removing a half-created VM`);

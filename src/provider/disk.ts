@@ -5,7 +5,7 @@
  * after both and deleted before either; a Disk delete that still finds it attached is
  * refused with CONFLICT saying how to wire it.
  */
-import { LocalVmError, isLocalVmError } from '../errors.js';
+import { LocalVmError, isLocalVmError, unlessNotFound } from '../errors.js';
 import {
   attachDisk,
   createDisk,
@@ -53,12 +53,7 @@ function diskOuts(inputs: Props, info: StandaloneDiskInfo): Props {
 }
 
 async function findDisk(name: string, ctx: Ctx): Promise<StandaloneDiskInfo | undefined> {
-  try {
-    return await diskInfo(name, ctx);
-  } catch (error) {
-    if (isLocalVmError(error, 'NOT_FOUND')) return undefined;
-    throw error;
-  }
+  return unlessNotFound(diskInfo(name, ctx));
 }
 
 export async function diskCheck(olds: Props, news: Props): Promise<CheckReply> {

@@ -3,7 +3,7 @@
  * called by the serialized provider (providers.ts) inside the provider host. A template is
  * built once and never changed: any change replaces it (templateLogic.ts).
  */
-import { LocalVmError, isLocalVmError } from '../errors.js';
+import { LocalVmError, isLocalVmError, unlessNotFound } from '../errors.js';
 import {
   createTemplate,
   deleteTemplate,
@@ -39,12 +39,7 @@ function templateOuts(inputs: Props, info: TemplateInfo): Props {
 
 /** The template as it is now; undefined when there is none. */
 async function findTemplate(name: string, ctx: Ctx): Promise<TemplateInfo | undefined> {
-  try {
-    return await templateInfo(name, ctx);
-  } catch (error) {
-    if (isLocalVmError(error, 'NOT_FOUND')) return undefined;
-    throw error;
-  }
+  return unlessNotFound(templateInfo(name, ctx));
 }
 
 export async function templateCheck(_olds: Props, news: Props): Promise<CheckReply> {

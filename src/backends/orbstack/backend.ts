@@ -20,7 +20,7 @@ import { createOrbctl, type OrbctlBuilders } from './cmdline.js';
 import type { LocalVmConfig } from '../../config.js';
 import { findTool } from '../../host/tools.js';
 import { ORBSTACK_BACKEND } from './register.js';
-import { LocalVmError, isLocalVmError } from '../../errors.js';
+import { LocalVmError, isLocalVmError, unlessNotFound } from '../../errors.js';
 import { parseOrbctlInfo, parseOrbctlList, type OrbInfo } from '../../parsers.js';
 import type { Command, CommandRunner, RunOptions, RunResult } from '../../runner.js';
 import { classifyOrbctlFailure, orbctlRunFailure } from './classify.js';
@@ -177,10 +177,7 @@ export function createOrbstackBackend(options: OrbstackBackendOptions): Backend 
   }
 
   async function current(name: string): Promise<VmInfo | undefined> {
-    return info(name).catch((error: unknown) => {
-      if (isLocalVmError(error, 'NOT_FOUND')) return undefined;
-      throw error;
-    });
+    return unlessNotFound(info(name));
   }
 
   async function plan(request: PlanRequest): Promise<Plan<OrbStep>> {
