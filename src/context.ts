@@ -67,7 +67,7 @@ export async function getBackend(name: string, ctx: OperationContext): Promise<B
   if (!byName) byRunner.set(ctx.runner, (byName = new Map()));
   let backend = byName.get(name);
   if (!backend) {
-    backend = await driver.create({ config: ctx.config, runner: ctx.runner, log: ctx.log });
+    backend = await driver.create({ config: ctx.config, runner: ctx.runner, log: ctx.log, clock: ctx.clock });
     byName.set(name, backend);
   }
   return backend;

@@ -6,6 +6,7 @@
  */
 import type { Backend, Capability } from '../backend.js';
 import type { LocalVmConfig } from '../config.js';
+import type { Clock } from '../time/clock.js';
 import type { CommandRunner } from '../runner.js';
 
 /** What a backend is constructed from. */
@@ -13,6 +14,8 @@ export interface BackendHost {
   config: LocalVmConfig;
   runner: CommandRunner;
   log?: ((msg: string) => void) | undefined;
+  /** For the backend's own waits (tests inject a fake); the real clock when absent. */
+  clock?: Clock | undefined;
 }
 
 /** Whether a backend can run here, and why (shown by `auto`, errors and `--help`). */

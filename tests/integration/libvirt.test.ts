@@ -6,8 +6,10 @@
  * In CI a missing libvirt fails the run; locally the file skips and says why.
  */
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseNames, parseVolList } from '../../src/backends/libvirt/parse.js';
@@ -27,7 +29,9 @@ import {
   vmInfo,
   waitForVmReady,
 } from '../../src/operations/vm.js';
-import { createExecaRunner } from '../../src/runner.js';
+import { planCreateVm } from '../../src/operations/plan.js';
+import { createPool } from '../../src/pool/pool.js';
+import { createExecaRunner, runChecked } from '../../src/runner.js';
 import { codeOf, rejection } from '../fixtures/rejection.js';
 import { testTempDir } from '../fixtures/tempDir.js';
 import { inCI, missingQemuOrTiny, which } from '../fixtures/tools.js';
@@ -232,6 +236,63 @@ describe.skipIf(skip)('libvirt backend (real libvirtd, qemu:///system)', () => {
       expect(await codeOf(Promise.reject(result))).toBe('UNSUPPORTED');
     }
     expect(await leftovers(name)).toEqual({ domains: [], volumes: [] });
+  });
+
+  it('creates from an image URL: downloaded once into the verified cache, uploaded into the pool, gone with the VM', async () => {
+    const dir = testTempDir('lvcore-url-');
+    const src = join(dir, 'src.qcow2');
+    await runChecked(runner, { file: 'qemu-img', args: ['create', '-f', 'qcow2', src, '16M'] });
+    await runChecked(runner, { file: 'qemu-io', args: ['-f', 'qcow2', '-c', 'write -P 0x5a 0 1M', src] });
+    const body = readFileSync(src);
+    const sha256 = createHash('sha256').update(body).digest('hex');
+    let served = 0;
+    const server = createServer((_req, res) => {
+      served++;
+      res.writeHead(200, { 'content-length': body.length });
+      res.end(body);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/img/cloud.qcow2`;
+    const name = `${PREFIX}url`;
+    const uctx: OperationContext = {
+      ...ctx,
+      config: loadConfig({ ...process.env, LOCALVM_LIBVIRT_URI: URI, LOCALVM_CACHE: join(dir, 'cache') }),
+    };
+    try {
+      const spec = { name, backend: 'libvirt', image: url, imageChecksum: `sha256:${sha256}`, memory: 64 };
+      const dry = await planCreateVm(spec, uctx);
+      expect(dry.steps[0]?.summary).toContain(`download ${url}`);
+      expect(served).toBe(0);
+      // The guest has nothing to boot from this disk: what counts is that the domain runs on it.
+      expect(await createVm(spec, uctx)).toMatchObject({ backend: 'libvirt', state: 'running', image: url });
+      expect(served).toBe(1);
+      const xml = (await virsh('dumpxml', '--domain', name)).stdout;
+      expect(xml).toMatch(/<backingStore type='file'[^>]*>\s*<format type='qcow2'\/>\s*<source file='[^']*\/img-/);
+      expect((await leftovers(name)).volumes.length).toBeGreaterThan(0);
+    } finally {
+      await deleteVm(name, uctx).catch(() => undefined);
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+    expect(await leftovers(name)).toEqual({ domains: [], volumes: [] });
+  });
+
+  it('serves a spec pool of booted libvirt VMs: a job runs in one and its VM is gone after', async () => {
+    const prefix = `${PREFIX}pool-`;
+    const pool = await createPool({
+      spec: { backend: 'libvirt', image: 'tiny', memory: 128 },
+      min: 1,
+      max: 1,
+      prefix,
+      context: ctx,
+    });
+    try {
+      const r = await pool.run({ script: 'echo job-ran; cat /job/in.txt', files: { '/job/in.txt': 'from-host' } });
+      expect(r).toMatchObject({ exitCode: 0, timedOut: false, stdout: 'job-ran\nfrom-host' });
+    } finally {
+      await pool.drain();
+    }
+    const domains = parseNames((await virsh('list', '--all', '--name')).stdout);
+    expect(domains.filter((d) => d.startsWith(prefix))).toEqual([]);
   });
 
   it('deletes the domain and every volume of its own; info is NOT_FOUND after', async () => {

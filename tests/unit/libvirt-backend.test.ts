@@ -5,15 +5,17 @@
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLibvirtBackend } from '../../src/backends/libvirt/backend.js';
 import { virshAgentChannel } from '../../src/backends/libvirt/guest.js';
 import { createLibvirtHost } from '../../src/backends/libvirt/host.js';
+import { homeId, metadataNode } from '../../src/backends/libvirt/metadata.js';
 import { loadConfig } from '../../src/config.js';
 import type { Command, CommandRunner, RunResult } from '../../src/runner.js';
 import { parseVmSpec } from '../../src/schema.js';
+import { fakeClock } from '../fixtures/fakeBackend.js';
 import { rejection } from '../fixtures/rejection.js';
 
 const fixture = (f: string) => readFileSync(new URL(`../fixtures/libvirt/${f}`, import.meta.url), 'utf8');
@@ -95,6 +97,89 @@ describe('libvirt create', () => {
     const e = await rejection(backend.create(parseVmSpec({ name: 'lv-a', backend: 'libvirt', kernel, accel: 'tcg' })));
     expect(e.code).toBe('ALREADY_EXISTS');
     expect(runner.seen.map((a) => a[0])).toEqual(['domstate']);
+  });
+});
+
+describe('libvirt create: images', () => {
+  const pool = {
+    domstate: { exitCode: 1, stderr: "error: failed to get domain 'lv-u'\n" },
+    capabilities: { stdout: fixture('capabilities.xml') },
+    nodeinfo: { stdout: fixture('nodeinfo.txt') },
+    'pool-dumpxml': { stdout: "<pool type='dir'><target><path>/pool</path></target></pool>\n" },
+    'pool-info': { stdout: 'Name: localvm\nState: running\n' },
+    'vol-list': { stdout: ' Name   Path\n------------\n' },
+  };
+
+  it('plans the download of a URL image that is not cached (a dry run downloads nothing, defines nothing)', async () => {
+    const runner = scripted(pool);
+    const backend = createLibvirtBackend({ config: config(), runner });
+    const checksum = `sha256:${'ab'.repeat(32)}`;
+    const plan = await backend.plan({
+      operation: 'create',
+      spec: parseVmSpec({
+        name: 'lv-u',
+        backend: 'libvirt',
+        image: 'http://127.0.0.1:9/images/cloud.qcow2',
+        imageChecksum: checksum,
+        accel: 'tcg',
+      }),
+    });
+    expect(plan.steps.map((s) => s.summary)).toEqual([
+      `download http://127.0.0.1:9/images/cloud.qcow2 into the image cache, verified against ${checksum}`,
+      'then upload it into pool localvm on local (once per host), define and start lv-u',
+    ]);
+    expect(runner.seen.map((a) => a[0]).filter((c) => c === 'define' || c === 'vol-create' || c === 'start')).toEqual(
+      [],
+    );
+  });
+
+  it('refuses a kernel together with an image instead of dropping the image', async () => {
+    const runner = scripted(pool);
+    const backend = createLibvirtBackend({ config: config(), runner });
+    const e = await rejection(
+      backend.create(parseVmSpec({ name: 'lv-u', backend: 'libvirt', kernel, image: '/srv/root.qcow2', accel: 'tcg' })),
+    );
+    expect(e.code).toBe('UNSUPPORTED');
+    expect(e.message).toContain('/srv/root.qcow2');
+    expect(runner.seen.map((a) => a[0])).not.toContain('define');
+  });
+});
+
+describe('libvirt delete beside a running upload', () => {
+  it('waits while libvirt refuses pool-refresh for running jobs, then deletes; other refresh errors still fail', async () => {
+    const cfg = config();
+    const spec = parseVmSpec({ name: 'lv-a', backend: 'libvirt' });
+    const ours = metadataNode({
+      fingerprint: 'f',
+      owner: 'o',
+      home: homeId(hostname(), cfg.stateDir),
+      createdAt: 'c',
+      labels: {},
+      spec,
+    }).xml;
+    const busy = { exitCode: 1, stderr: "error: internal error: pool 'localvm' has asynchronous jobs running.\n" };
+    let refreshes = 0;
+    const script = (refresh: () => Reply) =>
+      scripted({
+        domstate: { stdout: 'running (booted)\n' },
+        metadata: { stdout: `${ours}\n` },
+        'pool-dumpxml': { stdout: "<pool type='dir'><target><path>/pool</path></target></pool>\n" },
+        'pool-info': { stdout: 'Name: localvm\nState: running\n' },
+        'pool-refresh': refresh,
+        'vol-list': { stdout: ' Name   Path\n------------\n lv-a.state.qcow2   /pool/lv-a.state.qcow2\n' },
+      });
+    const runner = script(() => (++refreshes < 3 ? busy : {}));
+    const clock = fakeClock();
+    await createLibvirtBackend({ config: cfg, runner, clock }).delete('lv-a');
+    expect(refreshes).toBe(3);
+    expect(clock.sleeps).toHaveLength(2);
+    expect(runner.seen.map((a) => a[0])).toEqual(expect.arrayContaining(['destroy', 'undefine', 'vol-delete']));
+
+    const broken = script(() => ({ exitCode: 1, stderr: 'error: some other failure\n' }));
+    expect((await rejection(createLibvirtBackend({ config: cfg, runner: broken, clock }).delete('lv-a'))).code).toBe(
+      'COMMAND_FAILED',
+    );
+    expect(broken.seen.map((a) => a[0])).not.toContain('undefine');
   });
 });
 

@@ -18,7 +18,8 @@ import { createLibvirtHost, type LibvirtHost } from './host.js';
 import { metadataNode, withMetadata } from './metadata.js';
 import { domainInfo, observeCreate, observeDomain } from './observe.js';
 import { parseNames, parseSnapshotList } from './parse.js';
-import { planCreate, planExisting, type LvPlan } from './plan.js';
+import { planCreate, planDownloadFirst, planExisting, type LvPlan } from './plan.js';
+import { urlImage } from './urlImage.js';
 import { LIBVIRT_BACKEND } from './register.js';
 import { locateTarget, POOL, resolveTarget, targets, type LibvirtTarget } from './target.js';
 import { answered, fanOut, unanswered } from '../../hosts/fanout.js';
@@ -37,7 +38,7 @@ export function createLibvirtBackend(options: BackendHost): LibvirtBackend {
   const hostFor = (target: LibvirtTarget): LibvirtHost => {
     let h = hosts.get(target.uri);
     if (!h) {
-      h = createLibvirtHost({ config, runner, target, log });
+      h = createLibvirtHost({ config, runner, target, log, clock: options.clock });
       hosts.set(target.uri, h);
     }
     return h;
@@ -62,10 +63,16 @@ export function createLibvirtBackend(options: BackendHost): LibvirtBackend {
     return domainInfo(await locate(name), name);
   }
 
-  async function planFor(request: PlanRequest): Promise<{ host: LibvirtHost; plan: LvPlan }> {
+  /** `download`: a real create pulls a URL image first; a dry run (plan) never downloads. */
+  async function planFor(request: PlanRequest, download = false): Promise<{ host: LibvirtHost; plan: LvPlan }> {
     if (request.operation === 'create') {
       const host = hostFor(await resolveTarget(request.spec, ctx));
-      return { host, plan: planCreate(host.virsh, request.spec, await observeCreate(host, request.spec, runner)) };
+      const image = await urlImage(request.spec, host.config, download);
+      if (image && 'pending' in image) {
+        return { host, plan: planDownloadFirst(request.spec, image.pending, host.target.host) };
+      }
+      const observed = await observeCreate(host, request.spec, runner, image?.path);
+      return { host, plan: planCreate(host.virsh, request.spec, observed) };
     }
     const name = request.name;
     const host = await locate(name).catch((error: unknown) => {
@@ -132,7 +139,7 @@ export function createLibvirtBackend(options: BackendHost): LibvirtBackend {
     matchesSpec: (existingVm, spec) => existingVm.fingerprint === specFingerprint(spec),
 
     async create(spec: VmSpec) {
-      const { host, plan } = await planFor({ operation: 'create', spec });
+      const { host, plan } = await planFor({ operation: 'create', spec }, true);
       const actx: ApplyContext = { host, runner, vm: spec.name, created: [] };
       try {
         await applySteps(actx, plan.steps);

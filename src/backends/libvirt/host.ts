@@ -10,6 +10,7 @@ import type { LocalVmConfig } from '../../config.js';
 import { isLocalVmError } from '../../errors.js';
 import { findTool } from '../../host/tools.js';
 import type { Command, CommandRunner, RunResult } from '../../runner.js';
+import { realClock, type Clock } from '../../time/clock.js';
 import { classifyVirshFailure } from './classify.js';
 import { homeId, LOCALVM_NS, parseMetadata, type LocalVmMetadata } from './metadata.js';
 import { parseDomstate } from './parse.js';
@@ -34,6 +35,7 @@ export interface LibvirtHost {
   /** Runs `cmd`; its stdout, or the classified error (naming the URI) unless it exits 0. */
   virshOut(cmd: Command, options?: VirshRunOptions): Promise<string>;
   domstate(name: string): Promise<ReturnType<typeof parseDomstate>>;
+  readonly clock: Clock;
   /** This home's id in the metadata of the VMs it makes (homeId). */
   readonly home: string;
   /**
@@ -53,6 +55,7 @@ export function createLibvirtHost(o: {
   runner: CommandRunner;
   target: LibvirtTarget;
   log?: ((msg: string) => void) | undefined;
+  clock?: Clock | undefined;
 }): LibvirtHost {
   const virsh = createVirsh(o.target.uri, findTool(o.config, 'virsh') ?? 'virsh');
   const log = o.log ?? (() => {});
@@ -62,6 +65,7 @@ export function createLibvirtHost(o: {
   };
   const host: LibvirtHost = {
     config: o.config,
+    clock: o.clock ?? realClock,
     home: homeId(hostname(), o.config.stateDir),
     target: o.target,
     virsh,

@@ -8,7 +8,8 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { hostname, release, userInfo } from 'node:os';
 import type { VmInfo } from '../../backend.js';
-import { isLocalVmError, LocalVmError } from '../../errors.js';
+import { isLocalVmError, LocalVmError, unlessNotFound } from '../../errors.js';
+import { poll } from '../../time/poll.js';
 import { parseQemuImgInfo } from '../../parsers.js';
 import { runChecked } from '../../runner.js';
 import { specFingerprint, type VmSpec } from '../../schema.js';
@@ -80,8 +81,25 @@ async function fileFacts(path: string, hash?: string): Promise<{ source: string;
   return { source: path, hash: hash ?? (await sha256File(path)), sizeBytes: s.size };
 }
 
-async function bootSource(spec: VmSpec, host: LibvirtHost, runner: CommandRunner): Promise<BootSource> {
+async function bootSource(
+  spec: VmSpec,
+  host: LibvirtHost,
+  runner: CommandRunner,
+  imagePath: string | undefined,
+): Promise<BootSource> {
   if (spec.kernel) {
+    // The QEMU backend boots an image as the root disk of a kernel; this one does not yet, and
+    // dropping the image silently would boot something else than what was asked.
+    if (spec.image !== 'tiny') {
+      throw new LocalVmError(
+        'UNSUPPORTED',
+        `the libvirt backend boots a kernel without an image, not with ${spec.image}`,
+        {
+          vm: spec.name,
+          hint: 'give kernel/initrd/append alone, or the image alone (its own boot loader), or use the QEMU backend',
+        },
+      );
+    }
     return {
       kind: 'kernel',
       kernel: await fileFacts(spec.kernel),
@@ -104,15 +122,18 @@ async function bootSource(spec: VmSpec, host: LibvirtHost, runner: CommandRunner
       cmdline: spec.append ?? tiny.append,
     };
   }
-  if (!spec.image?.startsWith('/')) {
-    throw new LocalVmError('UNSUPPORTED', `the libvirt backend boots tiny or a local image path, not ${spec.image}`, {
-      hint: 'download the image first and give its path',
-    });
+  // A URL image arrives here as its cached download (urlImage.ts).
+  const path = imagePath ?? spec.image;
+  if (!path?.startsWith('/')) {
+    throw new LocalVmError(
+      'UNSUPPORTED',
+      `the libvirt backend boots tiny, a local image path or a URL, not ${spec.image}`,
+    );
   }
-  const info = parseQemuImgInfo((await runChecked(runner, qemuImg.info(spec.image), { timeoutMs: 30_000 })).stdout);
+  const info = parseQemuImgInfo((await runChecked(runner, qemuImg.info(path), { timeoutMs: 30_000 })).stdout);
   const format = info.format === 'qcow2' ? 'qcow2' : info.format === 'raw' ? 'raw' : undefined;
   if (!format) throw new LocalVmError('UNSUPPORTED', `${spec.image} is ${info.format}; qcow2 or raw only`);
-  const facts = await fileFacts(spec.image);
+  const facts = await fileFacts(path);
   return { kind: 'image', image: { ...facts, format, virtualBytes: info.virtualSize ?? facts.sizeBytes } };
 }
 
@@ -120,6 +141,37 @@ async function bootSource(spec: VmSpec, host: LibvirtHost, runner: CommandRunner
  * The pool's directory (undefined when there is no pool), whether it is active, and its
  * volumes (none can be listed while it is inactive; a create plans its `pool-start`).
  */
+/** How long a refresh waits for the pool's running jobs (another create's upload) to end. */
+const POOL_BUSY_MS = 120_000;
+
+/**
+ * `pool-refresh`, which libvirt refuses while another operation on this host uploads or
+ * creates a volume ("has asynchronous jobs running"): then it is tried again, with back-off,
+ * until those jobs end — a delete beside a create on one host must not fail for that.
+ */
+async function refreshPool(host: LibvirtHost): Promise<void> {
+  await poll(
+    async () => {
+      try {
+        await host.virshOut(host.virsh.poolRefresh(POOL));
+        return true;
+      } catch (error) {
+        if (isLocalVmError(error) && /asynchronous jobs running/i.test(error.command?.stderrTail ?? error.message)) {
+          return undefined;
+        }
+        throw error;
+      }
+    },
+    {
+      what: `pool-refresh of pool ${POOL} on ${where(host)} (other volume jobs still running)`,
+      timeoutMs: POOL_BUSY_MS,
+      clock: host.clock,
+      initialMs: 100,
+      maxMs: 2_000,
+    },
+  );
+}
+
 export async function observePool(
   host: LibvirtHost,
   refresh: boolean,
@@ -134,7 +186,7 @@ export async function observePool(
   const path = /<target>[\s\S]*?<path>([^<]+)<\/path>/.exec(xml)?.[1];
   const active = parseKeyValues(await host.virshOut(host.virsh.poolInfo(POOL))).State === 'running';
   if (!active) return { path, active, volumes: [] };
-  if (refresh) await host.virshOut(host.virsh.poolRefresh(POOL));
+  if (refresh) await refreshPool(host);
   const volumes = parseVolList(await host.virshOut(host.virsh.volList(POOL))).map((v) => v.name);
   return { path, active, volumes };
 }
@@ -144,11 +196,10 @@ export async function observeCreate(
   host: LibvirtHost,
   spec: VmSpec,
   runner: CommandRunner,
+  /** A URL image's cached download. */
+  imagePath?: string,
 ): Promise<CreateObservation> {
-  const state = await host.domstate(spec.name).catch((error: unknown) => {
-    if (isLocalVmError(error, 'NOT_FOUND')) return undefined;
-    throw error;
-  });
+  const state = await unlessNotFound(host.domstate(spec.name));
   if (state) {
     throw new LocalVmError('ALREADY_EXISTS', `VM ${spec.name} already exists on ${where(host)}`, { vm: spec.name });
   }
@@ -209,7 +260,7 @@ export async function observeCreate(
     poolDir: poolDirFor(host.target.uri, host.config),
     volumes: pool.volumes,
     domainType,
-    boot: await bootSource(spec, host, runner),
+    boot: await bootSource(spec, host, runner, imagePath),
     metadata,
     isoTool,
   };
@@ -217,10 +268,7 @@ export async function observeCreate(
 
 /** A domain's state (undefined when there is none) and the VM's own volumes. */
 export async function observeDomain(host: LibvirtHost, name: string, refresh = false): Promise<DomainObservation> {
-  const state = await host.domstate(name).catch((error: unknown) => {
-    if (isLocalVmError(error, 'NOT_FOUND')) return undefined;
-    throw error;
-  });
+  const state = await unlessNotFound(host.domstate(name));
   const pool = await observePool(host, refresh);
   return {
     state: state?.state === 'starting' || state?.state === 'creating' ? 'unknown' : state?.state,

@@ -84,6 +84,22 @@ export function seedMetaData(name: string): string {
   return `instance-id: ${name}\nlocal-hostname: ${name}\n`;
 }
 
+/**
+ * The dry-run plan of a create whose URL image is not downloaded yet: what is downloaded
+ * first; the volumes and the definition depend on the file, so they are named, not listed.
+ */
+export function planDownloadFirst(spec: VmSpec, pending: { url: string; checksum: string }, host: string): LvPlan {
+  return {
+    backend: LIBVIRT_BACKEND,
+    operation: 'create',
+    vm: spec.name,
+    steps: [
+      note(`download ${pending.url} into the image cache, verified against ${pending.checksum}`),
+      note(`then upload it into pool localvm on ${host} (once per host), define and start ${spec.name}`),
+    ],
+  };
+}
+
 /** Create: pool if missing, base volumes if missing, the VM's own volumes, define, start. */
 export function planCreate(virsh: VirshBuilders, spec: VmSpec, o: CreateObservation): LvPlan {
   const name = spec.name;
