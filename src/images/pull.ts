@@ -43,8 +43,8 @@ const STALE_TMP_MS = 2 * 60 * 60 * 1000;
 
 export const CHECKSUM_HINT =
   'give imageChecksum (`sha256:<hex>`, from the SHA256SUMS file published beside the image) or imageChecksumUrl ' +
-  '(the URL of that SHA256SUMS file); on the CLI: `create --image-checksum sha256:<hex>` or `--image-checksum-url <url>`, ' +
-  '`image pull URL --checksum …` or `--checksum-url …`';
+  '(the URL of that SHA256SUMS file); on the CLI: image pull --checksum sha256:<hex> or --checksum-url <url>, ' +
+  'create --image-checksum sha256:<hex> or --image-checksum-url <url>';
 
 /** Validates a pull request at the door: the URL, and exactly one way of knowing the checksum. Pure. */
 export function checkPullRequest(req: PullRequest): { checksum?: Checksum | undefined } {
