@@ -6,33 +6,15 @@
 import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { runCli } from '../../src/cli/program.js';
-import { loadConfig } from '../../src/config.js';
-import { createRecordingRunner } from '../../src/runner.js';
-import { FakeBackend, fakeClock } from '../fixtures/fakeBackend.js';
-import { testTempDir } from '../fixtures/tempDir.js';
+
+import { FakeBackend } from '../fixtures/fakeBackend.js';
+import { cliHarness } from '../fixtures/cli.js';
 
 const URL = 'https://images.example/debian-12-genericcloud-amd64.qcow2';
 const SHA = `sha256:${'ab'.repeat(32)}`;
 const SUMS = 'https://images.example/SHA256SUMS';
 
-function cli() {
-  const home = testTempDir('localvm-cli-checksum-');
-  const backend = new FakeBackend();
-  const config = loadConfig({ HOME: home, LOCALVM_HOME: join(home, 'state'), PATH: '' });
-  const run = async (...argv: string[]) => {
-    let stdout = '';
-    let stderr = '';
-    const code = await runCli(argv, {
-      stdout: { write: (c) => (stdout += String(c)) },
-      stderr: { write: (c) => (stderr += String(c)) },
-      env: {},
-      context: { config, runner: createRecordingRunner(), clock: fakeClock(), backends: { qemu: backend } },
-    });
-    return { code, stdout, stderr };
-  };
-  return { home, backend, run };
-}
+const cli = () => cliHarness('localvm-cli-checksum-', new FakeBackend());
 
 describe('create: image checksum flags', () => {
   it('--image-checksum and --image-checksum-url reach the spec fields', async () => {

@@ -1,33 +1,16 @@
 import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { runCli } from '../../src/cli/program.js';
+
 import { mergeCreateSpec, parseDiskArg, parseLabelArg, parseProbeArg } from '../../src/cli/parse.js';
 import { checkUserData, parseSpecFile } from '../../src/cli/specFile.js';
-import { loadConfig } from '../../src/config.js';
-import { createRecordingRunner } from '../../src/runner.js';
-import { parseVmSpec } from '../../src/schema.js';
-import { FakeBackend, fakeClock } from '../fixtures/fakeBackend.js';
-import { codeOfSync } from '../fixtures/rejection.js';
-import { testTempDir } from '../fixtures/tempDir.js';
 
-function cli() {
-  const home = testTempDir('localvm-cli-flags-');
-  const backend = new FakeBackend();
-  const config = loadConfig({ HOME: home, LOCALVM_HOME: join(home, 'state'), PATH: '' });
-  const run = async (...argv: string[]) => {
-    let stdout = '';
-    let stderr = '';
-    const code = await runCli(argv, {
-      stdout: { write: (c) => (stdout += String(c)) },
-      stderr: { write: (c) => (stderr += String(c)) },
-      env: {},
-      context: { config, runner: createRecordingRunner(), clock: fakeClock(), backends: { qemu: backend } },
-    });
-    return { code, stdout, stderr };
-  };
-  return { home, backend, run };
-}
+import { parseVmSpec } from '../../src/schema.js';
+import { FakeBackend } from '../fixtures/fakeBackend.js';
+import { codeOfSync } from '../fixtures/rejection.js';
+import { cliHarness } from '../fixtures/cli.js';
+
+const cli = () => cliHarness('localvm-cli-flags-', new FakeBackend());
 
 describe('create flags: every spec field is reachable from the command line', () => {
   it('parses disks, labels and probes, and refuses malformed ones with the flag named', () => {

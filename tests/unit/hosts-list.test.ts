@@ -1,16 +1,15 @@
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { VmInfo } from '../../src/backend.js';
-import { runCli } from '../../src/cli/program.js';
+
 import { formatVmTable, vmToJson } from '../../src/cli/format.js';
-import { loadConfig } from '../../src/config.js';
+
 import { LocalVmError } from '../../src/errors.js';
 import type { HostResult } from '../../src/hosts/fanout.js';
 import { listVmsByHost } from '../../src/operations/hosts.js';
 import { cleanupVms } from '../../src/operations/vm.js';
-import { createRecordingRunner } from '../../src/runner.js';
-import { FakeBackend, fakeClock } from '../fixtures/fakeBackend.js';
-import { testTempDir } from '../fixtures/tempDir.js';
+
+import { FakeBackend } from '../fixtures/fakeBackend.js';
+import { cliHarness } from '../fixtures/cli.js';
 
 function vm(name: string, host?: string): VmInfo {
   return {
@@ -43,25 +42,7 @@ class HostsBackend extends FakeBackend {
   }
 }
 
-function harness() {
-  const home = testTempDir('localvm-hosts-cli-');
-  const backend = new HostsBackend();
-  const config = loadConfig({ HOME: home, LOCALVM_HOME: join(home, 'state'), PATH: '' });
-  const context = { config, runner: createRecordingRunner(), clock: fakeClock(), backends: { qemu: backend } };
-  const dec = (c: string | Uint8Array) => (typeof c === 'string' ? c : new TextDecoder().decode(c));
-  const run = async (...argv: string[]) => {
-    let stdout = '';
-    let stderr = '';
-    const code = await runCli(argv, {
-      stdout: { write: (c) => (stdout += dec(c)) },
-      stderr: { write: (c) => (stderr += dec(c)) },
-      env: {},
-      context,
-    });
-    return { code, stdout, stderr };
-  };
-  return { run, backend, context };
-}
+const harness = () => cliHarness('localvm-hosts-cli-', new HostsBackend());
 
 describe('list across hosts', () => {
   it('the table has a HOST column only when some VM has a host', () => {
