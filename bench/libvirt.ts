@@ -21,15 +21,11 @@ import { realClock, type OperationContext } from '../src/context.js';
 import { listVmsByHost } from '../src/operations/hosts.js';
 import { cleanupVms, createVm, deleteVm, waitForVmReady } from '../src/operations/vm.js';
 import { createExecaRunner } from '../src/runner.js';
+import { median } from './stats.js';
 import { startRemoteHost } from '../tests/fixtures/libvirtRemote.js';
 
 const runs = Number(process.argv[2] ?? 3);
 const PREFIX = 'lvbench-';
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 const ms = (n: number) => `${Math.round(n)} ms`;
 
 async function timed<T>(fn: () => Promise<T>): Promise<number> {

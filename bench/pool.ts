@@ -22,12 +22,12 @@ import { createTemplate, deleteTemplate } from '../src/operations/template.js';
 import { createVm, deleteVm, listVms, vmInfo, waitForVmReady } from '../src/operations/vm.js';
 import { createPool, type Pool } from '../src/pool/pool.js';
 import { createExecaRunner } from '../src/runner.js';
+import { quantile, rssKiB } from './stats.js';
 
 const samples = Number(process.argv[2] ?? 20);
 const sustained = Number(process.argv[3] ?? 100);
 const MEMORY = 256;
-const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
-const q = (xs: number[], p: number) => sorted(xs)[Math.min(xs.length - 1, Math.max(0, Math.ceil(xs.length * p) - 1))]!;
+const q = quantile;
 const summary = (xs: number[]) => ({
   p50: Math.round(q(xs, 0.5)),
   p95: Math.round(q(xs, 0.95)),
@@ -80,9 +80,6 @@ async function cpuTicks(pid: number | undefined): Promise<number> {
   const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]?.split(' ') ?? [];
   // utime and stime are fields 14 and 15 of /proc/PID/stat (11 and 12 after "pid (comm) ").
   return Number(fields[11]) + Number(fields[12]);
-}
-async function rssKiB(pid: number | undefined): Promise<number> {
-  return Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
 }
 /** Percent of one core used by `pid` over `windowMs`. */
 async function cpuPercent(pid: number | undefined, windowMs: number): Promise<number> {

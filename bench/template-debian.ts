@@ -15,7 +15,7 @@
  *   (image default: bash scripts/build-debian-image.sh --print-path agent; build it as root first)
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../src/config.js';
@@ -24,6 +24,7 @@ import { realClock, type OperationContext } from '../src/context.js';
 import { createTemplate, deleteTemplate } from '../src/operations/template.js';
 import { createVm, deleteVm, listVms, vmInfo, waitForVmReady } from '../src/operations/vm.js';
 import { createExecaRunner } from '../src/runner.js';
+import { median, p95, round, rssKiB } from './stats.js';
 
 const runs = Number(process.argv[2] ?? 3);
 const image =
@@ -42,20 +43,7 @@ runcmd:
 `;
 const spec = { image, memory: MEMORY, userData: USER_DATA, timeouts: { readyMs: BOOT_MS } };
 
-const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
-const median = (xs: number[]) => {
-  const s = sorted(xs);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
-const p95 = (xs: number[]) => sorted(xs)[Math.min(xs.length - 1, Math.ceil(xs.length * 0.95) - 1)]!;
-const round = (x: number) => Math.round(x);
 const stats = (xs: number[]) => ({ median: round(median(xs)), p95: round(p95(xs)), all: xs.map(round) });
-
-async function rssKiB(pid: number | undefined): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
-}
 
 const home = await mkdtemp(join(tmpdir(), 'lvm-bench-tpld-'));
 const ctx: OperationContext = {

@@ -10,7 +10,7 @@
  * Prints medians, p95 and ratios and writes bench/results/template.json.
  * Run: npx tsx bench/template.ts [runs=10]   (needs the tiny image: localvm image build)
  */
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../src/config.js';
@@ -18,22 +18,10 @@ import { realClock, type OperationContext } from '../src/context.js';
 import { createTemplate, deleteTemplate } from '../src/operations/template.js';
 import { createVm, deleteVm, listVms, vmInfo, waitForVmReady } from '../src/operations/vm.js';
 import { createExecaRunner } from '../src/runner.js';
+import { median, p95, round, rssKiB } from './stats.js';
 
 const runs = Number(process.argv[2] ?? 10);
 const MEMORY = 256;
-const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
-const median = (xs: number[]) => {
-  const s = sorted(xs);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
-const p95 = (xs: number[]) => sorted(xs)[Math.min(xs.length - 1, Math.ceil(xs.length * 0.95) - 1)]!;
-const round = (x: number) => Math.round(x);
-
-async function rssKiB(pid: number | undefined): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
-}
 
 const home = await mkdtemp(join(tmpdir(), 'lvm-bench-tpl-'));
 const ctx: OperationContext = {
