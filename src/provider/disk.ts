@@ -25,9 +25,9 @@ import {
   diskInputsOf,
 } from './diskLogic.js';
 import { plain, type Props } from './props.js';
-import { observeVm } from './shared.js';
 import {
   guarded,
+  observeVm,
   toCheckReply,
   toDiffReply,
   warn,
