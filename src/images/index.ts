@@ -22,8 +22,10 @@ export {
   findCachedImage,
   listDownloads,
   pullImage,
+  pullRequestOf,
   removeDownload,
   resolveChecksum,
+  SUMS_TIMEOUT_MS,
   type CachedImage,
   type PullRequest,
 } from './pull.js';

@@ -39,6 +39,18 @@ export interface CachedImage extends DownloadEntry {
   downloaded: boolean;
 }
 
+/** How long planning may spend reading a checksum URL (a SHA256SUMS file is small). */
+export const SUMS_TIMEOUT_MS = 30_000;
+
+/** The pull a spec's image URL asks for: the URL and the checksum it gives. */
+export function pullRequestOf(spec: {
+  image: string;
+  imageChecksum?: string | undefined;
+  imageChecksumUrl?: string | undefined;
+}): PullRequest {
+  return { url: spec.image, checksum: spec.imageChecksum, checksumUrl: spec.imageChecksumUrl };
+}
+
 const STALE_TMP_MS = 2 * 60 * 60 * 1000;
 
 export const CHECKSUM_HINT =

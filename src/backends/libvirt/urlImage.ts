@@ -11,22 +11,14 @@ import {
   isImageUrl,
   parseImageUrl,
   pullImage,
+  pullRequestOf,
   resolveChecksum,
-  type PullRequest,
+  SUMS_TIMEOUT_MS,
 } from '../../images/index.js';
 import type { VmSpec } from '../../schema.js';
 
 /** The local file a URL image is (cached), or the download a create would make first. */
 export type UrlImage = { path: string } | { pending: { url: string; checksum: string } };
-
-/** How long planning may spend reading a SHA256SUMS URL. */
-const SUMS_TIMEOUT_MS = 30_000;
-
-const requestOf = (spec: VmSpec): PullRequest => ({
-  url: spec.image,
-  checksum: spec.imageChecksum,
-  checksumUrl: spec.imageChecksumUrl,
-});
 
 /**
  * undefined when `spec.image` is not a URL. With `download` (a real create) the image is
@@ -35,7 +27,7 @@ const requestOf = (spec: VmSpec): PullRequest => ({
  */
 export async function urlImage(spec: VmSpec, config: LocalVmConfig, download: boolean): Promise<UrlImage | undefined> {
   if (!isImageUrl(spec.image)) return undefined;
-  const req = requestOf(spec);
+  const req = pullRequestOf(spec);
   if (download) return { path: (await pullImage(config, req)).path };
   const cached = await findCachedImage(config, req);
   if (cached) return { path: cached.path };

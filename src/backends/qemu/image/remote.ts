@@ -14,9 +14,10 @@ import {
   isImageUrl,
   parseImageUrl,
   pullImage,
+  pullRequestOf,
   resolveChecksum,
+  SUMS_TIMEOUT_MS,
   type DownloadEntry,
-  type PullRequest,
 } from '../../../images/index.js';
 import { parseQemuImgInfo } from '../../../parsers.js';
 import type { CommandRunner } from '../../../runner.js';
@@ -49,15 +50,6 @@ export interface RemoteImagePlan {
   steps: QemuStep[];
 }
 
-/** How long planning may spend reading a checksum URL (a SHA256SUMS file is small). */
-const SUMS_TIMEOUT_MS = 30_000;
-
-const requestOf = (spec: VmSpec): PullRequest => ({
-  url: spec.image,
-  checksum: spec.imageChecksum,
-  checksumUrl: spec.imageChecksumUrl,
-});
-
 /**
  * Where the root disk of `spec` comes from when its image is a URL; undefined otherwise (with
  * `kernel` too: the kernel then boots the image as its root disk, see kernelRoot.ts). Reads the
@@ -67,7 +59,7 @@ const requestOf = (spec: VmSpec): PullRequest => ({
  */
 export async function planRemoteImage(host: QemuHost, spec: VmSpec): Promise<RemoteImagePlan | undefined> {
   if (!isImageUrl(spec.image)) return undefined;
-  const req = requestOf(spec);
+  const req = pullRequestOf(spec);
   const boot = { kind: 'disk', image: '', format: 'qcow2' } as const;
   const cached = await findCachedImage(host.config, req);
   if (cached) return { boot, image: cached.path, format: cached.format, steps: [] };
