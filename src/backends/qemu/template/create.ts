@@ -73,13 +73,7 @@ export async function createTemplate(host: QemuHost, input: TemplateCreateInput)
     const started = performance.now();
     await mkdirPrivate(templatesDir(host.config.stateDir));
     await mkdir(tp.dir, { mode: 0o700 });
-    const build = createQemuHost({
-      config: { ...host.config, stateDir: tp.build },
-      runner: host.runner,
-      log: host.log,
-      findImage: host.findImage,
-      agentLingerMs: 0,
-    });
+    const build = buildHost(host, tp.build);
     const spec: VmSpec = { ...input.spec, name, ports: [], labels: {} };
     let record: VmRecord | undefined;
     try {
@@ -117,6 +111,21 @@ export async function createTemplate(host: QemuHost, input: TemplateCreateInput)
       await rm(tp.dir, { recursive: true, force: true });
       throw error;
     }
+  });
+}
+
+/**
+ * The QemuHost a template is built in: the caller's, with its state under `dir` (so the
+ * build VM is not one of the home's VMs) and agent sessions closed at once (nothing lingers
+ * into the freeze).
+ */
+export function buildHost(host: QemuHost, dir: string): QemuHost {
+  return createQemuHost({
+    config: { ...host.config, stateDir: dir },
+    runner: host.runner,
+    log: host.log,
+    findImage: host.findImage,
+    agentLingerMs: 0,
   });
 }
 

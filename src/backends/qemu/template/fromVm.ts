@@ -25,12 +25,12 @@ import { mkdirPrivate } from '../../../host/privateDir.js';
 import { parseVmSpec } from '../../../schema.js';
 import { applySteps } from '../apply.js';
 import { buildQemuCommand, defaultRamId, type QemuAccel } from '../cmdline.js';
-import { createQemuHost, type QemuHost } from '../host.js';
+import type { QemuHost } from '../host.js';
 import { launchFor } from '../layout.js';
 import { killHard, observe, waitGone } from '../observe.js';
 import { planCreate, type QemuStep } from '../plan.js';
 import { readPidFile, vmsDir, writeRecord, type VmRecord } from '../state.js';
-import { freeze, frozenRecord, removeBuild, runSetup } from './create.js';
+import { buildHost, freeze, frozenRecord, removeBuild, runSetup } from './create.js';
 import { awaitMigration, unixUri } from './migrate.js';
 import { awaitCloudInit } from './seed.js';
 import { templateLockName, templatePaths, templatesDir, writeTemplate, type TemplateRecord } from './store.js';
@@ -94,13 +94,7 @@ export async function createTemplateFromVm(host: QemuHost, input: TemplateFromVm
       await runSetup(host, from, setup, src.spec.timeouts.execMs);
       await mkdirPrivate(templatesDir(host.config.stateDir));
       await mkdir(tp.dir, { mode: 0o700 });
-      const build = createQemuHost({
-        config: { ...host.config, stateDir: tp.build },
-        runner: host.runner,
-        log: host.log,
-        findImage: host.findImage,
-        agentLingerMs: 0,
-      });
+      const build = buildHost(host, tp.build);
       const accel = src.accel as QemuAccel;
       const bp = build.paths(name);
       // The receiving QEMU: the source's devices and files, RAM in the template's file under
