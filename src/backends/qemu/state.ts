@@ -233,24 +233,37 @@ export async function readPidFile(path: string): Promise<number | undefined> {
   }
 }
 
-/** Reads `vm.json`; undefined when there is none (or it is unreadable). */
-export async function readRecord(path: string): Promise<VmRecord | undefined> {
+/**
+ * Reads a versioned JSON record; undefined when the file cannot be read. A record of another
+ * version is UNSUPPORTED (`label` names the field in the message), bad JSON is INTERNAL.
+ */
+export async function readVersionedJson<T extends { version: number }>(
+  path: string,
+  version: number,
+  label = 'version',
+): Promise<T | undefined> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
   } catch {
     return undefined;
   }
+  let record: T | null;
   try {
-    const record = JSON.parse(text) as VmRecord;
-    if (record.version !== RECORD_VERSION) {
-      throw new LocalVmError('UNSUPPORTED', `${path} has record version ${record.version}, expected ${RECORD_VERSION}`);
-    }
-    return record;
+    record = JSON.parse(text) as T | null;
   } catch (error) {
-    if (error instanceof LocalVmError) throw error;
     throw new LocalVmError('INTERNAL', `${path} is not valid JSON`, { cause: error });
   }
+  if (record === null) throw new LocalVmError('INTERNAL', `${path} is not valid JSON`);
+  if (record.version !== version) {
+    throw new LocalVmError('UNSUPPORTED', `${path} has ${label} ${record.version}, expected ${version}`);
+  }
+  return record;
+}
+
+/** Reads `vm.json`; undefined when there is none (or it is unreadable). */
+export function readRecord(path: string): Promise<VmRecord | undefined> {
+  return readVersionedJson<VmRecord>(path, RECORD_VERSION, 'record version');
 }
 
 /**

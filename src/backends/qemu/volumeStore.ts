@@ -15,13 +15,11 @@
  * delete holds only the VM's lock while it runs and takes each disk's lock after releasing
  * it, so the order is never reversed.
  */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
-import { LocalVmError } from '../../errors.js';
 import { hostFsError, listDirNames } from '../../host/fs.js';
 import type { QmpCall } from './disks.js';
-import { locksDir, readRecord, vmPaths, type VmRecord } from './state.js';
+import { locksDir, readRecord, readVersionedJson, vmPaths, type VmRecord } from './state.js';
 
 export const DISK_RECORD_VERSION = 1;
 
@@ -113,23 +111,8 @@ export function withVolume(record: VmRecord, disk: string, path: string, readonl
 
 /** Reads `disk.json`; undefined when there is none. */
 export async function readDiskRecord(stateDir: string, name: string): Promise<DiskRecord | undefined> {
-  const path = diskRecordPath(stateDir, name);
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch {
-    return undefined;
-  }
-  try {
-    const record = JSON.parse(text) as DiskRecord;
-    if (record.version !== DISK_RECORD_VERSION) {
-      throw new LocalVmError('UNSUPPORTED', `${path} has version ${record.version}, expected ${DISK_RECORD_VERSION}`);
-    }
-    return { ...record, attachments: record.attachments ?? [] };
-  } catch (error) {
-    if (error instanceof LocalVmError) throw error;
-    throw new LocalVmError('INTERNAL', `${path} is not valid JSON`, { cause: error });
-  }
+  const record = await readVersionedJson<DiskRecord>(diskRecordPath(stateDir, name), DISK_RECORD_VERSION);
+  return record && { ...record, attachments: record.attachments ?? [] };
 }
 
 /** Writes `disk.json` atomically (mode 0600); HOST_FS when the host refuses. */
