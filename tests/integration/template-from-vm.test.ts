@@ -83,6 +83,8 @@ describe.skipIf(skip)('templates from a running VM (real QEMU)', () => {
     const t = await createTemplate({ name: T, from: SRC, setup: [['/bin/sh', '-c', 'echo setup > /tmp/setup']] }, ctx);
     expect(t.from).toBe(SRC);
     expect(t.memory).toBe(128);
+    // A VM launched without the identity port: its clones are personalised through the agent.
+    expect(t.identity).toBe('agent');
     expect((await stat(join(t.dir, 'ram'))).size).toBe(128 * 1024 * 1024);
     expect(await stat(join(t.dir, 'build')).catch(() => undefined)).toBeUndefined();
 

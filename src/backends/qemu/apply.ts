@@ -129,6 +129,8 @@ async function applyStep(host: QemuHost, vm: string, step: QemuStep, afterUndeli
     case 'remove':
       for (const path of a.paths) await rm(path, { recursive: true, force: true });
       return 'done';
+    case 'copy-blank':
+    case 'resume':
     case 'restore':
     case 'personalize':
       await applyCloneAction(host, vm, a);

@@ -74,6 +74,7 @@ export function createQemuBackend(options: QemuBackendOptions & { onStep?: StepO
 
     /** Deleting a VM detaches its standalone disks (after its lock is released) and never deletes them. */
     async delete(name) {
+      host.identity.drop(name);
       await lifecycle.delete(name);
       await releaseVm(name);
     },

@@ -71,7 +71,16 @@ export interface QemuLaunch {
   vmgenid?: string | undefined;
   /** Wait for a migration stream (`-incoming defer`) instead of booting: a clone restoring. */
   incoming?: boolean | undefined;
+  /**
+   * A second virtio-serial port, `org.localvm.identity.0`, on this socket: a template's VMs
+   * have it, and a helper parked in the template reads each clone's identity from it
+   * (template/identity.ts).
+   */
+  identitySocket?: string | undefined;
 }
+
+/** The guest-visible name of the identity port (see QemuLaunch.identitySocket). */
+export const IDENTITY_PORT = 'org.localvm.identity.0';
 
 /** The machine type of a launch with RAM in a file (`-machine <type>,memory-backend=ram0`). */
 export function machineType(arch: QemuArch): string {
@@ -131,7 +140,16 @@ export function positiveInt(property: string, value: number): string {
 // QEMU ids: a letter, then letters, digits, "-", "." and "_" (qemu_opts id_wellformed).
 const QEMU_ID = /^[A-Za-z][A-Za-z0-9_.-]{0,127}$/;
 // Ids the builder itself uses for the network and agent channel.
-const RESERVED_IDS: ReadonlySet<string> = new Set(['n0', 'qga0', 'seed0', 'vmstate', 'root', 'ram0', 'vmgenid0']);
+const RESERVED_IDS: ReadonlySet<string> = new Set([
+  'n0',
+  'qga0',
+  'lvid0',
+  'seed0',
+  'vmstate',
+  'root',
+  'ram0',
+  'vmgenid0',
+]);
 
 // Shape only: the schema checks the address properly; this keeps option syntax out.
 const IPV4 = /^\d{1,3}(?:\.\d{1,3}){3}$/;
@@ -236,6 +254,14 @@ export function buildQemuCommand(launch: QemuLaunch): Command {
     '-device',
     'virtserialport,chardev=qga0,name=org.qemu.guest_agent.0',
   );
+  if (launch.identitySocket !== undefined) {
+    args.push(
+      '-chardev',
+      `socket,path=${socketPath('identitySocket', launch.identitySocket)},server=on,wait=off,id=lvid0`,
+      '-device',
+      `virtserialport,chardev=lvid0,name=${IDENTITY_PORT}`,
+    );
+  }
 
   let netdev = launch.isolated ? 'user,id=n0,restrict=on' : 'user,id=n0';
   for (let i = 0; i < launch.ports.length; i++) netdev += hostfwd(launch.ports[i] as PortForward, i);

@@ -24,6 +24,7 @@ import { withLock } from '../../host/lock.js';
 import { AgentSessions } from './qga.js';
 import { withQmp, type QmpClient } from './qmp.js';
 import { locksDir, vmPaths, type VmPaths } from './state.js';
+import { IdentityPorts } from './template/identity.js';
 
 export interface QemuBackendOptions {
   config: LocalVmConfig;
@@ -48,6 +49,8 @@ export interface QemuHost {
   findImage: (config: LocalVmConfig) => Promise<TinyImage | undefined>;
   hostArch: Arch;
   sessions: AgentSessions;
+  /** Identity ports of clones being restored by this process (template/identity.ts). */
+  identity: IdentityPorts;
   paths(name: string): VmPaths;
   lockPath(name: string, kind: LockKind): string;
   /** Every lock file a VM may have (delete removes them all). */
@@ -103,6 +106,7 @@ export function createQemuHost(options: QemuBackendOptions): QemuHost {
     findImage: options.findImage ?? findTinyImage,
     hostArch: hostArch(),
     sessions: agentSessions(options.agentLingerMs ?? 500),
+    identity: new IdentityPorts(),
     paths: (name) => vmPaths(config.stateDir, config.runDir, name),
     lockPath,
     lockPaths: (name) => (['lifecycle', 'qmp', 'qga'] as const).map((k) => lockPath(name, k)),

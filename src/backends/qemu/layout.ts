@@ -7,7 +7,7 @@ import { basename, join } from 'node:path';
 import { LocalVmError } from '../../errors.js';
 import type { QemuAccel, QemuLaunch } from './cmdline.js';
 import type { Arch, VmSpec } from '../../schema.js';
-import type { BootRecord, TemplateLink, VmPaths } from './state.js';
+import { identitySocketOf, type BootRecord, type TemplateLink, type VmPaths } from './state.js';
 import { volumeId, type VmDiskAttachment } from './volumeStore.js';
 
 /** `config.qemuBinary` is the binary itself or a directory holding `qemu-system-<arch>`. */
@@ -120,6 +120,7 @@ export function launchFor(
           },
           vmgenid: vm.template.vmgenid,
           ...(options.incoming ? { incoming: true } : {}),
+          ...(vm.template.identityPort ? { identitySocket: identitySocketOf(p) } : {}),
         }
       : {}),
   };

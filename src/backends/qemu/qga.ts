@@ -117,8 +117,30 @@ interface IdleSession {
 export class AgentSessions {
   private readonly mutex = new KeyedMutex();
   private readonly idle = new Map<string, IdleSession>();
+  private readonly early = new Map<
+    string,
+    { connecting: Promise<QgaClient>; releaseLock: () => Promise<void>; abort: AbortController }
+  >();
 
   constructor(private readonly lingerMs: number) {}
+
+  /**
+   * Takes the agent lock and starts connecting to `socketPath` now, its `guest-sync` sent
+   * ahead: for a clone that is restored but not yet running, so the sync is in the channel
+   * when the guest wakes and the agent answers it first thing. The next `run` on the socket
+   * uses this connection once the sync is answered (within `timeoutMs` of now).
+   */
+  async prepare(socketPath: string, lockPath: string, timeoutMs: number): Promise<void> {
+    await this.mutex.run(socketPath, async () => {
+      if (this.idle.has(socketPath) || this.early.has(socketPath)) return;
+      const releaseLock = await acquireFileLock(lockPath, { timeoutMs, what: 'guest agent session' });
+      const abort = new AbortController();
+      const connecting = QgaClient.connect(socketPath, { timeoutMs, signal: abort.signal });
+      // Settled by the `run` or `drop` that takes it; never an unhandled rejection meanwhile.
+      connecting.catch(() => undefined);
+      this.early.set(socketPath, { connecting, releaseLock, abort });
+    });
+  }
 
   /**
    * Runs `fn` with a synchronised agent connection to `socketPath`, serialized per
@@ -135,7 +157,7 @@ export class AgentSessions {
     const limit = deadline(timeoutMs, { what: `guest agent session on ${socketPath}`, parent: signal });
     try {
       return await this.mutex.run(socketPath, async () => {
-        let session = this.take(socketPath);
+        let session = this.take(socketPath) ?? (await this.takeEarly(socketPath));
         if (!session) {
           limit.check();
           const releaseLock = await acquireFileLock(lockPath, {
@@ -167,12 +189,37 @@ export class AgentSessions {
   /** Closes the idle connection to `socketPath` (if any) and releases its lock: before stop/delete. */
   async drop(socketPath: string): Promise<void> {
     await this.mutex.run(socketPath, async () => {
+      const early = this.early.get(socketPath);
+      if (early) {
+        this.early.delete(socketPath);
+        early.abort.abort(new LocalVmError('TRANSIENT', 'the agent connection was dropped'));
+        await early.connecting.then(
+          (qga) => qga.close(),
+          () => undefined,
+        );
+        await early.releaseLock();
+      }
       const session = this.take(socketPath);
       if (session) {
         session.qga.close();
         await session.releaseLock();
       }
     });
+  }
+
+  /** The connection `prepare` started, once synchronised; a failed one releases its lock and rejects. */
+  private async takeEarly(
+    socketPath: string,
+  ): Promise<{ qga: QgaClient; releaseLock: () => Promise<void> } | undefined> {
+    const early = this.early.get(socketPath);
+    if (!early) return undefined;
+    this.early.delete(socketPath);
+    try {
+      return { qga: await early.connecting, releaseLock: early.releaseLock };
+    } catch (error) {
+      await early.releaseLock();
+      throw error;
+    }
   }
 
   private take(socketPath: string): { qga: QgaClient; releaseLock: () => Promise<void> } | undefined {

@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFile, rm, rmdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import { LocalVmError } from '../../errors.js';
 import type { VmState } from '../../backend.js';
@@ -103,6 +103,10 @@ export interface TemplateLink {
    * machine's default id (`pc.ram`), the name its RAM blocks have in the migration stream.
    */
   ramId?: string | undefined;
+  /** The VM has the identity port (part of the template's device layout: see template/identity.ts). */
+  identityPort?: boolean | undefined;
+  /** A clone whose template parked the identity helper: it is personalised through the port. */
+  identityHelper?: boolean | undefined;
 }
 
 /** True when a NUL-separated /proc cmdline has `-name` whose guest name is `name`. Pure. */
@@ -292,8 +296,15 @@ export function listVmNames(stateDir: string): Promise<string[]> {
  * dir are only touched once that directory is verified ours (HOST_FS when it is not), so
  * nothing is removed through another user's directory or symlink.
  */
+/** The identity port's socket, beside the VM's QMP socket (see template/identity.ts). Pure. */
+export function identitySocketOf(p: Pick<VmPaths, 'qmpSocket'>): string {
+  return join(dirname(p.qmpSocket), 'id.sock');
+}
+
 export async function removeStaleRuntime(paths: VmPaths): Promise<void> {
   const sockets =
-    !paths.socketDir || (await privateDirExists(paths.socketDir)) ? [paths.qmpSocket, paths.qgaSocket] : [];
+    !paths.socketDir || (await privateDirExists(paths.socketDir))
+      ? [paths.qmpSocket, paths.qgaSocket, identitySocketOf(paths)]
+      : [];
   await Promise.all([...sockets, paths.pidFile].map((p) => rm(p, { force: true })));
 }

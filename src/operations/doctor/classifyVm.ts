@@ -2,7 +2,7 @@
  * One VM's findings from its facts: record against process, files against record. Pure.
  */
 import { basename, dirname } from 'node:path';
-import type { VmRecord } from '../../backends/qemu/state.js';
+import { identitySocketOf, type VmRecord } from '../../backends/qemu/state.js';
 import type { Entry, Finding, Needed, QemuFact, VmFacts } from './types.js';
 
 /** How a test-prefix VM stands with the fixture sessions; undefined for other VMs. */
@@ -29,6 +29,7 @@ export function ownedNames(record: VmRecord, dir: string): Set<string> {
     record.seedDir,
     record.paths.qmpSocket,
     record.paths.qgaSocket,
+    record.template?.identityPort ? identitySocketOf(record.paths) : undefined,
     ...record.disks.map((d) => d.path),
     // SSH access: the VM's key pair, its pinned host key, the control master's socket.
     ...(record.ssh ? [record.ssh.keyFile, `${record.ssh.keyFile}.pub`, record.ssh.knownHosts, `${dir}/ssh.sock`] : []),

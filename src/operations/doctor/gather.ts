@@ -11,7 +11,15 @@ import { exists } from '../../host/fs.js';
 import { holderAlive, readLockHolder } from '../../host/lock.js';
 import { parseProcStat, probeProcess } from '../../host/proc.js';
 import { findTinyImage, listImages } from '../../backends/qemu/image/index.js';
-import { listVmNames, locksDir, readPidFile, readRecord, vmPaths, vmsDir } from '../../backends/qemu/state.js';
+import {
+  identitySocketOf,
+  listVmNames,
+  locksDir,
+  readPidFile,
+  readRecord,
+  vmPaths,
+  vmsDir,
+} from '../../backends/qemu/state.js';
 import { processAlive, readSession, sessionsDir } from '../../vitest/session.js';
 import { neededFiles } from './classifyVm.js';
 import { readQcow2Backing } from './qcow2.js';
@@ -121,7 +129,7 @@ export async function gatherVm(
   if (!record) return facts;
   const pids = new Set([facts.pidFilePid, record.pid].filter((x): x is number => x !== undefined));
   facts.procs = (await Promise.all([...pids].map(procFact))).filter((x): x is ProcFact => x !== undefined);
-  for (const s of [record.paths.qmpSocket, record.paths.qgaSocket]) {
+  for (const s of [record.paths.qmpSocket, record.paths.qgaSocket, identitySocketOf(record.paths)]) {
     const there =
       dirname(s) === p.dir
         ? inDir.has(s)

@@ -20,6 +20,7 @@ import { RECORD_VERSION, vmsDir, type VmRecord } from '../state.js';
 import { compatibilityDiff, depsOf, incompatible } from './compat.js';
 import { macFor } from './restore.js';
 import {
+  blankPath,
   bootFilesOf,
   bootIdentity,
   fileSha256,
@@ -102,7 +103,6 @@ export async function planCloneCreate(
   const t = await readTemplate(host.config.stateDir, spec.template, name);
   const tp = templatePaths(host.config.stateDir, t.name);
   const cspec = cloneSpec(spec, t);
-  const root = t.disks.find((d) => d.id === 'root');
   const record: VmRecord = {
     version: RECORD_VERSION,
     name,
@@ -128,6 +128,8 @@ export async function planCloneCreate(
       memory: cspec.memory,
       vmgenid: randomUUID(),
       ...(t.ramId !== undefined ? { ramId: t.ramId } : {}),
+      ...(t.identityPort ? { identityPort: true } : {}),
+      ...(t.identityHelper ? { identityHelper: true } : {}),
     },
   };
   const accel = await host.chooseAccel(cspec, record.arch, mode);
@@ -147,6 +149,14 @@ export async function planCloneCreate(
     command: c,
     action: { kind: 'run', timeoutMs: IMG_TIMEOUT_MS },
   });
+  // A blank the template made is copied (no process start); a template from before blanks
+  // existed gets qemu-img, as a boot would.
+  const fromBlank = async (file: string, to: string, c: ReturnType<typeof qemuImg.create>): Promise<QemuStep> => {
+    const from = blankPath(tp, file);
+    return (await exists(from))
+      ? { summary: `copy ${from} to ${to} (a blank made with the template)`, action: { kind: 'copy-blank', from, to } }
+      : img(c);
+  };
   const dir = (path: string, exclusive: boolean): QemuStep => ({
     summary: `create directory ${path} (mode 0700)`,
     action: { kind: 'mkdir', path, exclusive },
@@ -158,22 +168,24 @@ export async function planCloneCreate(
     { summary: `write ${p.record} (phase creating, clone of ${t.name})`, action: { kind: 'write-record', record } },
     { summary: `create ${p.consoleLog} (mode 0600)`, action: { kind: 'touch', path: p.consoleLog } },
   ];
-  if (root)
+  for (const d of t.disks) {
+    const to = d.id === 'root' ? p.overlay : join(p.dir, basename(d.path));
     steps.push(
-      img(qemuImg.create({ path: p.overlay, format: 'qcow2', backing: { path: root.path, format: 'qcow2' } })),
-    );
-  for (const d of t.disks.filter((x) => x.id !== 'root'))
-    steps.push(
-      img(
-        qemuImg.create({
-          path: join(p.dir, basename(d.path)),
-          format: 'qcow2',
-          backing: { path: d.path, format: 'qcow2' },
-        }),
+      await fromBlank(
+        basename(d.path),
+        to,
+        qemuImg.create({ path: to, format: 'qcow2', backing: { path: d.path, format: 'qcow2' } }),
       ),
     );
+  }
   if (record.stateDisk)
-    steps.push(img(qemuImg.create({ path: record.stateDisk, format: 'qcow2', size: STATE_DISK_BYTES })));
+    steps.push(
+      await fromBlank(
+        'state.qcow2',
+        record.stateDisk,
+        qemuImg.create({ path: record.stateDisk, format: 'qcow2', size: STATE_DISK_BYTES }),
+      ),
+    );
   steps.push(
     { summary: `remove stale sockets ${p.qmpSocket} ${p.qgaSocket}`, action: { kind: 'remove-runtime', paths: p } },
     {

@@ -64,6 +64,7 @@ export function layoutSignature(launch: QemuLaunch): string {
     qemuBinary: 'qemu',
     memoryFile: launch.memoryFile === undefined ? undefined : { ...launch.memoryFile, path: '/ram', share: true },
     vmgenid: launch.vmgenid === undefined ? undefined : '00000000-0000-0000-0000-000000000000',
+    identitySocket: launch.identitySocket === undefined ? undefined : '/vm/id',
     incoming: false,
   };
   return sha256(buildQemuCommand(normal).args.join('\0'));

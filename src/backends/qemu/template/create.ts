@@ -19,14 +19,19 @@ import { applySteps } from '../apply.js';
 import { buildQemuCommand } from '../cmdline.js';
 import { agentTransport } from '../guest.js';
 import { createQemuHost, type QemuHost } from '../host.js';
-import { launchFor } from '../layout.js';
+import { launchFor, STATE_DISK_BYTES } from '../layout.js';
+import { qemuImg } from '../qemuImg.js';
+import { runChecked } from '../../../runner.js';
 import { killHard, waitGone } from '../observe.js';
 import { planCreate, type QemuStep } from '../plan.js';
-import { readPidFile, type TemplateLink, type VmRecord } from '../state.js';
+import { QgaClient } from '../qga.js';
+import { identitySocketOf, readPidFile, type TemplateLink, type VmRecord } from '../state.js';
+import { helperArgv, IdentityPort } from './identity.js';
 import { depsOf } from './compat.js';
 import { awaitMigration, ignoreShared, receiveToFile, unixUri } from './migrate.js';
 import { awaitCloudInit, freezeSeed } from './seed.js';
 import {
+  blankPath,
   bootFilesOf,
   bootIdentity,
   fileSha256,
@@ -77,7 +82,14 @@ export async function createTemplate(host: QemuHost, input: TemplateCreateInput)
     const spec: VmSpec = { ...input.spec, name, ports: [], labels: {} };
     let record: VmRecord | undefined;
     try {
-      const link: TemplateLink = { name, role: 'source', ramFile: tp.ram, memory: spec.memory, vmgenid: randomUUID() };
+      const link: TemplateLink = {
+        name,
+        role: 'source',
+        ramFile: tp.ram,
+        memory: spec.memory,
+        vmgenid: randomUUID(),
+        identityPort: true,
+      };
       const steps = asSource((await planCreate(build, spec, { probe: true })).steps, link, host.config.qemuBinary);
       const launchStep = steps.find((s) => s.action.kind === 'launch');
       if (launchStep?.action.kind !== 'launch') throw new LocalVmError('INTERNAL', 'create plan has no launch');
@@ -88,7 +100,13 @@ export async function createTemplate(host: QemuHost, input: TemplateCreateInput)
       if (spec.userData !== undefined) await awaitCloudInit(build, name, spec.timeouts.readyMs);
       await settle(build, name);
       await runSetup(build, name, setup, spec.timeouts.execMs);
-      const stateBytes = await freeze(build, record, tp.state);
+      const helper = await parkHelper(build, record);
+      let stateBytes: number;
+      try {
+        stateBytes = await freeze(build, record, tp.state, { agentConnected: true });
+      } finally {
+        helper?.close();
+      }
       const template = await frozenRecord(host, {
         name,
         spec: input.spec,
@@ -100,6 +118,7 @@ export async function createTemplate(host: QemuHost, input: TemplateCreateInput)
         state: tp.state,
         stateBytes,
         started,
+        extra: { identityPort: true, ...(helper ? { identityHelper: true } : {}) },
       });
       await rename(record.paths.consoleLog, tp.consoleLog).catch(() => undefined);
       await removeBuild(build, record, tp.build);
@@ -183,14 +202,56 @@ export async function runSetup(build: QemuHost, name: string, setup: string[][],
 }
 
 /**
- * Stops the build VM and migrates its device state to `file` (RAM stays in the shared file:
- * x-ignore-shared), then quits it. Returns the state's size in bytes.
+ * Starts the identity helper in the build VM (see identity.ts) and waits until it says it is
+ * parked on the port, whose host end is returned connected: it must stay connected until the
+ * VM is frozen. A guest the helper cannot park in (no mkfifo, no sysfs ports) still makes a
+ * template; its clones are personalised through the agent, and the log says why.
  */
-export async function freeze(build: QemuHost, record: VmRecord, file: string): Promise<number> {
+async function parkHelper(build: QemuHost, record: VmRecord): Promise<IdentityPort | undefined> {
+  const name = record.name;
+  const port = await IdentityPort.connect(identitySocketOf(record.paths), 5_000);
+  try {
+    const [path, ...arg] = helperArgv();
+    await build.sessions.run(record.paths.qgaSocket, build.lockPath(name, 'qga'), 10_000, (qga) =>
+      qga.execute('guest-exec', { path, arg }, 10_000),
+    );
+    const line = await port.nextLine(10_000, `the identity helper in template ${name}`);
+    if (line.trim() !== 'parked') throw new Error(`it said "${line.slice(0, 200)}"`);
+    return port;
+  } catch (error) {
+    port.close();
+    build.log(`${name}: identity helper not parked (${(error as Error).message}); clones will use the agent`);
+    return undefined;
+  }
+}
+
+/**
+ * Stops the build VM and migrates its device state to `file` (RAM stays in the shared file:
+ * x-ignore-shared), then quits it. Returns the state's size in bytes. `agentConnected`: a
+ * synchronised agent connection stays open through the freeze, so the frozen agent sits in
+ * a read with a host attached and a clone that connects before it runs is answered at once
+ * (with no host attached, qemu-ga polls every 100 ms); otherwise the agent is left with no
+ * client, as a VM that never ran after an incoming migration (template create --from) has it.
+ */
+export async function freeze(
+  build: QemuHost,
+  record: VmRecord,
+  file: string,
+  options: { agentConnected?: boolean } = {},
+): Promise<number> {
+  const p = record.paths;
+  await build.sessions.drop(p.qgaSocket);
+  const agent = options.agentConnected ? await QgaClient.connect(p.qgaSocket, { timeoutMs: 10_000 }) : undefined;
+  try {
+    return await freezeState(build, record, file);
+  } finally {
+    agent?.close();
+  }
+}
+
+async function freezeState(build: QemuHost, record: VmRecord, file: string): Promise<number> {
   const name = record.name;
   const p = record.paths;
-  // The agent connection is closed first, so clones start with no agent client attached, as they find it.
-  await build.sessions.drop(p.qgaSocket);
   const socket = join(dirname(p.qmpSocket), 'mig.sock');
   const receiver = await receiveToFile(socket, file);
   try {
@@ -247,6 +308,7 @@ export async function frozenRecord(
 ): Promise<TemplateRecord> {
   const disks = await freezeDisks(o.vm, o.dir);
   const seed = await freezeSeed(o.vm, o.dir);
+  await makeBlanks(host, o.dir, disks);
   return {
     version: 1,
     name: o.name,
@@ -266,6 +328,26 @@ export async function frozenRecord(
     ...o.extra,
     ...seed,
   };
+}
+
+/**
+ * Makes the blank images a clone copies instead of running qemu-img (store.ts's blankPath):
+ * an empty vmstate disk, and an empty overlay on each frozen disk. Mode 0600: a copy keeps
+ * the mode, and the clone's QEMU writes its copy.
+ */
+async function makeBlanks(host: QemuHost, dir: string, disks: TemplateRecord['disks']): Promise<void> {
+  const tp = { blank: join(dir, 'blank') };
+  await mkdir(tp.blank, { mode: 0o700 });
+  const img = (c: ReturnType<typeof qemuImg.create>) => runChecked(host.runner, c, { timeoutMs: 60_000 });
+  await img(qemuImg.create({ path: blankPath(tp, 'state.qcow2'), format: 'qcow2', size: STATE_DISK_BYTES }));
+  for (const d of disks)
+    await img(
+      qemuImg.create({
+        path: blankPath(tp, basename(d.path)),
+        format: 'qcow2',
+        backing: { path: d.path, format: 'qcow2' },
+      }),
+    );
 }
 
 /** Moves the build VM's disks into the template directory as read-only files (the clones' backing files). */

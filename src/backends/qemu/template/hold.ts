@@ -52,8 +52,8 @@ export async function planResume(host: QemuHost, name: string, lockHeld = false)
     vm: name,
     steps: [
       {
-        summary: `QMP cont: run the held clone ${name}`,
-        action: { kind: 'qmp', command: 'cont', optional: false, paths: record.paths },
+        summary: `open its agent connection, then QMP cont: run the held clone ${name}`,
+        action: { kind: 'resume', record },
       },
       personalizeStep(record, name, { mac: false }),
     ],

@@ -38,6 +38,12 @@ export interface TemplateInfo {
   createMs: number;
   stateBytes: number;
   dir: string;
+  /**
+   * How its clones get their clock, hostname and MAC: `helper`, through the helper parked in
+   * the template (no guest process at restore: fastest), or `agent`, one guest-exec (a template
+   * frozen from a running VM, or one whose guest could not park the helper).
+   */
+  identity: 'helper' | 'agent';
 }
 
 export interface TemplateCapable {
@@ -67,6 +73,7 @@ export function createTemplateOps(host: QemuHost): TemplateCapable {
       createMs: t.createMs,
       stateBytes: t.stateBytes,
       dir,
+      identity: t.identityHelper ? 'helper' : 'agent',
     };
   };
   return {

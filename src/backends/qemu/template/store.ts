@@ -24,6 +24,8 @@ export interface TemplatePaths {
   build: string;
   /** The build VM's console, kept for diagnosis. */
   consoleLog: string;
+  /** Blank images clones copy (see blankPath). */
+  blank: string;
 }
 
 /** What `template.json` holds. */
@@ -55,6 +57,9 @@ export interface TemplateRecord {
    */
   seedImage?: string | undefined;
   seedDir?: string | undefined;
+  /** Its VMs have the identity port (device layout), and whether the helper was parked on it (template/identity.ts). */
+  identityPort?: boolean | undefined;
+  identityHelper?: boolean | undefined;
 }
 
 export const templatesDir = (stateDir: string) => join(stateDir, 'templates');
@@ -69,7 +74,17 @@ export function templatePaths(stateDir: string, name: string): TemplatePaths {
     state: join(dir, 'state'),
     build: join(dir, 'build'),
     consoleLog: join(dir, 'console.log'),
+    blank: join(dir, 'blank'),
   };
+}
+
+/**
+ * The blank image a clone copies instead of running qemu-img for it (a process start
+ * costs more than the copy): `state.qcow2` (the vmstate disk) or an overlay named like the
+ * frozen disk it stands on. Made once with the template (see create.ts's makeBlanks). Pure.
+ */
+export function blankPath(tp: Pick<TemplatePaths, 'blank'>, file: string): string {
+  return join(tp.blank, file);
 }
 
 /** The lock name that serialises creating and deleting template `name` (never a VM name: those have no "."). */
