@@ -208,10 +208,18 @@ export async function planCloneCreate(
  * The step that makes a running clone its own machine: clock, hostname and (unless `mac` is
  * false) a MAC of its own, in one guest process.
  */
-export function personalizeStep(record: VmRecord, name: string, options: { mac?: boolean } = {}): QemuStep {
+export function personalizeStep(
+  record: VmRecord,
+  name: string,
+  options: { mac?: boolean; held?: boolean } = {},
+): QemuStep {
   const mac = options.mac === false ? undefined : macFor(name);
+  // A held clone's identity port is open only in the process that restored it.
+  const via = record.template?.identityHelper
+    ? `through the helper parked in template ${record.template.name} (no guest process${options.held ? '; one agent guest process if another process restored it' : ''})`
+    : 'through the agent, one guest process';
   return {
-    summary: `through the agent, one guest process: set the guest clock, hostname ${name}${mac ? `, MAC ${mac}` : ''}`,
+    summary: `${via}: set the guest clock, hostname ${name}${mac ? `, MAC ${mac}` : ''}`,
     action: { kind: 'personalize', record, hostname: name, mac },
   };
 }

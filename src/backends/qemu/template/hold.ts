@@ -55,7 +55,7 @@ export async function planResume(host: QemuHost, name: string, lockHeld = false)
         summary: `open its agent connection, then QMP cont: run the held clone ${name}`,
         action: { kind: 'resume', record },
       },
-      personalizeStep(record, name, { mac: false }),
+      personalizeStep(record, name, { mac: false, held: true }),
     ],
   };
 }
