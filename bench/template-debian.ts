@@ -107,7 +107,12 @@ try {
     image,
     runs,
     memoryMiB: MEMORY,
-    template: { createMs: round(templateMs), sizeBytes: template.sizeBytes, stateBytes: template.stateBytes },
+    template: {
+      createMs: round(templateMs),
+      sizeBytes: template.sizeBytes,
+      stateBytes: template.stateBytes,
+      identity: template.identity,
+    },
     coldReadyMs: stats(coldReady),
     coldCloudInitDoneMs: stats(cold.map((c) => c.cloudInitMs)),
     cloneReadyMs: stats(clone),

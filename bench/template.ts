@@ -3,7 +3,8 @@
  *
  *   template: createTemplate (boot to agent, freeze) time and size on disk.
  *   cold:     createVm + waitForVmReady of the tiny guest, booted.
- *   clone:    createVm({ template }) + waitForVmReady, restored. Cold and clone alternate.
+ *   clone:    createVm({ template }) + waitForVmReady, restored. Cold and clone alternate, and
+ *             each VM is deleted once measured, so each measurement has the machine to itself.
  *   burst:    10 clones created concurrently: wall time until all are ready, and each one's time.
  *   rss:      resident memory (VmRSS) of a clone's QEMU vs a booted VM's, both idle and ready.
  *
@@ -45,20 +46,21 @@ try {
   const cold: number[] = [];
   const clone: number[] = [];
   for (let i = 0; i < runs; i++) {
+    // Each VM goes as soon as it is measured: a VM just booted keeps the CPU busy for seconds
+    // (modules, DHCP), and the next measurement would pay for it.
     cold.push(await timed(`cold-${i}`, { name: `cold-${i}`, memory: MEMORY }));
+    await deleteVm(`cold-${i}`, ctx);
     clone.push(await timed(`clone-${i}`, { name: `clone-${i}`, template: 'bench' }));
-    // Keep one of each for RSS; the rest go so they do not slow the next runs.
-    if (i > 0) {
-      await deleteVm(`cold-${i}`, ctx);
-      await deleteVm(`clone-${i}`, ctx);
-    }
+    await deleteVm(`clone-${i}`, ctx);
   }
-  // Settle a little, so both VMs are idle when their RSS is read.
+  // One of each for RSS, settled a little so both are idle when it is read.
+  await timed('cold-rss', { name: 'cold-rss', memory: MEMORY });
+  await timed('clone-rss', { name: 'clone-rss', template: 'bench' });
   await new Promise((r) => setTimeout(r, 2_000));
-  const rssCold = await rssKiB((await vmInfo('cold-0', ctx)).pid);
-  const rssClone = await rssKiB((await vmInfo('clone-0', ctx)).pid);
-  await deleteVm('cold-0', ctx);
-  await deleteVm('clone-0', ctx);
+  const rssCold = await rssKiB((await vmInfo('cold-rss', ctx)).pid);
+  const rssClone = await rssKiB((await vmInfo('clone-rss', ctx)).pid);
+  await deleteVm('cold-rss', ctx);
+  await deleteVm('clone-rss', ctx);
 
   started = performance.now();
   const burst = await Promise.all(
@@ -72,7 +74,12 @@ try {
     date: new Date().toISOString(),
     runs,
     memoryMiB: MEMORY,
-    template: { createMs: round(templateMs), sizeBytes: template.sizeBytes, stateBytes: template.stateBytes },
+    template: {
+      createMs: round(templateMs),
+      sizeBytes: template.sizeBytes,
+      stateBytes: template.stateBytes,
+      identity: template.identity,
+    },
     coldReadyMs: { median: round(median(cold)), p95: round(p95(cold)), all: cold.map(round) },
     cloneReadyMs: { median: round(median(clone)), p95: round(p95(clone)), all: clone.map(round) },
     speedup: Number((median(cold) / median(clone)).toFixed(1)),
