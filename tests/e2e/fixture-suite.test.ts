@@ -161,7 +161,11 @@ describe.skipIf(skip)('localvm/vitest fixtures (real QEMU, sample suite)', () =>
     while (readResults(run.results).length === 0 && Date.now() < deadline) await sleep(250);
     const [first] = readResults(run.results);
     expect(first, 'the suite never got to its first test').toBeDefined();
-    expect(await vmNames()).toEqual([first?.vmName]);
+    // The test's clone, and those of the next two tests, made while it runs.
+    const later = (k: number) => (first?.vmName ?? '').replace(/-(\d+)$/, (_, n: string) => `-${Number(n) + k}`);
+    const deadlineNext = Date.now() + 30_000;
+    while ((await vmNames()).length < 3 && Date.now() < deadlineNext) await sleep(250);
+    expect((await vmNames()).sort()).toEqual([first?.vmName, later(1), later(2)].sort());
     const [template] = await templateNames();
     expect(template).toMatch(/^pytest-test-s[0-9a-z-]+-t[0-9a-f]{6}$/);
 
