@@ -24,7 +24,9 @@ import {
 } from '../../src/operations/vm.js';
 import { createExecaRunner } from '../../src/runner.js';
 import { rejection } from '../fixtures/rejection.js';
+import { createQemuBackend } from '../../src/backends/qemu/backend.js';
 import { macFor } from '../../src/backends/qemu/template/restore.js';
+import { parseVmSpec } from '../../src/schema.js';
 import { missingQemuOrTiny } from '../fixtures/tools.js';
 
 const skip = (await missingQemuOrTiny()) !== undefined;
@@ -179,6 +181,25 @@ describe.skipIf(skip)('templates (real QEMU)', () => {
     } finally {
       await writeFile(state, original);
       await writeFile(file, originalRecord);
+    }
+  });
+
+  it('a held clone resumed by the process that restored it uses the parked helper; by another, the agent', async () => {
+    // Two backends are two hosts with their own identity ports, as two processes would be.
+    const [restorer, other] = [0, 1].map(() => createQemuBackend({ config: ctx.config, runner: ctx.runner }));
+    for (const [name, resumer] of [
+      ['held-same', restorer],
+      ['held-other', other],
+    ] as const) {
+      await restorer?.createHeld({ ...parseVmSpec({ name, template: T }), template: T });
+      await resumer?.resume(name);
+      const r = await sh(name, 'hostname; date +%s');
+      const [host, clock] = r.stdout.trim().split('\n');
+      expect(host).toBe(name);
+      expect(Math.abs(Number(clock) - Date.now() / 1000)).toBeLessThan(2);
+      // A resumed pool clone keeps its template's MAC either way (see hold.ts).
+      expect((await sh(name, 'cat /sys/class/net/eth0/address')).stdout.trim()).not.toBe(macFor(name));
+      await restorer?.delete(name);
     }
   });
 

@@ -96,9 +96,8 @@ async function restore(
       // competing with the clone's first answers) to switches a user-mode network does not have.
       await qmp.execute('migrate-set-parameters', { 'announce-rounds': 0 });
       await qmp.execute('migrate-incoming', { uri: unixUri(socket) });
-      const sending = await startSending(socket, stateFile, RESTORE_TIMEOUT_MS);
+      await startSending(socket, stateFile, RESTORE_TIMEOUT_MS);
       await awaitMigration(qmp, RESTORE_TIMEOUT_MS, failure);
-      await sending;
       // The identity port is connected before the guest runs (see identity.ts for why), and
       // a held clone keeps it open in this process until it is resumed.
       if (record.template?.identityHelper)
