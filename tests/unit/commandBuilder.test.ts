@@ -5,6 +5,7 @@ import { createOrbctl, orbctl } from '../../src/backends/orbstack/cmdline.js';
 import { createQemuImg, qemuImg } from '../../src/backends/qemu/qemuImg.js';
 import { type Command } from '../../src/runner.js';
 import { isLocalVmError, type ErrorCode } from '../../src/errors.js';
+import { qemuLaunch } from '../fixtures/qemuLaunch.js';
 
 function codeOf(fn: () => unknown): { code: ErrorCode | undefined; property: string | undefined } {
   try {
@@ -119,30 +120,18 @@ describe('orbctl builders', () => {
 });
 
 function launch(overrides: Partial<QemuLaunch> = {}): QemuLaunch {
-  return {
-    name: 'vm1',
-    arch: 'x86_64',
-    accel: 'tcg',
-    cpus: 1,
-    memory: 256,
-    boot: {
-      kind: 'kernel',
-      kernel: '/cache/vmlinux',
-      initrd: '/cache/initramfs.gz',
-      append: 'console=ttyS0 quiet acpi=noirq panic=-1',
+  return qemuLaunch(
+    {
+      boot: {
+        kind: 'kernel',
+        kernel: '/cache/vmlinux',
+        initrd: '/cache/initramfs.gz',
+        append: 'console=ttyS0 quiet acpi=noirq panic=-1',
+      },
+      ...overrides,
     },
-    ports: [],
-    isolated: false,
-    disks: [],
-    paths: {
-      dir: '/run/lv/vm1',
-      qmpSocket: '/run/lv/vm1/qmp.sock',
-      qgaSocket: '/run/lv/vm1/qga.sock',
-      consoleLog: '/run/lv/vm1/console.log',
-      pidFile: '/run/lv/vm1/qemu.pid',
-    },
-    ...overrides,
-  };
+    '/run/lv/vm1',
+  );
 }
 
 const TAIL = [

@@ -20,33 +20,21 @@ import {
 } from '../../src/backends/qemu/template/identity.js';
 import { macFor } from '../../src/backends/qemu/template/restore.js';
 import { parseVmSpec } from '../../src/schema.js';
+import { qemuLaunch } from '../fixtures/qemuLaunch.js';
 import { rejection } from '../fixtures/rejection.js';
 
 const GUID = '6f0c8a58-3c39-4b0e-9a8a-0d1f2c3b4a5e';
 
-function launch(dir: string, o: Partial<QemuLaunch> = {}): QemuLaunch {
-  return {
-    name: 'vm1',
-    arch: 'x86_64',
-    accel: 'tcg',
-    cpus: 1,
-    memory: 256,
-    boot: { kind: 'kernel', kernel: '/cache/vmlinux' },
-    ports: [],
-    isolated: false,
-    disks: [],
-    paths: {
-      dir,
-      qmpSocket: `${dir}/qmp.sock`,
-      qgaSocket: `${dir}/qga.sock`,
-      consoleLog: `${dir}/console.log`,
-      pidFile: `${dir}/qemu.pid`,
+const launch = (dir: string, o: Partial<QemuLaunch> = {}): QemuLaunch =>
+  qemuLaunch(
+    {
+      boot: { kind: 'kernel', kernel: '/cache/vmlinux' },
+      memoryFile: { path: '/t/ram', share: false },
+      vmgenid: GUID,
+      ...o,
     },
-    memoryFile: { path: '/t/ram', share: false },
-    vmgenid: GUID,
-    ...o,
-  };
-}
+    dir,
+  );
 
 const valueOf = (args: string[], flag: string) => args.filter((_, i) => args[i - 1] === flag);
 

@@ -20,6 +20,7 @@ import {
 import { bootFilesOf } from '../../src/backends/qemu/template/store.js';
 import { parseVmSpec } from '../../src/schema.js';
 import { codeOfSync } from '../fixtures/rejection.js';
+import { qemuLaunch } from '../fixtures/qemuLaunch.js';
 
 const captured = (file: string) => readFileSync(join(import.meta.dirname, '../fixtures/captured', file), 'utf8');
 
@@ -98,20 +99,7 @@ describe('qemuIoHead', () => {
 });
 
 const paths = { dir: '/s', qmpSocket: '/s/q', qgaSocket: '/s/g', consoleLog: '/s/c', pidFile: '/s/p' };
-function launch(boot: QemuLaunch['boot']): QemuLaunch {
-  return {
-    name: 'vm1',
-    arch: 'x86_64',
-    accel: 'tcg',
-    cpus: 1,
-    memory: 256,
-    boot,
-    ports: [],
-    isolated: false,
-    disks: [],
-    paths,
-  };
-}
+const launch = (boot: QemuLaunch['boot']): QemuLaunch => ({ ...qemuLaunch({ boot }), paths });
 const valueOf = (args: string[], flag: string) => args.filter((_, i) => args[i - 1] === flag);
 
 describe('buildQemuCommand: a kernel with the image as its root disk', () => {

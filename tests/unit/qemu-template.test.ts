@@ -10,31 +10,12 @@ import { compatibilityDiff, depsOf, incompatible, layoutSignature } from '../../
 import { macFor } from '../../src/backends/qemu/template/restore.js';
 import { parseSetupArg } from '../../src/cli/commands/template.js';
 import { FROM_TEMPLATE, parseVmSpec, specFingerprint } from '../../src/schema.js';
+import { qemuLaunch } from '../fixtures/qemuLaunch.js';
 import { rejection } from '../fixtures/rejection.js';
 
 const GUID = '6f0c8a58-3c39-4b0e-9a8a-0d1f2c3b4a5e';
 
-function launch(overrides: Partial<QemuLaunch> = {}): QemuLaunch {
-  return {
-    name: 'vm1',
-    arch: 'x86_64',
-    accel: 'tcg',
-    cpus: 1,
-    memory: 256,
-    boot: { kind: 'kernel', kernel: '/cache/vmlinux', initrd: '/cache/initrd', append: 'console=ttyS0' },
-    ports: [],
-    isolated: false,
-    disks: [],
-    paths: {
-      dir: '/s/vm1',
-      qmpSocket: '/s/vm1/qmp.sock',
-      qgaSocket: '/s/vm1/qga.sock',
-      consoleLog: '/s/vm1/console.log',
-      pidFile: '/s/vm1/qemu.pid',
-    },
-    ...overrides,
-  };
-}
+const launch = (overrides: Partial<QemuLaunch> = {}): QemuLaunch => qemuLaunch(overrides);
 
 const source = (o: Partial<QemuLaunch> = {}) =>
   launch({ memoryFile: { path: '/t/base/ram', share: true }, vmgenid: GUID, ...o });
