@@ -1,5 +1,7 @@
 /** What the benchmarks compute from their samples, once: order statistics and a QEMU's RSS. */
 import { readFile } from 'node:fs/promises';
+import type { OperationContext } from '../src/context.js';
+import { deleteVm, vmInfo } from '../src/operations/vm.js';
 
 export const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
 
@@ -22,4 +24,13 @@ export const round = (x: number) => Math.round(x);
 export async function rssKiB(pid: number | undefined): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
+}
+
+/** The RSS (KiB) of each VM's QEMU once they have all idled for `settleMs`; the VMs are deleted after. */
+export async function idleRssThenDelete(names: string[], settleMs: number, ctx: OperationContext): Promise<number[]> {
+  await new Promise((r) => setTimeout(r, settleMs));
+  const rss: number[] = [];
+  for (const name of names) rss.push(await rssKiB((await vmInfo(name, ctx)).pid));
+  for (const name of names) await deleteVm(name, ctx);
+  return rss;
 }

@@ -22,9 +22,9 @@ import { loadConfig } from '../src/config.js';
 import { connect } from '../src/connector.js';
 import { realClock, type OperationContext } from '../src/context.js';
 import { createTemplate, deleteTemplate } from '../src/operations/template.js';
-import { createVm, deleteVm, listVms, vmInfo, waitForVmReady } from '../src/operations/vm.js';
+import { createVm, deleteVm, listVms, waitForVmReady } from '../src/operations/vm.js';
 import { createExecaRunner } from '../src/runner.js';
-import { median, p95, round, rssKiB } from './stats.js';
+import { idleRssThenDelete, median, p95, round } from './stats.js';
 
 const runs = Number(process.argv[2] ?? 3);
 const image =
@@ -85,11 +85,7 @@ try {
     }
   }
   // Settle, so both VMs are idle when their RSS is read.
-  await new Promise((r) => setTimeout(r, 5_000));
-  const rssCold = await rssKiB((await vmInfo('cold-0', ctx)).pid);
-  const rssClone = await rssKiB((await vmInfo('clone-0', ctx)).pid);
-  await deleteVm('cold-0', ctx);
-  await deleteVm('clone-0', ctx);
+  const [rssCold = 0, rssClone = 0] = await idleRssThenDelete(['cold-0', 'clone-0'], 5_000, ctx);
 
   started = performance.now();
   const burst = await Promise.all(

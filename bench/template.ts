@@ -17,9 +17,9 @@ import { join } from 'node:path';
 import { loadConfig } from '../src/config.js';
 import { realClock, type OperationContext } from '../src/context.js';
 import { createTemplate, deleteTemplate } from '../src/operations/template.js';
-import { createVm, deleteVm, listVms, vmInfo, waitForVmReady } from '../src/operations/vm.js';
+import { createVm, deleteVm, listVms, waitForVmReady } from '../src/operations/vm.js';
 import { createExecaRunner } from '../src/runner.js';
-import { median, p95, round, rssKiB } from './stats.js';
+import { idleRssThenDelete, median, p95, round } from './stats.js';
 
 const runs = Number(process.argv[2] ?? 10);
 const MEMORY = 256;
@@ -56,11 +56,7 @@ try {
   // One of each for RSS, settled a little so both are idle when it is read.
   await timed('cold-rss', { name: 'cold-rss', memory: MEMORY });
   await timed('clone-rss', { name: 'clone-rss', template: 'bench' });
-  await new Promise((r) => setTimeout(r, 2_000));
-  const rssCold = await rssKiB((await vmInfo('cold-rss', ctx)).pid);
-  const rssClone = await rssKiB((await vmInfo('clone-rss', ctx)).pid);
-  await deleteVm('cold-rss', ctx);
-  await deleteVm('clone-rss', ctx);
+  const [rssCold = 0, rssClone = 0] = await idleRssThenDelete(['cold-rss', 'clone-rss'], 2_000, ctx);
 
   started = performance.now();
   const burst = await Promise.all(
