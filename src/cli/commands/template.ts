@@ -127,7 +127,7 @@ export function registerTemplate(program: Commander, cli: CliSession): void {
         `qemu:      ${t.qemuVersion}`,
         `setup:     ${t.setup.length ? t.setup.map((a) => JSON.stringify(a)).join(' ') : '-'}`,
         ...(t.from !== undefined ? [`from:      VM ${t.from}`] : []),
-        `identity:  ${t.identity === 'helper' ? 'helper parked in the template (clones start no guest process)' : 'one agent guest-exec per clone'}`,
+        `identity:  ${t.identity === 'helper' ? `${t.helper === 'program' ? 'program' : 'shell helper'} parked in the template (clones start no guest process)` : 'one agent guest-exec per clone'}`,
         `clones:    ${t.clones.length ? t.clones.join(', ') : '-'}`,
         `dir:       ${t.dir}`,
         '',

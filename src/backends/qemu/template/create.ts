@@ -8,7 +8,7 @@
  * private state root inside the template directory, and removed when it is frozen.
  */
 import { randomUUID } from 'node:crypto';
-import { chmod, mkdir, rename, rm } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { isLocalVmError, LocalVmError } from '../../../errors.js';
 import { exists } from '../../../host/fs.js';
@@ -16,7 +16,7 @@ import { mkdirPrivate } from '../../../host/privateDir.js';
 import type { VmSpec } from '../../../schema.js';
 import { poll } from '../../../time/poll.js';
 import { applySteps } from '../apply.js';
-import { buildQemuCommand } from '../cmdline.js';
+import { buildQemuCommand, IDENTITY_PORT } from '../cmdline.js';
 import { agentTransport } from '../guest.js';
 import { createQemuHost, type QemuHost } from '../host.js';
 import { launchFor, STATE_DISK_BYTES } from '../layout.js';
@@ -24,9 +24,10 @@ import { qemuImg } from '../qemuImg.js';
 import { runChecked } from '../../../runner.js';
 import { killHard, waitGone } from '../observe.js';
 import { planCreate, type QemuStep } from '../plan.js';
-import { QgaClient } from '../qga.js';
+import { guestPutFile, QgaClient } from '../qga.js';
 import { identitySocketOf, readPidFile, type TemplateLink, type VmRecord } from '../state.js';
 import { helperArgv, IdentityPort } from './identity.js';
+import { identityProgram } from './identityProgram.js';
 import { depsOf } from './compat.js';
 import { awaitMigration, ignoreShared, receiveToFile, unixUri } from './migrate.js';
 import { awaitCloudInit, freezeSeed } from './seed.js';
@@ -105,7 +106,7 @@ export async function createTemplate(host: QemuHost, input: TemplateCreateInput)
       try {
         stateBytes = await freeze(build, record, tp.state, { agentConnected: true });
       } finally {
-        helper?.close();
+        helper?.port.close();
       }
       const template = await frozenRecord(host, {
         name,
@@ -118,7 +119,10 @@ export async function createTemplate(host: QemuHost, input: TemplateCreateInput)
         state: tp.state,
         stateBytes,
         started,
-        extra: { identityPort: true, ...(helper ? { identityHelper: true } : {}) },
+        extra: {
+          identityPort: true,
+          ...(helper ? { identityHelper: true, ...(helper.kind === 'program' ? { identityProgram: true } : {}) } : {}),
+        },
       });
       await rename(record.paths.consoleLog, tp.consoleLog).catch(() => undefined);
       await removeBuild(build, record, tp.build);
@@ -202,27 +206,85 @@ export async function runSetup(build: QemuHost, name: string, setup: string[][],
 }
 
 /**
- * Starts the identity helper in the build VM (see identity.ts) and waits until it says it is
- * parked on the port, whose host end is returned connected: it must stay connected until the
- * VM is frozen. A guest the helper cannot park in (no mkfifo, no sysfs ports) still makes a
- * template; its clones are personalised through the agent, and the log says why.
+ * Parks the identity helper in the build VM (see identity.ts) and returns the port's host
+ * end, connected (it must stay connected until the VM is frozen), and which helper parked:
+ * the static program (identity.c, when this host can build it for the guest's architecture),
+ * else the shell script. A guest that can park neither (no /bin/sh, no sysfs ports) still
+ * makes a template; its clones are personalised through the agent, and the log says why.
  */
-async function parkHelper(build: QemuHost, record: VmRecord): Promise<IdentityPort | undefined> {
+async function parkHelper(
+  build: QemuHost,
+  record: VmRecord,
+): Promise<{ port: IdentityPort; kind: 'program' | 'shell' } | undefined> {
   const name = record.name;
   const port = await IdentityPort.connect(identitySocketOf(record.paths), 5_000);
+  const program = await identityProgram(build, record.arch);
+  if (program) {
+    try {
+      const bytes = await readFile(program);
+      await build.sessions.run(record.paths.qgaSocket, build.lockPath(name, 'qga'), 30_000, (qga) =>
+        guestPutFile(qga, GUEST_PROGRAM, bytes, 30_000),
+      );
+      await startParked(build, record, port, programArgv(GUEST_PROGRAM));
+      return { port, kind: 'program' };
+    } catch (error) {
+      build.log(`${name}: identity program not parked (${(error as Error).message}); trying the shell helper`);
+    }
+  }
   try {
-    const [path, ...arg] = helperArgv();
-    await build.sessions.run(record.paths.qgaSocket, build.lockPath(name, 'qga'), 10_000, (qga) =>
-      qga.execute('guest-exec', { path, arg }, 10_000),
-    );
-    const line = await port.nextLine(10_000, `the identity helper in template ${name}`);
-    if (line.trim() !== 'parked') throw new Error(`it said "${line.slice(0, 200)}"`);
-    return port;
+    await startParked(build, record, port, helperArgv());
+    return { port, kind: 'shell' };
   } catch (error) {
     port.close();
     build.log(`${name}: identity helper not parked (${(error as Error).message}); clones will use the agent`);
     return undefined;
   }
+}
+
+/** Where the program is copied in the guest (a tmpfs: it removes the file once it runs). */
+const GUEST_PROGRAM = '/run/localvm-identity';
+
+/**
+ * The argv that makes the copied program executable and runs it on the identity port, told to
+ * remove its own file. Through /bin/sh because the agent cannot set a file's mode. Pure.
+ */
+export function programArgv(path: string): string[] {
+  return ['/bin/sh', '-c', 'chmod 700 "$0" && exec "$0" "$1" "$0"', path, IDENTITY_PORT];
+}
+
+/**
+ * Starts `argv` through the agent (not waited for) and waits until it says `parked` on the
+ * port; a helper that exits first (a guest it cannot run in) fails at once with its status.
+ */
+async function startParked(build: QemuHost, record: VmRecord, port: IdentityPort, argv: string[]): Promise<void> {
+  const name = record.name;
+  const agent = <T>(fn: (qga: QgaClient) => Promise<T>) =>
+    build.sessions.run(record.paths.qgaSocket, build.lockPath(name, 'qga'), 10_000, fn);
+  const [path, ...arg] = argv;
+  const started = (await agent((qga) => qga.execute('guest-exec', { path, arg }, 10_000))) as { pid: number };
+  const parked = port.nextLine(10_000, `the identity helper in template ${name}`);
+  let exited: { exitcode?: number; signal?: number } | undefined;
+  const watch = (async () => {
+    while (!exited) {
+      await new Promise((r) => setTimeout(r, 100));
+      const st = (await agent((qga) => qga.execute('guest-exec-status', { pid: started.pid }, 5_000))) as {
+        exited: boolean;
+        exitcode?: number;
+        signal?: number;
+      };
+      if (st.exited) exited = st;
+    }
+  })();
+  const line = await Promise.race([parked, watch.then(() => undefined)]);
+  if (line === undefined) {
+    parked.catch(() => undefined);
+    throw new Error(
+      `it exited (${exited?.signal !== undefined ? `signal ${exited.signal}` : `status ${exited?.exitcode}`})`,
+    );
+  }
+  exited = { exitcode: -1 };
+  await watch.catch(() => undefined);
+  if (line.trim() !== 'parked') throw new Error(`it said "${line.slice(0, 200)}"`);
 }
 
 /**

@@ -44,6 +44,8 @@ export interface TemplateInfo {
    * frozen from a running VM, or one whose guest could not park the helper).
    */
   identity: 'helper' | 'agent';
+  /** Which helper is parked (identity `helper`): the static program (identity.c) or the shell script. */
+  helper?: 'program' | 'shell';
 }
 
 export interface TemplateCapable {
@@ -74,6 +76,7 @@ export function createTemplateOps(host: QemuHost): TemplateCapable {
       stateBytes: t.stateBytes,
       dir,
       identity: t.identityHelper ? 'helper' : 'agent',
+      ...(t.identityHelper ? { helper: t.identityProgram ? ('program' as const) : ('shell' as const) } : {}),
     };
   };
   return {

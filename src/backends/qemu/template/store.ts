@@ -60,6 +60,8 @@ export interface TemplateRecord {
   /** Its VMs have the identity port (device layout), and whether the helper was parked on it (template/identity.ts). */
   identityPort?: boolean | undefined;
   identityHelper?: boolean | undefined;
+  /** The helper parked is the static program (identity.c), not the shell script. */
+  identityProgram?: boolean | undefined;
 }
 
 export const templatesDir = (stateDir: string) => join(stateDir, 'templates');
