@@ -57,7 +57,10 @@ describe.skipIf(skip)('a template of the Debian guest (real QEMU, TCG)', () => {
   });
 
   it('parks the identity helper in the guest', async () => {
-    expect((await templateInfo(T, ctx)).identity).toBe('helper');
+    const info = await templateInfo(T, ctx);
+    expect(info.identity).toBe('helper');
+    // Debian mounts /run noexec: the program runs from /tmp. CI has the compiler (setup.sh).
+    if (process.env.CI) expect(info.helper).toBe('program');
   });
 
   it('clones are each their own machine: hostname, MAC, clock, random bytes; cloud-init stays done', async () => {
@@ -77,8 +80,8 @@ describe.skipIf(skip)('a template of the Debian guest (real QEMU, TCG)', () => {
       expect(await sh(name, 'cat /etc/localvm-template.txt; cloud-init status')).toMatch(
         /^frozen with the template\n?status: done\n/,
       );
-      // The helper's pipe is gone: nothing of it stays in a clone.
-      expect(await sh(name, 'ls /run | grep -c localvm-identity || true')).toBe('0\n');
+      // The helper removed its file (or, for the shell helper, its pipe): nothing stays.
+      expect(await sh(name, 'ls /run /tmp | grep -c localvm-identity || true')).toBe('0\n');
     }
     expect(seen.map((s) => s.host)).toEqual(['deb-clone-a', 'deb-clone-b']);
     expect(seen.map((s) => s.mac)).toEqual([macFor('deb-clone-a'), macFor('deb-clone-b')]);

@@ -24,7 +24,7 @@ import { qemuImg } from '../qemuImg.js';
 import { runChecked } from '../../../runner.js';
 import { killHard, waitGone } from '../observe.js';
 import { planCreate, type QemuStep } from '../plan.js';
-import { guestPutFile, QgaClient } from '../qga.js';
+import { guestExec, guestPutFile, QgaClient } from '../qga.js';
 import { identitySocketOf, readPidFile, type TemplateLink, type VmRecord } from '../state.js';
 import { helperArgv, IdentityPort } from './identity.js';
 import { identityProgram } from './identityProgram.js';
@@ -219,16 +219,18 @@ async function parkHelper(
   const name = record.name;
   const port = await IdentityPort.connect(identitySocketOf(record.paths), 5_000);
   const program = await identityProgram(build, record.arch);
-  if (program) {
+  const agent = <T>(fn: (qga: QgaClient) => Promise<T>) =>
+    build.sessions.run(record.paths.qgaSocket, build.lockPath(name, 'qga'), 30_000, fn);
+  for (const path of program ? GUEST_PROGRAM_PATHS : []) {
     try {
-      const bytes = await readFile(program);
-      await build.sessions.run(record.paths.qgaSocket, build.lockPath(name, 'qga'), 30_000, (qga) =>
-        guestPutFile(qga, GUEST_PROGRAM, bytes, 30_000),
-      );
-      await startParked(build, record, port, programArgv(GUEST_PROGRAM));
+      const bytes = await readFile(program ?? '');
+      await agent((qga) => guestPutFile(qga, path, bytes, 30_000));
+      await startParked(build, record, port, programArgv(path));
       return { port, kind: 'program' };
     } catch (error) {
-      build.log(`${name}: identity program not parked (${(error as Error).message}); trying the shell helper`);
+      // A file system mounted noexec (Debian's /run) cannot run it: the copy must not stay.
+      await agent((qga) => guestExec(qga, ['/bin/rm', '-f', path], { timeoutMs: 10_000 })).catch(() => undefined);
+      build.log(`${name}: identity program not parked from ${path} (${(error as Error).message})`);
     }
   }
   try {
@@ -241,8 +243,11 @@ async function parkHelper(
   }
 }
 
-/** Where the program is copied in the guest (a tmpfs: it removes the file once it runs). */
-const GUEST_PROGRAM = '/run/localvm-identity';
+/**
+ * Where the program is copied in the guest, in order: a tmpfs first, then /tmp for guests
+ * whose /run is mounted noexec (Debian's). It removes its file once it runs.
+ */
+const GUEST_PROGRAM_PATHS = ['/run/localvm-identity', '/tmp/localvm-identity'];
 
 /**
  * The argv that makes the copied program executable and runs it on the identity port, told to
