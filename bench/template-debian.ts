@@ -108,6 +108,7 @@ try {
       sizeBytes: template.sizeBytes,
       stateBytes: template.stateBytes,
       identity: template.identity,
+      helper: template.helper,
     },
     coldReadyMs: stats(coldReady),
     coldCloudInitDoneMs: stats(cold.map((c) => c.cloudInitMs)),

@@ -75,6 +75,7 @@ try {
       sizeBytes: template.sizeBytes,
       stateBytes: template.stateBytes,
       identity: template.identity,
+      helper: template.helper,
     },
     coldReadyMs: { median: round(median(cold)), p95: round(p95(cold)), all: cold.map(round) },
     cloneReadyMs: { median: round(median(clone)), p95: round(p95(clone)), all: clone.map(round) },

@@ -62,10 +62,34 @@ describe('identity program build', () => {
     expect(calls).toHaveLength(1);
   });
 
+  it('without $CC: musl-gcc first (a small program), else cc', async () => {
+    const { host, calls } = fakeHost(0);
+    const failing = host.runner.run.bind(host.runner);
+    host.runner.run = async (cmd) => {
+      if (cmd.file === 'musl-gcc') {
+        calls.push(cmd);
+        return {
+          file: cmd.file,
+          args: cmd.args,
+          exitCode: 1,
+          stdout: '',
+          stderr: 'no musl',
+          timedOut: false,
+          durationMs: 1,
+        };
+      }
+      return failing(cmd);
+    };
+    expect(await identityProgram(host, 'x86_64', {})).toBeDefined();
+    expect(calls.map((c) => c.file)).toEqual(['musl-gcc', 'cc']);
+  });
+
   it('without a working compiler: undefined, nothing left in the cache, and the log says what to install', async () => {
     const { host, logs } = fakeHost(1);
-    expect(await identityProgram(host, 'x86_64', { CC: 'broken-cc' })).toBeUndefined();
-    expect(logs.join('\n')).toMatch(/identity program not built .*shell helper.*gcc libc6-dev/);
+    expect(await identityProgram(host, 'x86_64', {})).toBeUndefined();
+    expect(logs.join('\n')).toMatch(
+      /identity program not built \(musl-gcc: .*; cc: .*\); templates use the shell helper.*musl-tools/,
+    );
     const { readdir } = await import('node:fs/promises');
     expect(await readdir(join(host.config.cacheDir, 'helpers'))).toEqual([]);
   });

@@ -268,28 +268,38 @@ async function startParked(build: QemuHost, record: VmRecord, port: IdentityPort
   const [path, ...arg] = argv;
   const started = (await agent((qga) => qga.execute('guest-exec', { path, arg }, 10_000))) as { pid: number };
   const parked = port.nextLine(10_000, `the identity helper in template ${name}`);
-  let exited: { exitcode?: number; signal?: number } | undefined;
-  const watch = (async () => {
-    while (!exited) {
-      await new Promise((r) => setTimeout(r, 100));
+  // Until it is parked, its status is looked at every 100 ms; the look-out ends either way.
+  let watching = true;
+  let wake = () => undefined as void;
+  const watch = (async (): Promise<string> => {
+    while (watching) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 100);
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      if (!watching) return '';
       const st = (await agent((qga) => qga.execute('guest-exec-status', { pid: started.pid }, 5_000))) as {
         exited: boolean;
         exitcode?: number;
         signal?: number;
       };
-      if (st.exited) exited = st;
+      if (st.exited) return st.signal !== undefined ? `signal ${st.signal}` : `status ${st.exitcode}`;
     }
+    return '';
   })();
-  const line = await Promise.race([parked, watch.then(() => undefined)]);
-  if (line === undefined) {
+  try {
+    const line = await Promise.race([parked, watch.then((how) => ({ exited: how }))]);
+    if (typeof line !== 'string') throw new Error(`it exited (${line.exited})`);
+    if (line.trim() !== 'parked') throw new Error(`it said "${line.slice(0, 200)}"`);
+  } finally {
+    watching = false;
+    wake();
     parked.catch(() => undefined);
-    throw new Error(
-      `it exited (${exited?.signal !== undefined ? `signal ${exited.signal}` : `status ${exited?.exitcode}`})`,
-    );
+    await watch.catch(() => undefined);
   }
-  exited = { exitcode: -1 };
-  await watch.catch(() => undefined);
-  if (line.trim() !== 'parked') throw new Error(`it said "${line.slice(0, 200)}"`);
 }
 
 /**
