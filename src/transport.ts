@@ -17,6 +17,11 @@ export interface GuestTransport {
   getFile(path: string): Promise<Uint8Array>;
   /** One readiness probe: does the guest answer through this transport, within `timeoutMs`? */
   probe(timeoutMs: number): Promise<ProbeResult>;
+  /**
+   * Keeps this process's connection open for `ms` after each use (a VM this process owns and
+   * uses again later), where reconnecting costs time: the guest agent's. Optional.
+   */
+  keepOpen?(ms: number): Promise<void>;
 }
 
 /** `chmod MODE -- PATH`: how every transport and resource applies a guest file's mode. */

@@ -392,6 +392,29 @@ describe('AgentSessions', () => {
     expect(existsSync(lock)).toBe(false);
   });
 
+  it('keep: a VM used again later keeps its connection past the linger, until drop', async () => {
+    let connections = 0;
+    const f = await fake(agentHandler(), () => connections++);
+    const lock = join(dir, 'vm.qga.lock');
+    const sessions = new AgentSessions(50);
+    await sessions.run(f.path, lock, 1_000, (qga) => qga.execute('guest-ping'));
+    // Kept while already idle: the parked connection is re-armed with the longer linger.
+    sessions.keep(f.path, 10_000);
+    await new Promise((r) => setTimeout(r, 200));
+    await sessions.run(f.path, lock, 1_000, (qga) => qga.execute('guest-ping'));
+    await new Promise((r) => setTimeout(r, 200));
+    await sessions.run(f.path, lock, 1_000, (qga) => qga.execute('guest-ping'));
+    expect(connections).toBe(1);
+    expect(existsSync(lock)).toBe(true);
+    await sessions.drop(f.path);
+    expect(existsSync(lock)).toBe(false);
+    // After drop the socket is back to the default linger.
+    await sessions.run(f.path, lock, 1_000, (qga) => qga.execute('guest-ping'));
+    expect(connections).toBe(2);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(existsSync(lock)).toBe(false);
+  });
+
   it('never reuses a connection that broke, and serializes concurrent sessions', async () => {
     let connections = 0;
     let inside = 0;

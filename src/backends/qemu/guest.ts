@@ -89,6 +89,10 @@ export function agentTransport(host: QemuHost, name: string): GuestTransport {
       return withAgent(host, name, timeoutMs, (qga) => guestGetFile(qga, path, timeoutMs));
     },
 
+    async keepOpen(ms) {
+      host.sessions.keep((await requireRecord(host, name)).record.paths.qgaSocket, ms);
+    },
+
     async probe(timeoutMs): Promise<ProbeResult> {
       const o = await observe(host, name);
       if (!o.exists) return { ready: false, detail: 'no such VM' };

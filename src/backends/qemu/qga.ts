@@ -117,6 +117,8 @@ interface IdleSession {
 export class AgentSessions {
   private readonly mutex = new KeyedMutex();
   private readonly idle = new Map<string, IdleSession>();
+  /** Sockets whose idle connection lingers longer than `lingerMs` (see keep). */
+  private readonly kept = new Map<string, number>();
   private readonly early = new Map<
     string,
     { connecting: Promise<QgaClient>; releaseLock: () => Promise<void>; abort: AbortController }
@@ -186,8 +188,22 @@ export class AgentSessions {
     }
   }
 
+  /**
+   * Lets the connection to `socketPath` linger `ms` after each use instead of `lingerMs`, for
+   * a VM this process owns alone and will use again later (a fixture's clone prepared ahead of
+   * its test): its next command then skips qemu-ga's reconnect, 60-100 ms under emulation.
+   * The agent lock stays with this process meanwhile: another process waits up to `ms` for
+   * it. An idle connection already parked is re-armed; `drop` ends it.
+   */
+  keep(socketPath: string, ms: number): void {
+    this.kept.set(socketPath, ms);
+    const idle = this.take(socketPath);
+    if (idle) this.park(socketPath, idle.qga, idle.releaseLock);
+  }
+
   /** Closes the idle connection to `socketPath` (if any) and releases its lock: before stop/delete. */
   async drop(socketPath: string): Promise<void> {
+    this.kept.delete(socketPath);
     await this.mutex.run(socketPath, async () => {
       const early = this.early.get(socketPath);
       if (early) {
@@ -234,7 +250,8 @@ export class AgentSessions {
   }
 
   private park(socketPath: string, qga: QgaClient, releaseLock: () => Promise<void>): void {
-    if (!qga.open || this.lingerMs <= 0) {
+    const lingerMs = this.kept.get(socketPath) ?? this.lingerMs;
+    if (!qga.open || lingerMs <= 0) {
       qga.close();
       void releaseLock();
       return;
@@ -243,9 +260,10 @@ export class AgentSessions {
     const timer = setTimeout(() => {
       if (this.idle.get(socketPath)?.timer !== timer) return;
       this.idle.delete(socketPath);
+      this.kept.delete(socketPath);
       qga.close();
       void releaseLock();
-    }, this.lingerMs);
+    }, lingerMs);
     timer.unref();
     this.idle.set(socketPath, { qga, releaseLock, timer });
   }

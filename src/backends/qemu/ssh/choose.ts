@@ -87,6 +87,7 @@ export function qemuTransport(host: QemuHost, name: string): GuestTransport {
     exec: async (argv, o) => (await pick()).exec(argv, o),
     putFile: async (path, content, o) => (await pick()).putFile(path, content, o),
     getFile: async (path) => (await pick()).getFile(path),
+    keepOpen: async (ms) => (await pick()).keepOpen?.(ms),
     async probe(timeoutMs) {
       const { kind, result } = await choose(timeoutMs);
       if (result) return result;
