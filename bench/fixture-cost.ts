@@ -2,7 +2,8 @@
  * Per-test cost of VM fixtures on the 10-test sample suite (tests/fixtures/sample-suite),
  * one worker, real QEMU: a fresh VM per test, the worker-scoped fixture, a template clone per
  * test (`createVmFixture({ fresh: 'test' })`, its template made in the run and counted in the
- * first test), and the worker fixture with reuse across runs (measured on the second run).
+ * first test), and with reuse across runs (measured on the second run) the worker fixture and
+ * the clone per test, whose template is then kept.
  * Prints wall time, mean and median test duration per mode, and the ratios to a booted VM
  * per test and to the worker fixture. Run: `npx tsx bench/fixture-cost.ts`
  * (builds nothing: run `npm run build` first so the suite imports the current dist).
@@ -63,6 +64,12 @@ try {
   results.push(["template clone per test (fresh: 'test')", await runSuite('clone', { SAMPLE_MODE: 'clone' })]);
   await runSuite('reuse-warmup', { LOCALVM_REUSE: '1' });
   results.push(['worker fixture, reused across runs', await runSuite('reuse', { LOCALVM_REUSE: '1' })]);
+  // With reuse on the template is kept across runs: a later run clones it straight away.
+  await runSuite('clone-reuse-warmup', { SAMPLE_MODE: 'clone', LOCALVM_REUSE: '1' });
+  results.push([
+    'clone per test, template kept across runs',
+    await runSuite('clone-reuse', { SAMPLE_MODE: 'clone', LOCALVM_REUSE: '1' }),
+  ]);
 
   const base = results[0]?.[1];
   const worker = results[1]?.[1];
