@@ -219,18 +219,20 @@ async function parkHelper(
   const name = record.name;
   const port = await IdentityPort.connect(identitySocketOf(record.paths), 5_000);
   const program = await identityProgram(build, record.arch);
+  const bytes = program ? await readFile(program).catch(() => undefined) : undefined;
   const agent = <T>(fn: (qga: QgaClient) => Promise<T>) =>
     build.sessions.run(record.paths.qgaSocket, build.lockPath(name, 'qga'), 30_000, fn);
-  for (const path of program ? GUEST_PROGRAM_PATHS : []) {
-    try {
-      const bytes = await readFile(program ?? '');
-      await agent((qga) => guestPutFile(qga, path, bytes, 30_000));
-      await startParked(build, record, port, programArgv(path));
-      return { port, kind: 'program' };
-    } catch (error) {
-      // A file system mounted noexec (Debian's /run) cannot run it: the copy must not stay.
-      await agent((qga) => guestExec(qga, ['/bin/rm', '-f', path], { timeoutMs: 10_000 })).catch(() => undefined);
-      build.log(`${name}: identity program not parked from ${path} (${(error as Error).message})`);
+  if (bytes) {
+    for (const path of GUEST_PROGRAM_PATHS) {
+      try {
+        await agent((qga) => guestPutFile(qga, path, bytes, 30_000));
+        await startParked(build, record, port, programArgv(path));
+        return { port, kind: 'program' };
+      } catch (error) {
+        // A file system mounted noexec (Debian's /run) cannot run it: the copy must not stay.
+        await agent((qga) => guestExec(qga, ['/bin/rm', '-f', path], { timeoutMs: 10_000 })).catch(() => undefined);
+        build.log(`${name}: identity program not parked from ${path} (${(error as Error).message})`);
+      }
     }
   }
   try {
