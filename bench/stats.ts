@@ -1,6 +1,7 @@
 /** What the benchmarks compute from their samples, once: order statistics and a QEMU's RSS. */
 import { readFile } from 'node:fs/promises';
 import type { OperationContext } from '../src/context.js';
+import type { TemplateInfo } from '../src/operations/template.js';
 import { deleteVm, vmInfo } from '../src/operations/vm.js';
 
 export const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
@@ -33,4 +34,18 @@ export async function idleRssThenDelete(names: string[], settleMs: number, ctx: 
   for (const name of names) rss.push(await rssKiB((await vmInfo(name, ctx)).pid));
   for (const name of names) await deleteVm(name, ctx);
   return rss;
+}
+
+/** What the template benches record of the template they measured. */
+export function templateRow(
+  t: Pick<TemplateInfo, 'sizeBytes' | 'stateBytes' | 'identity' | 'helper'>,
+  createMs: number,
+): Record<string, unknown> {
+  return {
+    createMs: round(createMs),
+    sizeBytes: t.sizeBytes,
+    stateBytes: t.stateBytes,
+    identity: t.identity,
+    helper: t.helper,
+  };
 }

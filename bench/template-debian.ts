@@ -24,7 +24,7 @@ import { realClock, type OperationContext } from '../src/context.js';
 import { createTemplate, deleteTemplate } from '../src/operations/template.js';
 import { createVm, deleteVm, listVms, waitForVmReady } from '../src/operations/vm.js';
 import { createExecaRunner } from '../src/runner.js';
-import { idleRssThenDelete, median, p95, round } from './stats.js';
+import { idleRssThenDelete, median, p95, round, templateRow } from './stats.js';
 
 const runs = Number(process.argv[2] ?? 3);
 const image =
@@ -103,13 +103,7 @@ try {
     image,
     runs,
     memoryMiB: MEMORY,
-    template: {
-      createMs: round(templateMs),
-      sizeBytes: template.sizeBytes,
-      stateBytes: template.stateBytes,
-      identity: template.identity,
-      helper: template.helper,
-    },
+    template: templateRow(template, templateMs),
     coldReadyMs: stats(coldReady),
     coldCloudInitDoneMs: stats(cold.map((c) => c.cloudInitMs)),
     cloneReadyMs: stats(clone),

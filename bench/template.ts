@@ -19,7 +19,7 @@ import { realClock, type OperationContext } from '../src/context.js';
 import { createTemplate, deleteTemplate } from '../src/operations/template.js';
 import { createVm, deleteVm, listVms, waitForVmReady } from '../src/operations/vm.js';
 import { createExecaRunner } from '../src/runner.js';
-import { idleRssThenDelete, median, p95, round } from './stats.js';
+import { idleRssThenDelete, median, p95, round, templateRow } from './stats.js';
 
 const runs = Number(process.argv[2] ?? 10);
 const MEMORY = 256;
@@ -70,13 +70,7 @@ try {
     date: new Date().toISOString(),
     runs,
     memoryMiB: MEMORY,
-    template: {
-      createMs: round(templateMs),
-      sizeBytes: template.sizeBytes,
-      stateBytes: template.stateBytes,
-      identity: template.identity,
-      helper: template.helper,
-    },
+    template: templateRow(template, templateMs),
     coldReadyMs: { median: round(median(cold)), p95: round(p95(cold)), all: cold.map(round) },
     cloneReadyMs: { median: round(median(clone)), p95: round(p95(clone)), all: clone.map(round) },
     speedup: Number((median(cold) / median(clone)).toFixed(1)),
