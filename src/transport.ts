@@ -24,6 +24,14 @@ export interface GuestTransport {
   keepOpen?(ms: number): Promise<void>;
 }
 
+/**
+ * How long a VM this process owns and uses again later (a fixture's clone prepared ahead of its
+ * test, a warm pool VM waiting for its acquire) keeps its connection open unused (keepOpen):
+ * qemu-ga takes 60-100 ms to take a new connection under emulation (measured: the sample test's
+ * calls 200-240 ms in a clone left idle past the default 500 ms linger, 140-160 ms kept open).
+ */
+export const OWNED_KEEP_OPEN_MS = 30_000;
+
 /** `chmod MODE -- PATH`: how every transport and resource applies a guest file's mode. */
 export function chmodArgv(mode: number, path: string): string[] {
   return ['chmod', (mode & 0o7777).toString(8).padStart(4, '0'), '--', path];

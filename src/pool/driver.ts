@@ -10,6 +10,7 @@ import { availableBackends, resolveBackend, type OperationContext } from '../con
 import { LocalVmError } from '../errors.js';
 import { deleteVm, waitForVmReady } from '../operations/vm.js';
 import { parseVmSpec } from '../schema.js';
+import { OWNED_KEEP_OPEN_MS } from '../transport.js';
 
 export interface PoolDriver {
   /** True when idle VMs are held paused, so `resume` runs them. */
@@ -25,12 +26,6 @@ export interface PoolDriver {
 
 /** The probe a running VM of a spec pool must pass before it is handed out. */
 const ANSWER_MS = 10_000;
-
-/**
- * A resumed pool VM's agent connection stays open this long unused: a warm VM may wait a
- * while for its acquire, and qemu-ga takes 60-100 ms to take a new connection under emulation.
- */
-const KEEP_OPEN_MS = 30_000;
 
 /** The driver for a pool of clones of `template` or VMs of `spec`. UNSUPPORTED when no backend can hold clones. */
 export async function poolDriver(
@@ -55,7 +50,7 @@ export async function poolDriver(
       },
       resume: async (name) => {
         await backend.resume(name);
-        await backend.guest(name).keepOpen?.(KEEP_OPEN_MS);
+        await backend.guest(name).keepOpen?.(OWNED_KEEP_OPEN_MS);
       },
       destroy: async (name) => {
         await deleteVm(name, ctx);
@@ -81,7 +76,7 @@ export async function poolDriver(
       const r = await backend.guest(name).probe(ANSWER_MS);
       if (!r.ready)
         throw new LocalVmError('COMMAND_FAILED', `pool VM ${name} did not answer: ${r.detail}`, { vm: name });
-      await backend.guest(name).keepOpen?.(KEEP_OPEN_MS);
+      await backend.guest(name).keepOpen?.(OWNED_KEEP_OPEN_MS);
     },
     destroy: async (name) => {
       await deleteVm(name, ctx);

@@ -23,6 +23,7 @@ import { mkdirPrivate } from '../host/privateDir.js';
 import { createTemplate, templateInfo } from '../operations/template.js';
 import { backendOf, createVmWithRetry, deleteVm, waitForVmReady, type ReadyOptions } from '../operations/vm.js';
 import type { VmSpecInput } from '../schema.js';
+import { OWNED_KEEP_OPEN_MS } from '../transport.js';
 import { currentSessionId, recordBeforeCreate } from './record.js';
 import { sessionVmName, sessionsDir } from './session.js';
 
@@ -99,13 +100,6 @@ let clones = 0;
  */
 const AHEAD = 2;
 
-/**
- * How long a prepared clone's agent connection stays open unused: qemu-ga takes 60-100 ms to
- * take a new connection under emulation, which its test would pay (measured: the sample test's
- * calls 200-240 ms in a clone left idle past the default 500 ms linger, 140-160 ms kept open).
- */
-const KEEP_OPEN_MS = 30_000;
-
 /** A clone made for a test before it asked: its name, session record, and whether making it worked. */
 interface Prepared {
   name: string;
@@ -122,10 +116,9 @@ async function makeClone(name: string, template: string, o: FreshOptions): Promi
   try {
     await createVmWithRetry({ name, template }, {}, o.ctx);
     await waitForVmReady(name, o.ready ?? {}, o.ctx);
-    const vm = await connect(name, o.ctx);
-    await vm.exec(['true']);
+    await (await connect(name, o.ctx)).exec(['true']);
     // Its test may come a while later: keep the agent connection open until then.
-    await (await backendOf(name, o.ctx)).guest(name).keepOpen?.(KEEP_OPEN_MS);
+    await (await backendOf(name, o.ctx)).guest(name).keepOpen?.(OWNED_KEEP_OPEN_MS);
     return session;
   } catch (error) {
     await deleteVm(name, o.ctx).catch(() => undefined);
