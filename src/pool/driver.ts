@@ -15,6 +15,8 @@ import { OWNED_KEEP_OPEN_MS } from '../transport.js';
 export interface PoolDriver {
   /** True when idle VMs are held paused, so `resume` runs them. */
   readonly holds: boolean;
+  /** The longest making one VM may take before `create` itself fails: the spec's createMs + readyMs. */
+  readonly makeMs: number;
   /** Makes VM `name` ready to hand out: a held clone, or a booted VM that answered. Leaves nothing on failure. */
   create(name: string): Promise<void>;
   /** Makes `name` run and answer through its agent; a failure leaves it unusable (destroy it). */
@@ -43,8 +45,10 @@ export async function poolDriver(
     // An unknown template is NOT_FOUND now, not a stream of failed clones later.
     const lister = backend as Partial<TemplateCapable>;
     if (typeof lister.templateInfo === 'function') await lister.templateInfo(template);
+    const { timeouts } = parseVmSpec({ name: 'pool-probe', template });
     return {
       holds: true,
+      makeMs: timeouts.createMs + timeouts.readyMs,
       create: async (name) => {
         await backend.createHeld({ ...parseVmSpec({ name, template }), template });
       },
@@ -63,6 +67,7 @@ export async function poolDriver(
   const { backend } = await resolveBackend(probe.backend, ctx, probe.image);
   return {
     holds: false,
+    makeMs: probe.timeouts.createMs + probe.timeouts.readyMs,
     create: async (name) => {
       try {
         await backend.create(parseVmSpec({ ...spec, name }));

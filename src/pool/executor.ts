@@ -71,7 +71,10 @@ const text = (b: Uint8Array) => Buffer.from(b).toString('utf8');
 export async function runJob(pool: Acquirer, input: JobInput): Promise<JobResult> {
   const job = parseJob(input);
   const started = performance.now();
-  const lease = await pool.acquire({ timeoutMs: job.acquireTimeoutMs, ...(job.signal ? { signal: job.signal } : {}) });
+  const lease = await pool.acquire({
+    ...(job.acquireTimeoutMs !== undefined ? { timeoutMs: job.acquireTimeoutMs } : {}),
+    ...(job.signal ? { signal: job.signal } : {}),
+  });
   const acquireMs = performance.now() - started;
   try {
     return await runLeased(lease, job, started, acquireMs);

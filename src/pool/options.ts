@@ -124,8 +124,8 @@ export const jobSchema = z
         .positive('must be positive')
         .max(MAX_OUTPUT_BYTES, `must be at most ${MAX_OUTPUT_BYTES} (64 MiB)`)
         .default(DEFAULT_MAX_OUTPUT_BYTES),
-      /** Waiting for a VM from the pool (default 60 s). */
-      acquireTimeoutMs: z.number('must be a number').int().positive().max(MAX_EXEC_TIMEOUT_MS).default(60_000),
+      /** Waiting for a VM from the pool (default: the pool's, see AcquireOptions.timeoutMs). */
+      acquireTimeoutMs: z.number('must be a number').int().positive().max(MAX_EXEC_TIMEOUT_MS).optional(),
       signal: z.instanceof(AbortSignal, { error: 'must be an AbortSignal' }).optional(),
     },
     'must be an object',
@@ -153,7 +153,7 @@ export interface JobInput {
   collect?: string[];
   /** Each output (stdout, stderr) and all collected files together are cut at this (default 1 MiB). */
   maxOutputBytes?: number;
-  /** How long to wait for a VM from the pool (default 60 s). */
+  /** How long to wait for a VM from the pool (default: as long as making one may take, at least 60 s). */
   acquireTimeoutMs?: number;
   signal?: AbortSignal;
 }

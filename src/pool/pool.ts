@@ -20,7 +20,7 @@ import { WarmPool } from './warmPool.js';
 export { backoffMs } from './warmPool.js';
 
 export interface AcquireOptions {
-  /** TIMEOUT when no VM could be handed out in this long (default 60 s). */
+  /** TIMEOUT when no VM could be handed out in this long (default: the longest making one may take, the spec's createMs + readyMs, at least 60 s). */
   timeoutMs?: number;
   signal?: AbortSignal;
 }

@@ -31,6 +31,16 @@ export function backoffMs(failures: number): number {
   return failures <= 0 ? 0 : Math.min(10_000, 200 * 2 ** (failures - 1));
 }
 
+/**
+ * An acquire's deadline when the caller gives none: at least 60 s, and never shorter than
+ * making one VM may take (the driver's makeMs). An empty pool hands out the VM it is making,
+ * and a booted guest on a loaded machine can take longer than 60 s to answer: a flat 60 s
+ * failed acquires whose VM was on its way. Pure.
+ */
+export function defaultAcquireMs(makeMs: number): number {
+  return Math.max(60_000, makeMs);
+}
+
 let vmCounter = 0;
 
 export class WarmPool implements Pool {
@@ -70,7 +80,7 @@ export class WarmPool implements Pool {
   async acquire(options: AcquireOptions = {}): Promise<Lease> {
     this.ensureOpen();
     const started = this.clock.now();
-    const limit = deadline(options.timeoutMs ?? 60_000, {
+    const limit = deadline(options.timeoutMs ?? defaultAcquireMs(this.driver.makeMs), {
       what: `acquiring a VM from pool ${this.prefix}`,
       clock: this.clock,
       parent: options.signal,

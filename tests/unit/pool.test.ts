@@ -14,6 +14,7 @@ import { LocalVmError } from '../../src/errors.js';
 import { cut, parentDirs, requested, runJob } from '../../src/pool/executor.js';
 import { parseJob, parsePoolOptions } from '../../src/pool/options.js';
 import { backoffMs, createPool, type Pool } from '../../src/pool/pool.js';
+import { defaultAcquireMs } from '../../src/pool/warmPool.js';
 import { poolVmName, sessionOfPoolVm } from '../../src/pool/sweep.js';
 import { createRecordingRunner } from '../../src/runner.js';
 import type { VmSpec } from '../../src/schema.js';
@@ -127,6 +128,38 @@ describe('createPool', () => {
       expect((await rejection(third)).code).toBe('TIMEOUT');
       expect(pool.stats().waiting).toBe(0);
     });
+  });
+
+  it('without a timeout, an acquire waits as long as making its VM may take, not a flat 60 s', async () => {
+    // A spec pool's VM boots; on a loaded machine a guest can take 90 s to answer.
+    const { backend, clock, make } = setup();
+    let booted: () => void = () => undefined;
+    const boot = new Promise<void>((r) => (booted = r));
+    const create = backend.create.bind(backend);
+    backend.create = async (spec) => {
+      await boot;
+      return create(spec);
+    };
+    await withPool(make({ template: undefined, spec: { image: 'tiny' }, min: 1, max: 1 }), async (pool) => {
+      await settle();
+      let outcome = 'waiting';
+      const acquiring = pool.acquire().then(
+        () => (outcome = 'leased'),
+        (e: LocalVmError) => (outcome = e.code),
+      );
+      clock.advance(90_000);
+      await settle();
+      booted(); // before asserting: close() waits for the VM being made
+      const at90s = outcome;
+      await acquiring;
+      expect(at90s).toBe('waiting');
+      expect(outcome).toBe('leased');
+    });
+  });
+
+  it('the default acquire deadline is at least 60 s and covers making one VM', () => {
+    expect(defaultAcquireMs(1_000)).toBe(60_000);
+    expect(defaultAcquireMs(240_000)).toBe(240_000);
   });
 
   it('a waiter gets the VM freed by a release', async () => {
