@@ -142,8 +142,21 @@ need_root_tools() {
 WORK=""
 LOOP=""
 MOUNTS=()
+# The chroot sees the host's /dev (bind-mounted), and a guest package's install script chgrps
+# /dev/kvm to the chroot's kvm group id (on the host another group, or none) and makes it
+# 0660. That cut libvirt's QEMU user off /dev/kvm, and libvirt then probed QEMU's
+# capabilities again on every define (30-60 s each here). Whatever /dev/kvm was is put back.
+KVM_WAS=""
+if [[ -e /dev/kvm ]]; then KVM_WAS="$(stat -c '%u:%g %a' /dev/kvm)"; fi
+restore_kvm() {
+  [[ -n $KVM_WAS && -e /dev/kvm ]] || return 0
+  [[ "$(stat -c '%u:%g %a' /dev/kvm)" == "$KVM_WAS" ]] && return 0
+  chown "${KVM_WAS% *}" /dev/kvm && chmod "${KVM_WAS#* }" /dev/kvm &&
+    echo "==> /dev/kvm put back to ${KVM_WAS} (uid:gid mode) after the guest's packages changed it"
+}
 cleanup() {
   local i
+  restore_kvm || true
   for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
     umount "${MOUNTS[i]}" 2>/dev/null || umount -l "${MOUNTS[i]}" 2>/dev/null || true
   done

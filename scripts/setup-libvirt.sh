@@ -42,15 +42,25 @@ if ! getent passwd libvirt-qemu >/dev/null; then
 fi
 mkdir -p /var/log/libvirt /var/run/libvirt /var/lib/libvirt/qemu
 
-# libvirt probes QEMU's capabilities as libvirt-qemu and caches them; when that user cannot
-# open /dev/kvm while the daemon (root) can, it decides "KVM was enabled when probing, but it
-# is not available now", throws the cache away and probes again on every define or start
-# (~60 s each here). So libvirt-qemu joins the group that owns /dev/kvm, whatever its name.
-if [[ -e /dev/kvm ]]; then
-  kvm_group=$(stat -c %G /dev/kvm)
-  if [[ $kvm_group != UNKNOWN && $kvm_group != root ]] && ! id -nG libvirt-qemu | tr ' ' '\n' | grep -qx "$kvm_group"; then
+# libvirt probes QEMU's capabilities and caches them; when its QEMU user (libvirt-qemu)
+# cannot open /dev/kvm while the daemon (root) can, it decides "KVM was enabled when probing,
+# but it is not available now", throws the cache away and probes again on every define or
+# start (30-60 s each here). So libvirt-qemu joins the group that owns /dev/kvm, by its id
+# (a package's postinst may have given it an id with another name, or none, on this host).
+joined=0
+if [[ -e /dev/kvm ]] && ! runuser -u libvirt-qemu -- test -r /dev/kvm -a -w /dev/kvm 2>/dev/null; then
+  kvm_gid=$(stat -c %g /dev/kvm)
+  if [[ $kvm_gid != 0 && $(stat -c %a /dev/kvm) == ?6? ]]; then
+    kvm_group=$(getent group "$kvm_gid" | cut -d: -f1)
+    if [[ -z $kvm_group ]]; then
+      kvm_group=kvm-dev
+      groupadd -r -g "$kvm_gid" "$kvm_group"
+    fi
     usermod -aG "$kvm_group" libvirt-qemu
-    echo "==> libvirt-qemu joins group $kvm_group (owner of /dev/kvm)"
+    joined=1
+    echo "==> libvirt-qemu joins group $kvm_group (gid $kvm_gid, owner of /dev/kvm)"
+  else
+    echo "warning: libvirt-qemu cannot open /dev/kvm ($(stat -c '%U:%G %a' /dev/kvm)); libvirt will probe QEMU again on every define" >&2
   fi
 fi
 
@@ -70,8 +80,18 @@ else
   virtlogd -d
   echo "==> started virtlogd"
 fi
+# libvirtd reads its QEMU user's groups when it starts: after a join, a running one restarts.
+libvirtd_pid() { cat /var/run/libvirtd.pid 2>/dev/null || cat /var/run/libvirt/libvirtd.pid; }
 if running /var/run/libvirtd.pid || running /var/run/libvirt/libvirtd.pid; then
-  echo "==> libvirtd already running"
+  if ((joined)); then
+    pid=$(libvirtd_pid)
+    kill "$pid"
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    libvirtd -d
+    echo "==> restarted libvirtd (its QEMU user's groups changed)"
+  else
+    echo "==> libvirtd already running"
+  fi
 else
   libvirtd -d
   echo "==> started libvirtd"
