@@ -14,7 +14,7 @@ import {
   parseVolList,
 } from '../../src/backends/libvirt/parse.js';
 import { poolDirFor } from '../../src/backends/libvirt/target.js';
-import { parseLibvirtUri } from '../../src/backends/libvirt/uri.js';
+import { parseLibvirtUri, runsOnThisMachine } from '../../src/backends/libvirt/uri.js';
 import { createVirsh } from '../../src/backends/libvirt/virsh.js';
 import { volumesOf } from '../../src/backends/libvirt/volumes.js';
 import type { RunResult } from '../../src/runner.js';
@@ -182,6 +182,16 @@ describe('connection URIs', () => {
     'qemu+ssh://h/other',
   ])('refuses %s at the schema', (connect) => {
     expect(codeOfSync(() => parseVmSpec({ name: 'a', backend: 'libvirt', connect }))).toBe('VALIDATION');
+  });
+  it('knows which URIs run QEMU on this machine: the local daemons and ssh to a loopback address', () => {
+    expect(runsOnThisMachine('qemu:///system')).toBe(true);
+    expect(runsOnThisMachine('qemu:///session')).toBe(true);
+    expect(runsOnThisMachine('qemu+ssh://lvremote@127.0.0.1:2222/session?no_verify=1')).toBe(true);
+    expect(runsOnThisMachine('qemu+ssh://127.3.4.5/system')).toBe(true);
+    expect(runsOnThisMachine('qemu+ssh://bob@localhost/system')).toBe(true);
+    expect(runsOnThisMachine('qemu+ssh://bob@build-7/system')).toBe(false);
+    expect(runsOnThisMachine('qemu+ssh://10.0.0.127/system')).toBe(false);
+    expect(runsOnThisMachine('qemu+ssh://127.0.0.1.example.com/system')).toBe(false);
   });
   it('puts the pool under the system image dir, or the session user home', () => {
     const config = { stateDir: '/st' };

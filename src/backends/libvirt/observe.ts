@@ -31,7 +31,7 @@ import {
 } from './parse.js';
 import type { BootSource, CreateObservation, DomainObservation } from './plan.js';
 import { POOL, poolDirFor } from './target.js';
-import { isLocalUri } from './uri.js';
+import { runsOnThisMachine } from './uri.js';
 import { LIBVIRT_BACKEND } from './register.js';
 import { volumesOf } from './volumes.js';
 
@@ -222,7 +222,9 @@ export async function observeCreate(
     );
   }
   let localKvm: boolean | undefined;
-  if (isLocalUri(host.target.uri) && caps.guests.get(arch)?.has('kvm') && spec.accel === 'auto') {
+  // A host on this machine (a local daemon, or ssh to 127.0.0.1) has this machine's KVM: where
+  // /dev/kvm opens but hangs guests, its capabilities still offer kvm, and only the probe knows.
+  if (runsOnThisMachine(host.target.uri) && caps.guests.get(arch)?.has('kvm') && spec.accel === 'auto') {
     const probe = createKvmProbe({
       runner,
       cacheDir: host.config.cacheDir,

@@ -76,3 +76,16 @@ export const libvirtUriSchema = z.string().superRefine((uri, ctx) => {
 export function isLocalUri(uri: string): boolean {
   return LOCAL.test(uri);
 }
+
+/**
+ * Whether QEMU behind `uri` runs on this machine: a local daemon, or ssh to a loopback
+ * address (127.0.0.0/8, localhost). Its files are still another user's, but its CPU is this
+ * one, so this machine's KVM probe speaks for it. Pure.
+ */
+export function runsOnThisMachine(uri: string): boolean {
+  const parsed = parseLibvirtUri(uri);
+  if ('problem' in parsed) return false;
+  if (parsed.transport === 'local') return true;
+  const host = parsed.host ?? '';
+  return host === 'localhost' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
