@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { buildQemuCommand, type QemuLaunch } from '../../src/backends/qemu/cmdline.js';
 import { launchFor } from '../../src/backends/qemu/layout.js';
 import { compatibilityDiff, depsOf, incompatible, layoutSignature } from '../../src/backends/qemu/template/compat.js';
+import { hasIpv4Address } from '../../src/backends/qemu/template/create.js';
 import { macFor } from '../../src/backends/qemu/template/restore.js';
 import { parseSetupArg } from '../../src/cli/commands/template.js';
 import { FROM_TEMPLATE, parseVmSpec, specFingerprint } from '../../src/schema.js';
@@ -214,5 +215,25 @@ describe('launchFor a clone', () => {
 
   it('refuses a memory other than the RAM file’s (QEMU would grow the template’s file)', () => {
     expect(() => launchFor(inputs(512), 'tcg', undefined)).toThrow(expect.objectContaining({ code: 'VALIDATION' }));
+  });
+});
+
+describe('the template build waits for the network (guest-network-get-interfaces replies)', () => {
+  const lo = { name: 'lo', 'ip-addresses': [{ 'ip-address-type': 'ipv4', 'ip-address': '127.0.0.1', prefix: 8 }] };
+  it('is settled once a non-loopback interface has an IPv4 address', () => {
+    const eth = {
+      name: 'eth0',
+      'ip-addresses': [{ 'ip-address-type': 'ipv4', 'ip-address': '10.0.2.15', prefix: 24 }],
+    };
+    expect(hasIpv4Address([lo, eth])).toBe(true);
+  });
+  it.each([
+    ['only loopback', [lo]],
+    ['an interface without addresses yet', [lo, { name: 'eth0', 'hardware-address': '52:54:00:12:34:56' }]],
+    ['only IPv6 (link-local before DHCP)', [lo, { name: 'eth0', 'ip-addresses': [{ 'ip-address-type': 'ipv6' }] }]],
+    ['not a list', { error: 'x' }],
+    ['null entries', [null]],
+  ])('is not settled with %s', (_what, reply) => {
+    expect(hasIpv4Address(reply)).toBe(false);
   });
 });

@@ -99,7 +99,7 @@ export async function createTemplate(host: QemuHost, input: TemplateCreateInput)
       await applySteps(build, name, steps);
       await awaitAgent(build, name, spec.timeouts.readyMs);
       if (spec.userData !== undefined) await awaitCloudInit(build, name, spec.timeouts.readyMs);
-      await settle(build, name);
+      await settle(build, record);
       await runSetup(build, name, setup, spec.timeouts.execMs);
       const helper = await parkHelper(build, record);
       let stateBytes: number;
@@ -139,8 +139,9 @@ export async function createTemplate(host: QemuHost, input: TemplateCreateInput)
 
 /**
  * The QemuHost a template is built in: the caller's, with its state under `dir` (so the
- * build VM is not one of the home's VMs) and agent sessions closed at once (nothing lingers
- * into the freeze).
+ * build VM is not one of the home's VMs). Its agent sessions linger as everywhere (qemu-ga
+ * sleeps 100 ms after each hang-up, so closing between the build's calls cost 100-200 ms
+ * each); freeze and removeBuild drop the connection, so none reaches into the frozen state.
  */
 export function buildHost(host: QemuHost, dir: string): QemuHost {
   return createQemuHost({
@@ -148,7 +149,6 @@ export function buildHost(host: QemuHost, dir: string): QemuHost {
     runner: host.runner,
     log: host.log,
     findImage: host.findImage,
-    agentLingerMs: 0,
   });
 }
 
@@ -182,15 +182,46 @@ export async function awaitAgent(build: QemuHost, name: string, timeoutMs: numbe
 }
 
 // The tiny guest brings its network up in the background after the agent answers: wait
-// (bounded, best effort) until a non-loopback interface has an address, so clones do not
-// each repeat the DHCP exchange half-way through.
+// (bounded, best effort) until a non-loopback interface has an IPv4 address, so clones do
+// not each repeat the DHCP exchange half-way through.
+const SETTLE_MS = 10_000;
 const SETTLE_SCRIPT =
   'i=0; while [ $i -lt 100 ]; do ip -4 addr 2>/dev/null | grep -v " lo" | grep -q "inet " && exit 0; sleep 0.1; i=$((i+1)); done; exit 0';
 
-async function settle(build: QemuHost, name: string): Promise<void> {
+/** True when the agent's interface list has a non-loopback interface with an IPv4 address. Pure. */
+export function hasIpv4Address(interfaces: unknown): boolean {
+  if (!Array.isArray(interfaces)) return false;
+  return interfaces.some((i: { name?: unknown; 'ip-addresses'?: { 'ip-address-type'?: unknown }[] } | null) => {
+    const addresses = i?.['ip-addresses'];
+    return i?.name !== 'lo' && Array.isArray(addresses) && addresses.some((a) => a?.['ip-address-type'] === 'ipv4');
+  });
+}
+
+/**
+ * The wait itself, asked of the agent (guest-network-get-interfaces: getifaddrs in qemu-ga,
+ * no guest process per look, so it can look every few ms); an agent without that command
+ * gets the same wait as a guest shell loop, which starts three processes per look.
+ */
+async function settle(build: QemuHost, record: VmRecord): Promise<void> {
+  const name = record.name;
+  const skipped = (error: unknown) => build.log(`${name}: network settle skipped: ${(error as Error).message}`);
+  try {
+    await poll(
+      async () => {
+        const interfaces = await build.sessions.run(record.paths.qgaSocket, build.lockPath(name, 'qga'), 5_000, (qga) =>
+          qga.execute('guest-network-get-interfaces', undefined, 5_000),
+        );
+        return hasIpv4Address(interfaces) ? true : undefined;
+      },
+      { what: `the network of template VM ${name}`, timeoutMs: SETTLE_MS, initialMs: 10, factor: 1.5, maxMs: 50 },
+    );
+    return;
+  } catch (error) {
+    if (!isLocalVmError(error, 'COMMAND_FAILED')) return skipped(error);
+  }
   await agentTransport(build, name)
-    .exec(['/bin/sh', '-c', SETTLE_SCRIPT], { timeoutMs: 15_000 })
-    .catch((error: unknown) => build.log(`${name}: network settle skipped: ${(error as Error).message}`));
+    .exec(['/bin/sh', '-c', SETTLE_SCRIPT], { timeoutMs: SETTLE_MS + 5_000 })
+    .catch(skipped);
 }
 
 export async function runSetup(build: QemuHost, name: string, setup: string[][], timeoutMs: number): Promise<void> {
