@@ -81,7 +81,16 @@ else
   echo "==> started virtlogd"
 fi
 # libvirtd reads its QEMU user's groups when it starts: after a join, a running one restarts.
-libvirtd_pid() { cat /var/run/libvirtd.pid 2>/dev/null || cat /var/run/libvirt/libvirtd.pid; }
+# The pid in whichever pid file names the live daemon (the other may be stale).
+libvirtd_pid() {
+  local f
+  for f in /var/run/libvirtd.pid /var/run/libvirt/libvirtd.pid; do
+    if running "$f"; then
+      cat "$f"
+      return
+    fi
+  done
+}
 if running /var/run/libvirtd.pid || running /var/run/libvirt/libvirtd.pid; then
   if ((joined)); then
     pid=$(libvirtd_pid)
