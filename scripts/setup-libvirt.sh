@@ -46,8 +46,9 @@ mkdir -p /var/log/libvirt /var/run/libvirt /var/lib/libvirt/qemu
 # cannot open /dev/kvm while the daemon (root) can, it decides "KVM was enabled when probing,
 # but it is not available now", throws the cache away and probes again on every define or
 # start (30-60 s each here). So libvirt-qemu joins the group that owns /dev/kvm, by its id
-# (a package's postinst may have given it an id with another name, or none, on this host).
-joined=0
+# (a package's postinst may have given it an id with another name, or none, on this host),
+# or, when only root may open it, /dev/kvm gets the group and mode udev would give it.
+kvm_changed=0
 if [[ -e /dev/kvm ]] && ! runuser -u libvirt-qemu -- test -r /dev/kvm -a -w /dev/kvm 2>/dev/null; then
   kvm_gid=$(stat -c %g /dev/kvm)
   if [[ $kvm_gid != 0 && $(stat -c %a /dev/kvm) == ?6? ]]; then
@@ -57,8 +58,16 @@ if [[ -e /dev/kvm ]] && ! runuser -u libvirt-qemu -- test -r /dev/kvm -a -w /dev
       groupadd -r -g "$kvm_gid" "$kvm_group"
     fi
     usermod -aG "$kvm_group" libvirt-qemu
-    joined=1
+    kvm_changed=1
     echo "==> libvirt-qemu joins group $kvm_group (gid $kvm_gid, owner of /dev/kvm)"
+  elif [[ $kvm_gid == 0 ]]; then
+    # root-only (no udev on this machine to apply its rule): give it what systemd's udev rule
+    # gives it on a Debian host, group kvm and mode 0666 (50-udev-default.rules), rather than
+    # put libvirt's QEMU user in group root.
+    chgrp kvm /dev/kvm
+    chmod 0666 /dev/kvm
+    kvm_changed=1
+    echo "==> /dev/kvm was root-only: now $(stat -c '%U:%G %a' /dev/kvm), as udev's default rule sets it"
   else
     echo "warning: libvirt-qemu cannot open /dev/kvm ($(stat -c '%U:%G %a' /dev/kvm)); libvirt will probe QEMU again on every define" >&2
   fi
@@ -92,12 +101,12 @@ libvirtd_pid() {
   done
 }
 if running /var/run/libvirtd.pid || running /var/run/libvirt/libvirtd.pid; then
-  if ((joined)); then
+  if ((kvm_changed)); then
     pid=$(libvirtd_pid)
     kill "$pid"
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     libvirtd -d
-    echo "==> restarted libvirtd (its QEMU user's groups changed)"
+    echo "==> restarted libvirtd (its QEMU user's access to /dev/kvm changed)"
   else
     echo "==> libvirtd already running"
   fi
