@@ -47,7 +47,10 @@ describe.skipIf(skip)('a template of the Debian guest (real QEMU, TCG)', () => {
     // The boot, as distro.test.ts waits for it: the 120 s default was too short on a slower
     // machine with the rest of the suite running (CI, stop 23: "did not answer" at 120 s).
     const started = performance.now();
-    await createTemplate({ name: T, spec: { image: distroImagePath('agent'), memory: 1024, userData, timeouts: { readyMs: BOOT_MS } } }, ctx);
+    await createTemplate(
+      { name: T, spec: { image: distroImagePath('agent'), memory: 1024, userData, timeouts: { readyMs: BOOT_MS } } },
+      ctx,
+    );
     measured.templateCreateMs = Math.round(performance.now() - started);
   }, BOOT_MS + 60_000);
 
