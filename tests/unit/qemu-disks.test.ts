@@ -411,6 +411,31 @@ describe('createDiskOps: remove and list', () => {
     expect(h.removed).toEqual([]);
   });
 
+  it('a retry whose device the guest released after query-block (DeviceNotFound) is removed, not an error', async () => {
+    // A detach cut short by its deadline left the unplug running; the guest finished it
+    // between this retry's query-block and its device_del (seen in CI on a slow machine).
+    const h = harness({
+      rec: hpRecord(),
+      reply: (cmd) => {
+        if (cmd === 'query-block') return QUERY_BLOCK;
+        if (cmd === 'query-named-block-nodes')
+          return [{ 'node-name': 'disk-hp', drv: 'qcow2', file: `${DIR}/disk-hp.qcow2` }];
+        if (cmd === 'device_del')
+          return new LocalVmError(
+            'COMMAND_FAILED',
+            "QMP device_del failed: DeviceNotFound: Device '/machine/peripheral/dev-disk-hp' not found",
+            { details: { protocol: 'QMP', command: 'device_del', class: 'DeviceNotFound' } },
+          );
+        return undefined;
+      },
+      events: [],
+    });
+    expect(await h.ops.diskRemove('disk-a', 'hp')).toEqual({ removed: true });
+    expect(h.sent.at(-1)).toEqual({ command: 'blockdev-del', args: { 'node-name': 'disk-hp' } });
+    expect(h.current().spec.disks.map((d) => d.name)).toEqual(['data']);
+    expect(h.removed).toEqual([`${DIR}/disk-hp.qcow2`]);
+  });
+
   it('a paused guest is CONFLICT without device_del', async () => {
     const h = harness({
       reply: (cmd) =>

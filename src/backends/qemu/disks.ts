@@ -191,14 +191,19 @@ export async function unplug(
   const attached = attachedDisk(await qmp.execute('query-block', undefined, QUICK_TIMEOUT_MS), path);
   if (attached) {
     await guestRunning(qmp, name);
+    let gone = false;
     try {
       await qmp.execute('device_del', { id: attached.qomPath }, QUICK_TIMEOUT_MS);
     } catch (error) {
-      // An earlier remove timed out while the guest was still releasing it: keep waiting.
-      if (!(isLocalVmError(error, 'COMMAND_FAILED') && /in the process of unplug/i.test(error.message))) throw error;
+      if (!isLocalVmError(error, 'COMMAND_FAILED')) throw error;
+      // An earlier remove cut short by its deadline left the unplug running. Either the guest
+      // is still releasing the device (keep waiting), or it finished between our query-block
+      // and this device_del (DeviceNotFound: already released, nothing to wait for).
+      gone = error.details?.class === 'DeviceNotFound';
+      if (!gone && !/in the process of unplug/i.test(error.message)) throw error;
     }
     try {
-      await qmp.waitEvent('DEVICE_DELETED', o.timeoutMs, (e) => isDeviceDeleted(e, attached.qomPath));
+      if (!gone) await qmp.waitEvent('DEVICE_DELETED', o.timeoutMs, (e) => isDeviceDeleted(e, attached.qomPath));
     } catch (error) {
       if (!isLocalVmError(error, 'TIMEOUT')) throw error;
       throw new LocalVmError('TIMEOUT', `VM ${name}: the guest did not release disk ${diskName} in ${o.timeoutMs} ms`, {
