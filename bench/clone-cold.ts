@@ -10,7 +10,7 @@
  *   idle     the next 300 ms, nothing asked of it: the guest's own timers and daemons
  *   first    the first guest process (`true` through the agent)
  *   second   the second one
- *   sample   the sample suite's test body (tests/fixtures/sample-suite/suite.ts: five guest
+ *   sample   the sample suite's test body (tests/fixtures/sample-suite/work.ts: five guest
  *            processes, a file written and read back)
  * each as QEMU CPU time (utime+stime of all its threads, from /proc/<pid>/stat), TBs
  * translated (HMP `info jit` over QMP), and wall time; medians and p95.
@@ -25,11 +25,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { vmPaths } from '../src/backends/qemu/state.js';
 import { QmpClient } from '../src/backends/qemu/qmp.js';
 import { loadConfig } from '../src/config.js';
-import { connect, type Connector } from '../src/connector.js';
+import { connect } from '../src/connector.js';
 import { realClock, type OperationContext } from '../src/context.js';
 import { createTemplate, deleteTemplate } from '../src/operations/template.js';
 import { createVm, deleteVm, listVms, vmInfo, waitForVmReady } from '../src/operations/vm.js';
 import { createExecaRunner } from '../src/runner.js';
+import { sampleWork } from '../tests/fixtures/sample-suite/work.js';
 import { median, p95, round } from './stats.js';
 
 const clones = Number(process.argv[2] ?? 8);
@@ -61,17 +62,6 @@ async function tbCount(name: string): Promise<number> {
   }
 }
 
-/** The sample suite's test body, without its recording. */
-async function sampleWork(vm: Connector): Promise<void> {
-  await vm.exec(['cat', '/proc/sys/kernel/random/boot_id']);
-  await vm.exec(['hostname']);
-  await vm.exec(['ls', '-A', '/tmp']);
-  await vm.shell('ls -A /run | grep "^sample-" || true');
-  await vm.exec(['touch', '/run/sample-cold']);
-  await vm.putFile('/tmp/sample-cold', 'cold\n');
-  await vm.getFile('/tmp/sample-cold');
-}
-
 interface Sample {
   cpuMs: number;
   tbs: number;
@@ -93,7 +83,7 @@ async function afterReady(name: string, pid: number): Promise<Record<Exclude<Pha
     idle: await measure(name, pid, () => sleep(300)),
     first: await measure(name, pid, () => vm.exec(['true'])),
     second: await measure(name, pid, () => vm.exec(['true'])),
-    sample: await measure(name, pid, () => sampleWork(vm)),
+    sample: await measure(name, pid, () => sampleWork(vm, 'cold-sample')),
   };
 }
 
@@ -123,39 +113,40 @@ try {
   await waitForVmReady('warm', {}, ctx);
   const warmPid = (await vmInfo('warm', ctx)).pid as number;
   await sleep(2_000);
-  await sampleWork(await connect('warm', ctx));
+  await sampleWork(await connect('warm', ctx), 'warm-up');
   const warm = await afterReady('warm', warmPid);
   await deleteVm('warm', ctx);
   await deleteTemplate('cold', ctx);
 
+  const clone = Object.fromEntries(
+    PHASES.map((p) => [
+      p,
+      {
+        cpuMs: summary(perPhase[p], 'cpuMs'),
+        tbs: summary(perPhase[p], 'tbs'),
+        wallMs: summary(perPhase[p], 'wallMs'),
+      },
+    ]),
+  ) as Record<Phase, Record<keyof Sample, ReturnType<typeof summary>>>;
+  const warmRow = (s: Sample) => ({ cpuMs: s.cpuMs, tbs: s.tbs, wallMs: round(s.wallMs) });
   const results = {
     date: new Date().toISOString(),
     clones,
     memoryMiB: MEMORY,
-    clone: Object.fromEntries(
-      PHASES.map((p) => [
-        p,
-        {
-          cpuMs: summary(perPhase[p], 'cpuMs'),
-          tbs: summary(perPhase[p], 'tbs'),
-          wallMs: summary(perPhase[p], 'wallMs'),
-        },
-      ]),
-    ),
-    warm: Object.fromEntries(
-      Object.entries(warm).map(([p, s]) => [p, { cpuMs: s.cpuMs, tbs: s.tbs, wallMs: round(s.wallMs) }]),
-    ),
+    clone,
+    warm: {
+      idle: warmRow(warm.idle),
+      first: warmRow(warm.first),
+      second: warmRow(warm.second),
+      sample: warmRow(warm.sample),
+    },
   };
   console.log(`${clones} clones of the tiny template (median / p95) against a warm booted VM, TCG`);
   console.log('phase     clone QEMU CPU   clone TBs        clone wall       warm CPU  warm TBs  warm wall');
+  const pair = (s: ReturnType<typeof summary>, unit: string) => `${s.median}/${s.p95}${unit}`.padEnd(17);
   for (const p of PHASES) {
-    const c = results.clone[p] as {
-      cpuMs: ReturnType<typeof summary>;
-      tbs: ReturnType<typeof summary>;
-      wallMs: ReturnType<typeof summary>;
-    };
-    const w = (results.warm as Record<string, { cpuMs: number; tbs: number; wallMs: number } | undefined>)[p];
-    const pair = (s: ReturnType<typeof summary>, unit: string) => `${s.median}/${s.p95}${unit}`.padEnd(17);
+    const c = clone[p];
+    const w = p === 'restore' ? undefined : results.warm[p];
     console.log(
       `${p.padEnd(9)} ${pair(c.cpuMs, ' ms')}${pair(c.tbs, '')}${pair(c.wallMs, ' ms')}` +
         (w ? `${`${w.cpuMs} ms`.padEnd(10)}${String(w.tbs).padEnd(10)}${w.wallMs} ms` : '(boot)'),
